@@ -1,0 +1,1 @@
+"""mailgate's front door: the ``mailgate`` command, above both ``sim`` and ``realnet``."""
