@@ -1,0 +1,74 @@
+"""Per-process CPU utilisation from ``/proc/<pid>/stat``.
+
+Calibration compares each host's measured CPU utilisation with the model's.
+A host is one OS process, so its utilisation over a window is the CPU time
+the kernel charged it (``utime + stime``, in clock ticks) divided by the
+wall time of the window. Reading ``/proc`` costs the sampled processes
+nothing, unlike asking them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+#: Kernel clock ticks per second (USER_HZ), the unit of utime/stime.
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far.
+
+    Raises ``ProcessLookupError`` when the process is gone.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise ProcessLookupError(pid) from None
+    # The command name (field 2) is in parentheses and may contain spaces:
+    # split after the last ')' so the field numbers are stable.
+    fields = text[text.rindex(")") + 2 :].split()
+    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
+    return (utime + stime) / CLOCK_TICKS
+
+
+@dataclass
+class CpuSampler:
+    """Utilisation of named processes between ``start()`` and ``stop()``.
+
+    ``pids`` maps a name (a host id) to a PID. A process that disappears
+    during the window keeps the CPU it had used when last seen.
+    """
+
+    pids: Mapping[str, int]
+    _t0: float = 0.0
+    _cpu0: dict[str, float] = field(default_factory=dict)
+    _last: dict[str, float] = field(default_factory=dict)
+
+    def start(self) -> None:
+        self._t0 = time.monotonic()
+        self._cpu0 = {name: self._read(name, pid) for name, pid in self.pids.items()}
+        self._last = dict(self._cpu0)
+
+    def _read(self, name: str, pid: int) -> float:
+        try:
+            value = process_cpu_s(pid)
+        except ProcessLookupError:
+            return self._last.get(name, 0.0)
+        self._last[name] = value
+        return value
+
+    def sample(self) -> dict[str, float]:
+        """Utilisation (CPU seconds per wall second) of each process so far."""
+        wall = max(time.monotonic() - self._t0, 1e-9)
+        return {
+            name: (self._read(name, pid) - self._cpu0.get(name, 0.0)) / wall
+            for name, pid in self.pids.items()
+        }
+
+    def stop(self) -> dict[str, float]:
+        """Utilisation over the whole window (same as a last ``sample()``)."""
+        return self.sample()

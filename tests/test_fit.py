@@ -1,0 +1,122 @@
+"""The cost fitter recovers known costs from synthetic traces.
+
+Traces are generated here from known parameters (CPU = lognormal fixed part
++ per-KB slope, DNS waits, fsync waits), in the same HopRecord format realnet
+and the model write. Tolerance: means within 5 %, per-KB slopes within 5 %,
+lognormal sigma within 0.05, R² high for size-driven stages.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from realnet.fit import fit_traces, linear_fit, sigma_from_cv, write_overlay
+from sim.records import HopRecord, StageSpan
+from sim.scenario import load
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTBED = ROOT / "scenarios" / "loopback-testbed.toml"
+
+# tier -> stage -> (fixed mean s, sigma, per KB s, wait s)
+TRUTH = {
+    "gateway0": {
+        "smtp_receive": (0.0012, 0.3, 0.00002, 0.0),
+        "spf": (0.0001, 0.0, 0.0, 0.0005),  # one DNS lookup
+        "dkim_verify": (0.0006, 0.2, 0.00003, 0.0005),
+        "spool": (0.0002, 0.0, 0.0, 0.003),  # fsync
+    },
+    "gateway3": {
+        "dkim_sign": (0.0067, 0.25, 0.00004, 0.0),
+        "spool": (0.0002, 0.0, 0.0, 0.003),
+    },
+    "mailbox": {"maildir": (0.0003, 0.0, 0.00001, 0.0)},
+}
+N = 2000
+DNS_S, FSYNC_S = 0.0005, 0.003
+
+
+def synthetic_hops(seed: int = 7) -> list[HopRecord]:
+    rng = np.random.default_rng(seed)
+    hops = []
+    for i in range(N):
+        size = float(rng.lognormal(math.log(6.0), 1.0))
+        for tier, stages in TRUTH.items():
+            t = 1000.0 + i
+            hop = HopRecord(f"m{i}", "inbound", f"{tier}.{i % 2}", size, arrived=t)
+            for stage, (fixed, sigma, per_kb, wait) in stages.items():
+                median = fixed / math.exp(sigma**2 / 2)
+                base = float(rng.lognormal(math.log(median), sigma)) if sigma else fixed
+                cpu = base + per_kb * size
+                w = float(rng.exponential(wait)) if wait else 0.0
+                hop.stages[stage] = StageSpan(t, t + cpu + w, cpu)
+                t += cpu + w
+            hop.accepted = t + 0.0001  # 0.1 ms of dialogue no stage covers
+            hop.left = hop.accepted + 0.001
+            hops.append(hop)
+    return hops
+
+
+@pytest.fixture(scope="module")
+def fit():
+    return fit_traces(synthetic_hops(), load(TESTBED))
+
+
+def test_linear_fit_recovers_line_and_falls_back_to_constant() -> None:
+    sizes = np.array([1.0, 2.0, 3.0, 4.0])
+    a, b, r2, _ = linear_fit(sizes, 0.5 + 0.25 * sizes)
+    assert a == pytest.approx(0.5) and b == pytest.approx(0.25) and r2 == pytest.approx(1.0)
+    a, b, _, _ = linear_fit(np.array([5.0, 5.0, 5.0]), np.array([1.0, 2.0, 3.0]))
+    assert (a, b) == (pytest.approx(2.0), 0.0)
+
+
+def test_sigma_from_cv_is_lognormal_relation() -> None:
+    assert sigma_from_cv(0.01) == 0.0
+    assert sigma_from_cv(0.5) == pytest.approx(math.sqrt(math.log(1.25)))
+
+
+def test_recovers_cpu_fixed_per_kb_and_sigma(fit) -> None:
+    for tier, stages in TRUTH.items():
+        for stage, (fixed, sigma, per_kb, _) in stages.items():
+            sf = fit.stages[(tier, stage)]
+            assert sf.n == N
+            assert sf.cpu_fixed_s == pytest.approx(fixed, rel=0.05), (tier, stage)
+            assert sf.cpu_per_kb_s == pytest.approx(per_kb, rel=0.05, abs=2e-7), (tier, stage)
+            assert sf.cpu_sigma == pytest.approx(sigma, abs=0.05), (tier, stage)
+
+
+def test_recovers_waits_dns_fsync_and_overhead(fit) -> None:
+    assert fit.dns_s is not None
+    # per-lookup DNS time is a median of exponential waits: mean * ln 2
+    assert fit.dns_s == pytest.approx(DNS_S * math.log(2), rel=0.1)
+    assert fit.fsync_s["gateway0"][0] == pytest.approx(FSYNC_S, rel=0.05)
+    assert fit.fsync_s["gateway3"][0] == pytest.approx(FSYNC_S, rel=0.05)
+    assert fit.overhead["gateway0"].mean_s == pytest.approx(0.0001, rel=0.05)
+
+
+def test_r2_reflects_size_dependence(fit) -> None:
+    assert fit.stages[("mailbox", "maildir")].r2 > 0.99  # no noise: size explains all
+    assert math.isnan(fit.stages[("gateway0", "spool")].r2)  # constant: no slope fitted
+
+
+def test_overlay_loads_on_testbed_with_fitted_means(fit, tmp_path: Path) -> None:
+    path = write_overlay(fit, TESTBED, tmp_path / "fitted.toml", load(TESTBED))
+    assert path.read_text().startswith("#")
+    s = load(path)
+    assert s.scenario.name == "loopback-testbed"  # extends the testbed
+    assert s.deployment.machines[0].cores == 2  # deployment inherited
+    for tier, stages in TRUTH.items():
+        t = s.tiers[tier]
+        for stage, (fixed, _, per_kb, _) in stages.items():
+            cost = t.cost(stage)
+            assert cost is not None
+            assert cost.cpu_s.mean == pytest.approx(fixed, rel=0.05)
+            assert cost.cpu_per_kb_s == pytest.approx(per_kb, rel=0.05, abs=2e-7)
+    assert s.gateways["gateway0"].hosts[0].fsync_s.mean == pytest.approx(FSYNC_S, rel=0.05)
+    assert s.gateways["gateway0"].hosts[0].cores == 1  # the base's host fields survive
+    assert s.network.dns_s.mean == pytest.approx(fit.dns_s)
+    # DNS stages carry no extra wait beyond their lookups
+    assert s.gateways["gateway0"].cost("spf").wait_s.mean < 0.0002
