@@ -69,7 +69,8 @@ class Zone:
 
     ``records[name][rdtype]`` is an RRset; ``origins`` are the zone apexes
     (a name under no origin gets NXDOMAIN, or REFUSED with
-    ``refuse_outside``; one under an origin but without records NXDOMAIN, one with records of other types NOERROR and no answer).
+    ``refuse_outside``; one under an origin but without records NXDOMAIN;
+    one with records of other types NOERROR and no answer).
     """
 
     origins: list[dns.name.Name] = field(default_factory=list)
