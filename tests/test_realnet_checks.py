@@ -1,4 +1,4 @@
-"""SPF, DKIM and Authentication-Results through the realnet DNS; OpenDKIM as an independent judge."""
+"""SPF, DKIM and Authentication-Results through the realnet DNS; OpenDKIM as independent judge."""
 
 from __future__ import annotations
 
@@ -109,7 +109,7 @@ def test_our_spf_passes_outbound_gateways_only(scenario, plan, domain, resolver)
 
 
 def test_bounce_is_checked_against_helo(scenario, plan, resolver):
-    host = f"{[n for n, t in scenario.tiers.items() if t.role == 'outbound_sign'][0]}.0"
+    host = f"{next(n for n, t in scenario.tiers.items() if t.role == 'outbound_sign')}.0"
     helo = host_name(plan, host)
     assert check_spf(resolver, plan.host_address(host), "", helo)[0] == "pass"
     assert check_spf(resolver, "127.25.77.77", "", helo)[0] == "fail"
