@@ -90,7 +90,11 @@ class DkimKey:
             key = cls.load(directory)
         except (OSError, ValueError, KeyError):
             key = None
-        if key is None or (key.algorithm, key.selector, key.domain) != (algorithm, selector, domain):
+        if key is None or (key.algorithm, key.selector, key.domain) != (
+            algorithm,
+            selector,
+            domain,
+        ):
             key = cls.generate(algorithm, selector, domain)
             key.save(directory)
         return key
