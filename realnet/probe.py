@@ -219,7 +219,8 @@ def format_result(r: ProbeResult) -> str:
             else ""
         )
         + f"; submission took {r.submit_s * 1000:.1f} ms",
-        f"  SPF {r.spf}, DKIM {r.dkim}" + (f" (signed by d={r.dkim_signer})" if r.dkim_signer else ""),
+        f"  SPF {r.spf}, DKIM {r.dkim}"
+        + (f" (signed by d={r.dkim_signer})" if r.dkim_signer else ""),
         f"  Authentication-Results: {r.authentication_results}",
         f"  {'hop':<24}{'arrived':>9}{'250 at':>9}{'left':>9}  {'outcome':<9} stages (ms)",
     ]

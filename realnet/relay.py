@@ -383,7 +383,7 @@ class Relay:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         try:
             return await self._receive(session, envelope)
-        except Exception:  # noqa: BLE001 - an internal error must never become a 500
+        except Exception:
             log.exception("handle_DATA failed")
             return "451 4.3.0 Internal error, try again later"
 
@@ -616,7 +616,7 @@ class Relay:
                 await self._deliver_once(entry)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - a bug must not lose the message: retry later
+            except Exception:
                 log.exception("delivery of %s failed", entry.id)
                 entry.next_retry = time.time() + self._backoff(entry.attempts + 1)
                 self._schedule(entry, entry.next_retry)
@@ -646,7 +646,11 @@ class Relay:
         entry.attempts += 1
         if pending and t1 - entry.first_accepted >= c.max_queue_lifetime_s:
             await self._bounce(
-                entry, dict.fromkeys(pending, SmtpError(554, "5.4.7 delivery time expired, last error kept in the log"))
+                entry,
+                dict.fromkeys(
+                    pending,
+                    SmtpError(554, "5.4.7 delivery time expired, last error kept in the log"),
+                ),
             )
             pending = []
             if record is not None:

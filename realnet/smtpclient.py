@@ -82,7 +82,7 @@ class SmtpConnection:
                 ),
                 timeout,
             )
-        except (OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, OSError) as e:
             raise ConnectError(f"connect to {host}:{port} failed: {e}") from None
         conn = cls(reader, writer)
         try:
@@ -215,7 +215,7 @@ class ConnectionPool:
     ) -> SendResult:
         try:
             result = await asyncio.wait_for(conn.send(mail_from, rcpt_tos, data), self.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             conn.close()
             raise SmtpError(451, "timeout talking to the next hop") from None
         except SmtpError:

@@ -78,6 +78,7 @@ class Spool:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool")
         self._pending: list[tuple[str, SpoolEntry | str, asyncio.Future[None]]] = []
         self._flushing = False
+        self._flusher: asyncio.Task[None] | None = None
         self.batches = 0  # statistics: how many group commits
         self.commits = 0
 
@@ -101,7 +102,7 @@ class Spool:
         self._pending.append((op, item, future))
         if not self._flushing:
             self._flushing = True
-            loop.create_task(self._flush_loop())
+            self._flusher = loop.create_task(self._flush_loop())
         await future
 
     async def _flush_loop(self) -> None:
@@ -111,7 +112,7 @@ class Spool:
                 batch, self._pending = self._pending, []
                 try:
                     await loop.run_in_executor(self._executor, self._commit, batch)
-                except Exception as e:  # noqa: BLE001 - every waiter learns of the failure
+                except Exception as e:
                     for _, _, future in batch:
                         if not future.done():
                             future.set_exception(e)

@@ -134,7 +134,9 @@ class Testbed:
             if ready.exists() and self._answers(host):
                 return
             time.sleep(0.02)
-        raise TestbedError(f"{host} not ready after {self.start_timeout_s} s: {self.log_tail(host)}")
+        raise TestbedError(
+            f"{host} not ready after {self.start_timeout_s} s: {self.log_tail(host)}"
+        )
 
     def _answers(self, host: str) -> bool:
         if host in ("dns", "remote"):
@@ -266,7 +268,8 @@ def up_command(args: Any) -> int:
             rn = testbed.scenario.realnet
             print(
                 f"SMTP on port {rn.smtp_port} of every host; submission "
-                f"{testbed.submission[0]}:{rn.submission_port}; POP3 {testbed.pop3[0]}:{rn.pop3_port}"
+                f"{testbed.submission[0]}:{rn.submission_port}; "
+                f"POP3 {testbed.pop3[0]}:{rn.pop3_port}"
             )
             print("running; Ctrl-C to stop", flush=True)
             try:

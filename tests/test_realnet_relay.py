@@ -7,8 +7,8 @@ local-delivery stand-in that collects messages in a list.
 from __future__ import annotations
 
 import asyncio
-import socket
 import smtplib
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -135,8 +135,16 @@ def test_relay_stores_forwards_and_traces(tmp_path: Path) -> None:
         port = free_port("127.0.0.1")
         sink = Collector()
         final = Relay(config(tmp_path, "final.0", "127.61.0.2", port, local_delivery=sink))
-        relay = Relay(config(tmp_path, "relay.0", "127.61.0.1", port, next_hop=("127.61.0.2",),
-                             next_hop_name="final"))
+        relay = Relay(
+            config(
+                tmp_path,
+                "relay.0",
+                "127.61.0.1",
+                port,
+                next_hop=("127.61.0.2",),
+                next_hop_name="final",
+            )
+        )
         await final.start()
         await relay.start()
         try:
@@ -185,8 +193,14 @@ def test_relay_clients_may_relay_anywhere(tmp_path: Path) -> None:
         port = free_port("127.0.0.1")
         sink = Collector()
         relay = Relay(
-            config(tmp_path, "gw.0", "127.61.0.1", port, local_delivery=sink,
-                   relay_clients=(ipaddress.IPv4Network("127.61.9.0/24"),))
+            config(
+                tmp_path,
+                "gw.0",
+                "127.61.0.1",
+                port,
+                local_delivery=sink,
+                relay_clients=(ipaddress.IPv4Network("127.61.9.0/24"),),
+            )
         )
         await relay.start()
         try:
@@ -202,8 +216,11 @@ def test_size_limit_552_by_size_parameter_and_by_data(tmp_path: Path) -> None:
     async def main() -> None:
         port = free_port("127.0.0.1")
         sink = Collector()
-        relay = Relay(config(tmp_path, "mx.0", "127.61.0.1", port, local_delivery=sink,
-                             message_size_limit=2000))
+        relay = Relay(
+            config(
+                tmp_path, "mx.0", "127.61.0.1", port, local_delivery=sink, message_size_limit=2000
+            )
+        )
         await relay.start()
         try:
             big = MSG + (b"x" * 70 + b"\r\n") * 50
@@ -235,8 +252,11 @@ def test_size_limit_552_by_size_parameter_and_by_data(tmp_path: Path) -> None:
 def test_hop_count_loop_is_554(tmp_path: Path) -> None:
     async def main() -> None:
         port = free_port("127.0.0.1")
-        relay = Relay(config(tmp_path, "mx.0", "127.61.0.1", port, local_delivery=Collector(),
-                             hopcount_limit=5))
+        relay = Relay(
+            config(
+                tmp_path, "mx.0", "127.61.0.1", port, local_delivery=Collector(), hopcount_limit=5
+            )
+        )
         await relay.start()
         try:
             looped = b"Received: from x by y\r\n" * 5 + MSG
@@ -259,21 +279,28 @@ def test_bare_lf_dot_does_not_end_the_message(tmp_path: Path) -> None:
         relay = Relay(config(tmp_path, "mx.0", "127.61.0.1", port, local_delivery=sink))
         await relay.start()
         try:
+
             def raw_session() -> list[bytes]:
                 with socket.create_connection(("127.61.0.1", port), timeout=5) as s:
                     f = s.makefile("rb")
                     replies = [f.readline()]
-                    for line in (b"EHLO t", b"MAIL FROM:<a@ours.example>",
-                                 b"RCPT TO:<b@ours.example>", b"DATA"):
+                    for line in (
+                        b"EHLO t",
+                        b"MAIL FROM:<a@ours.example>",
+                        b"RCPT TO:<b@ours.example>",
+                        b"DATA",
+                    ):
                         s.sendall(line + b"\r\n")
                         while True:
                             r = f.readline()
                             if r[3:4] != b"-":
                                 break
                         replies.append(r)
-                    s.sendall(b"Subject: one\r\n\r\nfirst\n.\nMAIL FROM:<evil@ours.example>\n"
-                              b"RCPT TO:<c@ours.example>\nDATA\nSubject: smuggled\n\nx\n.\n"
-                              b"tail\r\n.\r\n")
+                    s.sendall(
+                        b"Subject: one\r\n\r\nfirst\n.\nMAIL FROM:<evil@ours.example>\n"
+                        b"RCPT TO:<c@ours.example>\nDATA\nSubject: smuggled\n\nx\n.\n"
+                        b"tail\r\n.\r\n"
+                    )
                     replies.append(f.readline())
                     s.sendall(b"QUIT\r\n")
                     replies.append(f.readline())
@@ -307,8 +334,9 @@ class Refusing(Policy):
 def test_internal_error_is_451_and_policy_can_reject_or_quarantine(tmp_path: Path) -> None:
     async def main() -> None:
         port = free_port("127.0.0.1")
-        a = Relay(config(tmp_path, "a.0", "127.61.0.1", port, local_delivery=Collector()),
-                  Exploding())
+        a = Relay(
+            config(tmp_path, "a.0", "127.61.0.1", port, local_delivery=Collector()), Exploding()
+        )
         sink = Collector()
         b = Relay(config(tmp_path, "b.0", "127.61.0.2", port, local_delivery=sink), Refusing())
         await a.start()
@@ -336,8 +364,17 @@ def test_failover_to_the_twin_when_one_host_is_down(tmp_path: Path) -> None:
         port = free_port("127.0.0.1")
         sink = Collector()
         twin = Relay(config(tmp_path, "next.1", "127.61.0.3", port, local_delivery=sink))
-        relay = Relay(config(tmp_path, "relay.0", "127.61.0.1", port, balance="round_robin",
-                             next_hop=("127.61.0.2", "127.61.0.3"), next_hop_name="next"))
+        relay = Relay(
+            config(
+                tmp_path,
+                "relay.0",
+                "127.61.0.1",
+                port,
+                balance="round_robin",
+                next_hop=("127.61.0.2", "127.61.0.3"),
+                next_hop_name="next",
+            )
+        )
         await twin.start()
         await relay.start()
         try:
@@ -382,8 +419,17 @@ def test_restarted_relay_delivers_its_spool(tmp_path: Path) -> None:
 def test_bounce_after_queue_lifetime_and_none_for_null_sender(tmp_path: Path) -> None:
     async def main() -> None:
         port = free_port("127.0.0.1")
-        relay = Relay(config(tmp_path, "relay.0", "127.61.0.1", port, next_hop=("127.61.0.2",),
-                             next_hop_name="final", max_queue_lifetime_s=0.3))
+        relay = Relay(
+            config(
+                tmp_path,
+                "relay.0",
+                "127.61.0.1",
+                port,
+                next_hop=("127.61.0.2",),
+                next_hop_name="final",
+                max_queue_lifetime_s=0.3,
+            )
+        )
         await relay.start()
         try:
             await send("127.61.0.1", port, ["b@ours.example"])
