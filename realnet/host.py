@@ -1,0 +1,90 @@
+"""One realnet host as one OS process: ``python -m realnet.host --scenario F --host ID``.
+
+``ID`` is a scenario host id (``gateway1.0``, ``mailbox.0``), ``dns`` (the
+authoritative DNS server) or ``remote`` (every remote MX sink). The process
+binds its own loopback address from the ``AddressPlan``, so killing it is a
+host failure. When its servers listen it writes ``run/<ID>.ready`` (its pid)
+in the state dir; it stops cleanly on SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from realnet.addresses import AddressPlan
+from sim.scenario import load
+from sim.topology import Scenario
+
+
+def build_service(scenario: Scenario, plan: AddressPlan, host_id: str, state_dir: Path) -> Any:
+    """The object (with async start/stop) that plays ``host_id``."""
+    if host_id == "dns":
+        from realnet.dnsserver import DnsServer, build_zone
+        from realnet.keys import DkimKey
+
+        key = DkimKey.load(state_dir / "dkim")
+        zone = build_zone(scenario, plan, key.public_txt)
+        return DnsServer(zone, plan.dns.host, plan.dns.port, scenario.realnet.dns_delay_s)
+    if host_id == "remote":
+        from realnet.remote import RemoteSink
+
+        return RemoteSink(scenario, plan, state_dir)
+    if host_id not in scenario.host_ids:
+        raise SystemExit(f"unknown host {host_id!r}; expected one of {scenario.host_ids}")
+    from realnet.mailbox_server import MailboxServer, is_mailbox
+
+    if is_mailbox(host_id):
+        return MailboxServer(scenario, plan, state_dir, host_id)
+    from realnet.gateways import build_gateway
+
+    return build_gateway(scenario, plan, host_id, state_dir)
+
+
+async def serve(scenario: Scenario, host_id: str, state_dir: Path) -> None:
+    """Start the host, announce readiness, run until SIGTERM/SIGINT, stop."""
+    plan = AddressPlan(scenario)
+    service = build_service(scenario, plan, host_id, state_dir)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await service.start()
+    run = state_dir / "run"
+    run.mkdir(parents=True, exist_ok=True)
+    (run / f"{host_id}.ready").write_text(str(os.getpid()))
+    try:
+        await stop.wait()
+    finally:
+        (run / f"{host_id}.ready").unlink(missing_ok=True)
+        await service.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m realnet.host", description=__doc__)
+    parser.add_argument("--scenario", required=True)
+    parser.add_argument("--host", required=True, help="host id, 'dns' or 'remote'")
+    parser.add_argument("--state-dir", required=True)
+    parser.add_argument("--overrides", default="{}", help="JSON of dotted scenario overrides")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        format=f"%(asctime)s {args.host} %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # aiosmtpd logs every connection at INFO: far too chatty for a relay under load
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
+    scenario = load(args.scenario, json.loads(args.overrides))
+    asyncio.run(serve(scenario, args.host, Path(args.state_dir)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""The mailbox server (収容サーバ): Maildir delivery, submission with AUTH, POP3.
+
+Three services on the host's own loopback address:
+
+- SMTP on ``realnet.smtp_port``: mail from Gateway1 for our domains is filed
+  into ``<state>/maildirs/<user>/`` (``maildir.deliver``; the file is fsynced
+  before the 250, like the spool); an unknown user gets ``550 5.1.1``.
+- Submission on ``realnet.submission_port``: PCs authenticate with SMTP AUTH
+  PLAIN or LOGIN against ``realnet.users`` (scrypt hashes) and every message,
+  our own domain's included, is relayed through the spool to Gateway2 (the
+  source: the mailbox server relays *all* outgoing mail to Gateway2).
+- POP3 on ``realnet.pop3_port`` on the same Maildirs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from realnet.addresses import AddressPlan
+from realnet.gateways import relay_config
+from realnet.relay import Incoming, Policy, Relay
+from sim.topology import MAILBOX, Scenario
+
+
+class KnownUsers(Policy):
+    """Refuse recipients that have no mailbox (550 5.1.1) before DATA."""
+
+    def __init__(self, users: set[str], domains: frozenset[str]) -> None:
+        self.users = users
+        self.domains = domains
+
+    async def check_rcpt(self, msg: Incoming, address: str) -> str | None:
+        local, _, domain = address.rpartition("@")
+        if domain.lower() in self.domains and local.lower() not in self.users:
+            return "550 5.1.1 Recipient address rejected: user unknown"
+        return None
+
+
+def mailbox_users(scenario: Scenario) -> set[str]:
+    """Local parts with a mailbox: the scenario's users (they may also log in)."""
+    return {u.name.lower() for u in scenario.realnet.users}
+
+
+def make_authenticator(scenario: Scenario) -> Any:
+    """``(login, password) -> bool`` against the scenario's scrypt hashes."""
+    from realnet.passwords import dummy_verify, verify_password
+
+    hashes = {u.name: u.password_hash for u in scenario.realnet.users}
+
+    def authenticate(login: str, password: str) -> bool:
+        user = login.partition("@")[0]
+        if user not in hashes:
+            dummy_verify(password)  # same cost: do not reveal which users exist
+            return False
+        return verify_password(password, hashes[user])
+
+    return authenticate
+
+
+class MailboxServer:
+    """SMTP-in to Maildirs, submission relay to Gateway2, and POP3, as one host."""
+
+    def __init__(
+        self, scenario: Scenario, plan: AddressPlan, state_dir: Path, host_id: str = "mailbox.0"
+    ) -> None:
+        from realnet import maildir
+
+        self.root = state_dir / "maildirs"
+        self.root.mkdir(parents=True, exist_ok=True)
+        domains = frozenset(d.lower() for d in scenario.population.domains)
+        users = mailbox_users(scenario)
+        root = self.root
+
+        def file_message(user: str, data: bytes) -> None:
+            maildir.deliver(root, user.lower(), data)
+
+        self.smtp = Relay(
+            relay_config(scenario, plan, host_id, state_dir, local_delivery=file_message),
+            KnownUsers(users, domains),
+        )
+        self.submission = Relay(
+            relay_config(
+                scenario,
+                plan,
+                host_id,
+                state_dir,
+                port=scenario.realnet.submission_port,
+                authenticate=make_authenticator(scenario),
+            )
+        )
+        self.pop3: Any = None
+        self.scenario = scenario
+        self.plan = plan
+        self.host_id = host_id
+
+    async def start(self) -> None:
+        from realnet.pop3 import Pop3Server
+
+        await self.smtp.start()
+        await self.submission.start()
+        users = {u.name: u.password_hash for u in self.scenario.realnet.users}
+        self.pop3 = Pop3Server(
+            self.root,
+            users,
+            self.plan.host_address(self.host_id),
+            self.scenario.realnet.pop3_port,
+        )
+        await self.pop3.start()
+
+    async def stop(self) -> None:
+        if self.pop3 is not None:
+            await self.pop3.stop()
+        await self.submission.stop()
+        await self.smtp.stop()
+
+
+def is_mailbox(host_id: str) -> bool:
+    return host_id.rsplit(".", 1)[0] == MAILBOX

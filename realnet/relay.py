@@ -1,0 +1,742 @@
+"""The relay core every realnet gateway is built from (aiosmtpd, asyncio).
+
+One ``Relay`` is one SMTP service on one address: it receives a message,
+runs its gateway's ``Policy`` before answering (milter-style: the policy may
+reject with 550/451, quarantine or add headers), prepends ``Received:``,
+writes the message durably to its ``Spool`` and only then answers 250; a
+delivery task hands it to the next hop (one of the twin hosts of the next
+tier, or the recipient domain's MX) and retries temporary failures with
+backoff, hands it to the fallback tier after a failed first attempt, and
+bounces it to the reverse-path after the queue lifetime.
+
+Protocol hygiene: SIZE is advertised and enforced (552); more ``Received:``
+headers than ``limits.hopcount_limit`` is a loop (554 5.4.6); recipients are
+accepted only for our domains or from clients allowed to relay (550 5.7.1:
+never an open relay); bare CR or LF in DATA is normalised to CRLF (aiosmtpd
+≥ 1.4.6 ends DATA only on CRLF.CRLF, so a bare-LF ``\\n.\\n`` cannot split a
+message — no SMTP smuggling); an internal error answers 451, never 500.
+
+Every message leaves one ``HopRecord`` JSON line in ``traces/<host>.jsonl``;
+the ``X-Mailgate-Trace`` header carries the trace id from hop to hop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import ipaddress
+import logging
+import random
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dns.asyncresolver
+import dns.exception
+import dns.resolver
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from realnet.smtpclient import ConnectError, ConnectionPool, SmtpError
+from realnet.spool import Spool, SpoolEntry
+from sim.records import HopRecord, StageSpan
+
+log = logging.getLogger("realnet.relay")
+
+TRACE_HEADER = "X-Mailgate-Trace"
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+_TRACE_RE = re.compile(rb"^X-Mailgate-Trace:[ \t]*([^\r\n]*)", re.IGNORECASE | re.MULTILINE)
+
+#: CPU-bound and blocking checks (pyspf, dkimpy, scanning, Maildir writes) run here,
+#: off the event loop, so one slow check does not stall every other session.
+_checks = ThreadPoolExecutor(max_workers=4, thread_name_prefix="checks")
+
+
+# ---------------------------------------------------------------- small helpers
+
+
+def normalise_line_ends(data: bytes) -> bytes:
+    """Every bare CR, bare LF or CRLF becomes CRLF."""
+    if b"\r" not in data.replace(b"\r\n", b"") and b"\n" not in data.replace(b"\r\n", b""):
+        return data
+    return _LINE_END.sub(b"\r\n", data)
+
+
+def header_block(data: bytes) -> bytes:
+    """The header section of a CRLF message (without the blank line)."""
+    end = data.find(b"\r\n\r\n")
+    return data if end < 0 else data[: end + 2]
+
+
+def count_received(data: bytes) -> int:
+    head = header_block(data)
+    return sum(1 for line in head.split(b"\r\n") if line[:9].lower() == b"received:")
+
+
+def domain_of(address: str) -> str:
+    return address.rpartition("@")[2].lower().rstrip(">")
+
+
+def parse_trace(data: bytes) -> tuple[str, str] | None:
+    """(trace id, flow) from the X-Mailgate-Trace header, if there is one."""
+    m = _TRACE_RE.search(header_block(data))
+    if not m:
+        return None
+    parts = m.group(1).decode("ascii", "replace").split(";")
+    flow = "inbound"
+    for part in parts[1:]:
+        key, _, value = part.strip().partition("=")
+        if key == "flow" and value:
+            flow = value
+    return parts[0].strip(), flow
+
+
+def trace_header(trace_id: str, flow: str) -> bytes:
+    return f"{TRACE_HEADER}: {trace_id}; flow={flow}\r\n".encode()
+
+
+async def in_thread(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+    """Run ``fn`` in the checks pool; return its result and the CPU time it took."""
+
+    def timed() -> tuple[Any, float]:
+        c0 = time.thread_time()
+        result = fn(*args)
+        return result, time.thread_time() - c0
+
+    return await asyncio.get_running_loop().run_in_executor(_checks, timed)
+
+
+# ---------------------------------------------------------------- policy interface
+
+
+@dataclass
+class Verdict:
+    """What a policy decided: ``accept`` (default), ``reject`` or ``quarantine``."""
+
+    action: str = "accept"
+    reply: str = ""
+    reason: str = ""
+
+    @classmethod
+    def reject(cls, reply: str) -> Verdict:
+        return cls("reject", reply)
+
+    @classmethod
+    def quarantine(cls, reason: str) -> Verdict:
+        return cls("quarantine", reason=reason)
+
+
+@dataclass
+class Incoming:
+    """A message being received, as a policy sees it before the 250."""
+
+    host: str
+    client_ip: str
+    helo: str
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+    trace_id: str
+    flow: str
+    authenticated: str | None = None
+    record: HopRecord | None = None
+    prepend: list[bytes] = field(default_factory=list)
+
+    async def stage(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a blocking check in the thread pool and record it as stage ``name``."""
+        t0 = time.time()
+        result, cpu = await in_thread(fn, *args)
+        self.add_span(name, t0, time.time(), cpu)
+        return result
+
+    def add_span(self, name: str, start: float, end: float, cpu: float = 0.0) -> None:
+        if self.record is not None:
+            self.record.stages[name] = StageSpan(start, end, cpu)
+
+
+class Policy:
+    """A gateway's checks. The default accepts everything."""
+
+    async def check_rcpt(self, msg: Incoming, address: str) -> str | None:
+        """A reply to refuse one recipient (e.g. ``550 5.1.1``), or None."""
+        return None
+
+    async def check(self, msg: Incoming) -> Verdict | None:
+        """Run before the 250; may set ``msg.data`` and add ``msg.prepend`` headers."""
+        return None
+
+
+# ---------------------------------------------------------------- configuration
+
+
+@dataclass
+class RelayConfig:
+    """How one SMTP service of one host behaves."""
+
+    host_id: str
+    hostname: str
+    bind: str
+    port: int
+    state_dir: Path
+    #: domains accepted from any allowed client (our own mail domains)
+    local_domains: frozenset[str] = frozenset()
+    #: clients that may relay to any domain
+    relay_clients: tuple[ipaddress.IPv4Network, ...] = ()
+    #: clients that may connect at all (empty = anybody)
+    allowed_clients: tuple[ipaddress.IPv4Network, ...] = ()
+    #: next-hop addresses (twin hosts), or empty for the recipient's MX
+    next_hop: tuple[str, ...] = ()
+    next_hop_name: str = "internet"
+    next_hop_port: int = 25
+    balance: str = "mx_random"
+    #: tier that takes mail whose first attempt failed (Gateway3 → Gateway4)
+    fallback: tuple[str, ...] = ()
+    fallback_name: str = ""
+    delivery_concurrency: int = 20
+    connect_timeout_s: float = 30.0
+    minimal_backoff_s: float = 300.0
+    maximal_backoff_s: float = 4000.0
+    max_queue_lifetime_s: float = 5 * 86400.0
+    message_size_limit: int = 10_240_000
+    hopcount_limit: int = 50
+    dns: tuple[str, int] | None = None
+    #: mailbox server: file locally instead of spooling (user, message bytes)
+    local_delivery: Callable[[str, bytes], None] | None = None
+    #: submission: SMTP AUTH required, authenticated clients may relay anywhere
+    authenticate: Callable[[str, str], bool] | None = None
+    spool_name: str = "spool"
+    fsync: bool = True
+
+
+# ---------------------------------------------------------------- the relay
+
+
+class Tracer:
+    """Appends HopRecords as JSON lines to ``traces/<host>.jsonl``."""
+
+    def __init__(self, state_dir: Path, host_id: str) -> None:
+        (state_dir / "traces").mkdir(parents=True, exist_ok=True)
+        # line-buffered: a killed host loses at most a partial line, never earlier ones
+        self._out = (state_dir / "traces" / f"{host_id}.jsonl").open("a", buffering=1)
+
+    def write(self, record: HopRecord) -> None:
+        self._out.write(record.to_json() + "\n")
+
+    def close(self) -> None:
+        self._out.close()
+
+
+class _Protocol(SMTP):
+    """aiosmtpd's SMTP with the connection time remembered (HopRecord.arrived)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if self.session is not None:
+            self.session.connected_at = time.time()  # type: ignore[attr-defined]
+
+
+class Relay:
+    """One SMTP service: receive, check, spool, deliver."""
+
+    def __init__(self, config: RelayConfig, policy: Policy | None = None) -> None:
+        self.config = config
+        self.policy = policy or Policy()
+        self.tracer = Tracer(config.state_dir, config.host_id)
+        self.spool = (
+            None
+            if config.local_delivery
+            else Spool(config.state_dir / config.spool_name / config.host_id, fsync=config.fsync)
+        )
+        self.pool = ConnectionPool(
+            helo=config.hostname, source=config.bind, timeout=config.connect_timeout_s
+        )
+        self._server: asyncio.AbstractServer | None = None
+        self._sem: asyncio.Semaphore | None = None
+        self._rr = 0
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._resolver: dns.asyncresolver.Resolver | None = None
+        self._auth_cache: dict[tuple[str, str], bool] = {}
+        self.delivered = 0
+
+    # -- lifecycle
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._sem = asyncio.Semaphore(self.config.delivery_concurrency)
+        if self.config.dns:
+            self._resolver = dns.asyncresolver.Resolver(configure=False)
+            self._resolver.nameservers = [self.config.dns[0]]
+            self._resolver.port = self.config.dns[1]
+            self._resolver.timeout = self._resolver.lifetime = 5.0
+        if self.spool is not None:
+            for entry in self.spool.recover():
+                self._schedule(entry, entry.next_retry)
+        self._server = await loop.create_server(
+            self._make_protocol, self.config.bind, self.config.port, reuse_address=True
+        )
+
+    def _make_protocol(self) -> SMTP:
+        c = self.config
+        return _Protocol(
+            self,
+            hostname=c.hostname,
+            ident="mailgate realnet",
+            data_size_limit=c.message_size_limit,
+            enable_SMTPUTF8=True,
+            auth_required=c.authenticate is not None,
+            auth_require_tls=False,  # loopback only; PRACTICAL.md
+            authenticator=self._authenticator if c.authenticate else None,
+            loop=asyncio.get_running_loop(),
+        )
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+        for timer in self._timers:
+            timer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await self.pool.close()
+        if self.spool is not None:
+            self.spool.close()
+        self.tracer.close()
+
+    # -- aiosmtpd hooks
+
+    def _authenticator(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        if not isinstance(data, LoginPassword) or self.config.authenticate is None:
+            return AuthResult(success=False, handled=False)
+        login = data.login.decode("utf-8", "replace")
+        password = data.password.decode("utf-8", "replace")
+        # scrypt costs ~50 ms; like Dovecot's auth cache, remember verified pairs
+        key = (login, password)
+        if key not in self._auth_cache:
+            self._auth_cache[key] = self.config.authenticate(login, password)
+        return AuthResult(success=self._auth_cache[key], auth_data=login)
+
+    def _client_ip(self, session: Session) -> str:
+        return session.peer[0] if session.peer else ""
+
+    @staticmethod
+    def _in(ip: str, networks: Iterable[ipaddress.IPv4Network]) -> bool:
+        addr = ipaddress.ip_address(ip)
+        return any(addr in n for n in networks)
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        ip = self._client_ip(session)
+        if self.config.allowed_clients and not self._in(ip, self.config.allowed_clients):
+            return "550 5.7.1 Client host rejected: access denied"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        envelope.mail_at = time.time()  # type: ignore[attr-defined]
+        return "250 2.1.0 Ok"
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        c = self.config
+        ip = self._client_ip(session)
+        local = domain_of(address) in c.local_domains
+        may_relay = bool(session.authenticated) or self._in(ip, c.relay_clients)
+        if not local and not may_relay:
+            return "550 5.7.1 Relay access denied"
+        try:
+            refusal = await self.policy.check_rcpt(self._incoming(session, envelope), address)
+        except Exception:
+            log.exception("check_rcpt failed")
+            return "451 4.3.0 Internal error, try again later"
+        if refusal:
+            return refusal
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        return "250 2.1.5 Ok"
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.error("internal error: %r", error)
+        return "451 4.3.0 Internal error, try again later"
+
+    def _incoming(self, session: Session, envelope: Envelope) -> Incoming:
+        return Incoming(
+            host=self.config.host_id,
+            client_ip=self._client_ip(session),
+            helo=session.host_name or "",
+            mail_from=envelope.mail_from or "",
+            rcpt_tos=list(envelope.rcpt_tos),
+            data=b"",
+            trace_id="",
+            flow="inbound",
+            authenticated=session.auth_data if session.authenticated else None,
+        )
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        try:
+            return await self._receive(session, envelope)
+        except Exception:
+            log.exception("handle_DATA failed")
+            return "451 4.3.0 Internal error, try again later"
+
+    # -- receiving
+
+    async def _receive(self, session: Session, envelope: Envelope) -> str:
+        c = self.config
+        t_data = time.time()
+        arrived = getattr(session, "connected_at", t_data)
+        mail_at = getattr(envelope, "mail_at", arrived)
+        if getattr(session, "messages_done", 0):
+            arrived = mail_at  # later transactions on a reused connection
+        session.messages_done = getattr(session, "messages_done", 0) + 1  # type: ignore[attr-defined]
+        raw = envelope.original_content or b""
+        data = normalise_line_ends(raw)
+        msg = self._incoming(session, envelope)
+        trace = parse_trace(data)
+        if trace is None:
+            flow = self._first_flow(msg)
+            trace = (uuid.uuid4().hex[:16], flow)
+            data = trace_header(*trace) + data
+        msg.trace_id, msg.flow = trace
+        record = HopRecord(
+            msg_id=msg.trace_id,
+            flow=msg.flow,
+            host=c.host_id,
+            size_kb=len(data) / 1024,
+            arrived=arrived,
+        )
+        record.stages["smtp_receive"] = StageSpan(arrived, t_data)
+        msg.record = record
+        if count_received(data) >= c.hopcount_limit:
+            return self._reject(record, "554 5.4.6 Too many hops: mail loop detected")
+        entry_id = SpoolEntry.new_id()
+        data = self._received_header(session, msg, entry_id) + data
+        msg.data = data
+        verdict = await self.policy.check(msg)
+        if verdict is not None and verdict.action == "reject":
+            return self._reject(record, verdict.reply)
+        data = b"".join(msg.prepend) + msg.data
+        if verdict is not None and verdict.action == "quarantine":
+            await self._quarantine(entry_id, msg, data, verdict.reason)
+            record.accepted = record.left = time.time()
+            record.outcome = "quarantined"
+            self.tracer.write(record)
+            return f"250 2.0.0 Ok: queued as {entry_id}"
+        if c.local_delivery is not None:
+            return await self._deliver_locally(msg, data, record, entry_id)
+        assert self.spool is not None
+        entry = SpoolEntry(
+            id=entry_id,
+            mail_from=msg.mail_from,
+            rcpt_tos=list(msg.rcpt_tos),
+            data=data,
+            trace_id=msg.trace_id,
+            flow=msg.flow,
+        )
+        t0 = time.time()
+        await self.spool.put(entry)
+        record.accepted = time.time()
+        record.stages["spool"] = StageSpan(t0, record.accepted)
+        entry.record = _record_dict(record)
+        self._schedule(entry, 0.0)
+        return f"250 2.0.0 Ok: queued as {entry_id}"
+
+    def _first_flow(self, msg: Incoming) -> str:
+        if msg.authenticated is None:
+            return "inbound"
+        local = all(domain_of(r) in self.config.local_domains for r in msg.rcpt_tos)
+        return "internal" if local else "outbound"
+
+    def _reject(self, record: HopRecord, reply: str) -> str:
+        record.left = time.time()
+        record.outcome = "rejected"
+        self.tracer.write(record)
+        return reply
+
+    def _received_header(self, session: Session, msg: Incoming, entry_id: str) -> bytes:
+        c = self.config
+        with_ = "ESMTPA" if msg.authenticated else "ESMTP"
+        rcpt = f"\r\n\tfor <{msg.rcpt_tos[0]}>" if len(msg.rcpt_tos) == 1 else ""
+        return (
+            f"Received: from {msg.helo or 'unknown'} ([{msg.client_ip}])\r\n"
+            f"\tby {c.hostname} ({c.host_id}) with {with_} id {entry_id}{rcpt};\r\n"
+            f"\t{email.utils.formatdate(localtime=False)}\r\n"
+        ).encode()
+
+    async def _quarantine(self, entry_id: str, msg: Incoming, data: bytes, reason: str) -> None:
+        folder = self.config.state_dir / "quarantine" / self.config.host_id
+        meta = SpoolEntry(
+            id=entry_id,
+            mail_from=msg.mail_from,
+            rcpt_tos=msg.rcpt_tos,
+            data=data,
+            trace_id=msg.trace_id,
+            flow=msg.flow,
+            record={"reason": reason},
+        )
+        await Spool(folder, fsync=self.config.fsync).put(meta)
+
+    async def _deliver_locally(
+        self, msg: Incoming, data: bytes, record: HopRecord, entry_id: str
+    ) -> str:
+        assert self.config.local_delivery is not None
+        t0 = time.time()
+        cpu = 0.0
+        for rcpt in msg.rcpt_tos:
+            user = rcpt.partition("@")[0]
+            _, c = await in_thread(self.config.local_delivery, user, data)
+            cpu += c
+        record.accepted = record.left = time.time()
+        record.stages["maildir"] = StageSpan(t0, record.left, cpu)
+        record.outcome = "mailbox"
+        record.next_hop = "maildir"
+        self.tracer.write(record)
+        return f"250 2.0.0 Ok: delivered as {entry_id}"
+
+    # -- delivery
+
+    def _schedule(self, entry: SpoolEntry, at: float) -> None:
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, at - time.time())
+
+        def fire() -> None:
+            self._timers.discard(handle)
+            task = loop.create_task(self._deliver(entry))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        handle = loop.call_later(delay, fire)
+        self._timers.add(handle)
+
+    def _ordered(self, addresses: tuple[str, ...]) -> list[str]:
+        """The twin hosts in the order to try them (balance, then failover)."""
+        hosts = list(addresses)
+        if self.config.balance == "round_robin":
+            self._rr += 1
+            k = self._rr % len(hosts)
+            return hosts[k:] + hosts[:k]
+        random.shuffle(hosts)
+        return hosts
+
+    async def _mx_hosts(self, domain: str, record: HopRecord | None) -> list[str]:
+        """Addresses of ``domain``'s MX hosts, best preference first (random among equals)."""
+        t0 = time.time()
+        if self._resolver is None:
+            raise SmtpError(451, "no resolver configured")
+        try:
+            answer = await self._resolver.resolve(domain, "MX")
+            mxs = sorted(answer, key=lambda r: (r.preference, random.random()))
+            addresses: list[str] = []
+            for mx in mxs:
+                a = await self._resolver.resolve(mx.exchange.to_text(), "A")
+                addresses.extend(r.address for r in a)
+        except dns.resolver.NXDOMAIN:
+            raise SmtpError(550, f"5.1.2 domain {domain} does not exist") from None
+        except dns.resolver.NoAnswer:
+            # RFC 5321 5.1: no MX means the domain's own A record
+            try:
+                a = await self._resolver.resolve(domain, "A")
+                addresses = [r.address for r in a]
+            except dns.exception.DNSException as e:
+                raise SmtpError(451, f"4.4.3 no mail host for {domain}: {e}") from None
+        except dns.exception.DNSException as e:
+            raise SmtpError(451, f"4.4.3 DNS lookup of {domain} failed: {e}") from None
+        if record is not None:
+            span = record.stages.get("mx_lookup")
+            start = span.start if span else t0
+            record.stages["mx_lookup"] = StageSpan(start, time.time())
+        return addresses
+
+    async def _try_hosts(
+        self, hosts: list[str], entry: SpoolEntry, rcpts: list[str]
+    ) -> tuple[list[str], dict[str, SmtpError], SmtpError | None]:
+        """Try each host until one takes the message: (accepted, permanent refusals, last temp)."""
+        last: SmtpError | None = None
+        for host in hosts:
+            try:
+                result = await self.pool.send(
+                    host, self.config.next_hop_port, entry.mail_from, rcpts, entry.data
+                )
+            except SmtpError as e:
+                if e.permanent and not isinstance(e, ConnectError):
+                    return [], dict.fromkeys(rcpts, e), None
+                last = e  # connect failure or 4xx: try the twin / next MX
+                continue
+            permanent = {r: e for r, e in result.refused.items() if e.permanent}
+            temp = [r for r, e in result.refused.items() if not e.permanent]
+            if temp:
+                last = result.refused[temp[0]]
+            return result.accepted, permanent, last if temp else None
+        return [], {}, last or SmtpError(451, "4.4.1 no host to try")
+
+    async def _attempt(
+        self, entry: SpoolEntry, rcpts: list[str], record: HopRecord | None
+    ) -> tuple[list[str], dict[str, SmtpError], list[str], str]:
+        """One delivery attempt: (delivered, permanently failed, still pending, next hop)."""
+        c = self.config
+        if c.next_hop:
+            groups = [(c.next_hop_name, self._ordered(c.next_hop), rcpts)]
+        else:
+            by_domain: dict[str, list[str]] = {}
+            for r in rcpts:
+                by_domain.setdefault(domain_of(r), []).append(r)
+            groups = []
+            for domain, group in by_domain.items():
+                try:
+                    groups.append((domain, await self._mx_hosts(domain, record), group))
+                except SmtpError as e:
+                    groups.append((domain, [], group))
+                    if e.permanent:
+                        return [], dict.fromkeys(group, e), [], domain
+        done: list[str] = []
+        failed: dict[str, SmtpError] = {}
+        pending: list[str] = []
+        hop = ""
+        for name, hosts, group in groups:
+            accepted, perm, _ = await self._try_hosts(hosts, entry, group)
+            done += accepted
+            failed.update(perm)
+            pending += [r for r in group if r not in accepted and r not in perm]
+            if accepted:
+                hop = name
+        return done, failed, pending, hop
+
+    async def _deliver(self, entry: SpoolEntry) -> None:
+        assert self._sem is not None and self.spool is not None
+        async with self._sem:
+            try:
+                await self._deliver_once(entry)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("delivery of %s failed", entry.id)
+                entry.next_retry = time.time() + self._backoff(entry.attempts + 1)
+                self._schedule(entry, entry.next_retry)
+
+    async def _deliver_once(self, entry: SpoolEntry) -> None:
+        assert self.spool is not None
+        c = self.config
+        record = HopRecord.from_dict(entry.record) if entry.record else None
+        t0 = time.time()
+        done, failed, pending, hop = await self._attempt(entry, list(entry.rcpt_tos), record)
+        if pending and c.fallback:
+            # like Postfix smtp_fallback_relay: every failed attempt is offered to the fallback
+            entry.fallback_tried = True
+            accepted, perm, _ = await self._try_hosts(self._ordered(c.fallback), entry, pending)
+            done += accepted
+            failed.update(perm)
+            pending = [r for r in pending if r not in accepted and r not in perm]
+            if accepted:
+                hop = c.fallback_name
+        t1 = time.time()
+        if record is not None:
+            record.stages["deliver"] = StageSpan(t0, t1)
+            record.next_hop = hop or record.next_hop
+        self.delivered += len(done)
+        if failed:
+            await self._bounce(entry, failed)
+        entry.attempts += 1
+        if pending and t1 - entry.first_accepted >= c.max_queue_lifetime_s:
+            await self._bounce(
+                entry,
+                dict.fromkeys(
+                    pending,
+                    SmtpError(554, "5.4.7 delivery time expired, last error kept in the log"),
+                ),
+            )
+            pending = []
+            if record is not None:
+                record.outcome = "bounced"
+        if pending:
+            entry.rcpt_tos = pending
+            entry.next_retry = t1 + self._backoff(entry.attempts)
+            if record is not None:
+                entry.record = _record_dict(record)
+            await self.spool.update(entry)
+            self._schedule(entry, entry.next_retry)
+            return
+        await self.spool.remove(entry.id)
+        if record is not None:
+            record.left = time.time()
+            if not done:
+                record.outcome = "bounced"
+            elif not c.next_hop and hop != c.fallback_name and hop not in c.local_domains:
+                record.outcome = "remote"  # handed to a remote domain's MX
+            self.tracer.write(record)
+
+    def _backoff(self, attempts: int) -> float:
+        c = self.config
+        return min(c.maximal_backoff_s, c.minimal_backoff_s * 2 ** max(0, attempts - 1))
+
+    async def _bounce(self, entry: SpoolEntry, failed: dict[str, SmtpError]) -> None:
+        """Queue a DSN (RFC 3464) to the reverse-path; never for the null sender."""
+        if not entry.mail_from:
+            log.warning("dropping failed bounce %s: %s", entry.id, failed)
+            return
+        data = make_dsn(self.config.hostname, entry, failed)
+        dsn = SpoolEntry(
+            id=SpoolEntry.new_id(),
+            mail_from="",
+            rcpt_tos=[entry.mail_from],
+            data=data,
+            trace_id=uuid.uuid4().hex[:16],
+            flow="bounce",
+        )
+        now = time.time()
+        dsn.record = _record_dict(
+            HopRecord(dsn.trace_id, "bounce", self.config.host_id, len(data) / 1024, now, now)
+        )
+        await self.spool.put(dsn)  # type: ignore[union-attr]
+        self._schedule(dsn, 0.0)
+
+
+def _record_dict(record: HopRecord) -> dict[str, Any]:
+    import json
+
+    return json.loads(record.to_json())
+
+
+def make_dsn(hostname: str, entry: SpoolEntry, failed: dict[str, SmtpError]) -> bytes:
+    """A delivery status notification: human text, per-recipient status, original headers."""
+    boundary = uuid.uuid4().hex
+    per_rcpt = "".join(
+        f"Final-Recipient: rfc822; {r}\r\nAction: failed\r\n"
+        f"Status: {_status(e)}\r\nDiagnostic-Code: smtp; {e.code} {e.text}\r\n\r\n"
+        for r, e in failed.items()
+    )
+    text = "".join(f"<{r}>: {e.code} {e.text}\r\n" for r, e in failed.items())
+    head = header_block(entry.data)
+    out = (
+        f"From: Mail Delivery System <MAILER-DAEMON@{hostname}>\r\n"
+        f"To: <{entry.mail_from}>\r\n"
+        f"Subject: Undelivered Mail Returned to Sender\r\n"
+        f"Date: {email.utils.formatdate()}\r\n"
+        f"Message-ID: <{uuid.uuid4().hex}@{hostname}>\r\n"
+        f"Auto-Submitted: auto-replied\r\n"
+        f"MIME-Version: 1.0\r\n"
+        f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"\r\n'
+        f"\r\n--{boundary}\r\nContent-Type: text/plain\r\n\r\n"
+        f"Your message could not be delivered to these recipients:\r\n\r\n{text}"
+        f"\r\n--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n"
+        f"Reporting-MTA: dns; {hostname}\r\n\r\n{per_rcpt}"
+        f"--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+    ).encode()
+    return out + head + f"\r\n--{boundary}--\r\n".encode()
+
+
+def _status(e: SmtpError) -> str:
+    m = re.match(r"([245]\.\d{1,3}\.\d{1,3})", e.text)
+    if m:
+        return m.group(1)
+    return "5.0.0" if e.permanent else "4.0.0"
+
+
+AsyncCheck = Callable[[Incoming], Awaitable[Verdict | None]]

@@ -1,0 +1,445 @@
+"""The relay core on loopback, in one process: spool, policy hook, protocol hygiene.
+
+Real aiosmtpd servers and real sockets; the "next hop" is another Relay with a
+local-delivery stand-in that collects messages in a list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from realnet.relay import (
+    Incoming,
+    Policy,
+    Relay,
+    RelayConfig,
+    Verdict,
+    count_received,
+    normalise_line_ends,
+    parse_trace,
+)
+from realnet.spool import Spool, SpoolEntry
+from sim.records import read_hops
+
+pytestmark = pytest.mark.realnet
+
+MSG = b"From: <a@ours.example>\r\nTo: <b@ours.example>\r\nSubject: hi\r\n\r\nbody\r\n"
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class Collector:
+    """A final destination: remembers (user, bytes)."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[str, bytes]] = []
+
+    def __call__(self, user: str, data: bytes) -> None:
+        self.got.append((user, data))
+
+
+def config(tmp: Path, host: str, bind: str, port: int, **kw) -> RelayConfig:
+    base = dict(
+        host_id=host,
+        hostname=f"{host}.ours.example",
+        bind=bind,
+        port=port,
+        state_dir=tmp,
+        local_domains=frozenset({"ours.example"}),
+        next_hop_port=port,
+        minimal_backoff_s=0.2,
+        maximal_backoff_s=0.4,
+        connect_timeout_s=2.0,
+    )
+    base.update(kw)
+    return RelayConfig(**base)
+
+
+def run(coro: Awaitable[None]) -> None:
+    asyncio.run(asyncio.wait_for(coro, 30))
+
+
+async def send(host: str, port: int, rcpts: list[str], data: bytes = MSG, **kw) -> dict:
+    def go() -> dict:
+        with smtplib.SMTP(host, port, timeout=5, **kw) as s:
+            return s.sendmail("a@ours.example", rcpts, data)
+
+    return await asyncio.to_thread(go)
+
+
+async def until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+# ---------------------------------------------------------------- pure helpers
+
+
+def test_normalise_line_ends_makes_every_line_end_crlf() -> None:
+    assert normalise_line_ends(b"a\nb\rc\r\nd") == b"a\r\nb\r\nc\r\nd"
+    assert normalise_line_ends(b"a\r\nb\r\n") == b"a\r\nb\r\n"
+
+
+def test_count_received_counts_header_lines_only() -> None:
+    data = b"Received: a\r\nreceived: b\r\nSubject: x\r\n\r\nReceived: body\r\n"
+    assert count_received(data) == 2
+
+
+def test_parse_trace_reads_id_and_flow() -> None:
+    assert parse_trace(b"X-Mailgate-Trace: abc; flow=internal\r\n\r\n") == ("abc", "internal")
+    assert parse_trace(b"Subject: x\r\n\r\nX-Mailgate-Trace: no\r\n") is None
+
+
+# ---------------------------------------------------------------- spool
+
+
+def test_spool_put_is_durable_and_recovered_by_a_new_spool(tmp_path: Path) -> None:
+    async def main() -> None:
+        spool = Spool(tmp_path)
+        entries = [
+            SpoolEntry(SpoolEntry.new_id(), "a@x", [f"u{i}@y"], b"data %d\r\n" % i)
+            for i in range(20)
+        ]
+        # concurrent puts share group commits
+        await asyncio.gather(*(spool.put(e) for e in entries))
+        assert spool.batches < len(entries)
+        await spool.remove(entries[0].id)
+        spool.close()
+        (tmp_path / "tmp" / "half-written").write_bytes(b"junk")
+        back = list(Spool(tmp_path).recover())
+        assert [e.id for e in back] == [e.id for e in entries[1:]]
+        assert back[3].data == entries[4].data and back[3].rcpt_tos == entries[4].rcpt_tos
+        assert not (tmp_path / "tmp" / "half-written").exists()
+
+    run(main())
+
+
+# ---------------------------------------------------------------- relay
+
+
+def test_relay_stores_forwards_and_traces(tmp_path: Path) -> None:
+    async def main() -> None:
+        port = free_port("127.0.0.1")
+        sink = Collector()
+        final = Relay(config(tmp_path, "final.0", "127.61.0.2", port, local_delivery=sink))
+        relay = Relay(
+            config(
+                tmp_path,
+                "relay.0",
+                "127.61.0.1",
+                port,
+                next_hop=("127.61.0.2",),
+                next_hop_name="final",
+            )
+        )
+        await final.start()
+        await relay.start()
+        try:
+            await send("127.61.0.1", port, ["b@ours.example"])
+            await until(lambda: len(sink.got) == 1)
+            user, data = sink.got[0]
+            assert user == "b"
+            assert count_received(data) == 2  # one per hop
+            trace = parse_trace(data)
+            assert trace is not None
+            await until(lambda: len(relay.spool) == 0)
+        finally:
+            await relay.stop()
+            await final.stop()
+        hops = list(read_hops(tmp_path / "traces" / "relay.0.jsonl"))
+        assert len(hops) == 1 and hops[0].msg_id == trace[0]
+        h = hops[0]
+        assert h.arrived <= h.accepted <= h.left and h.next_hop == "final"
+        assert {"smtp_receive", "spool", "deliver"} <= set(h.stages)
+        final_hop = next(read_hops(tmp_path / "traces" / "final.0.jsonl"))
+        assert final_hop.msg_id == trace[0] and final_hop.outcome == "mailbox"
+
+    run(main())
+
+
+def test_never_an_open_relay(tmp_path: Path) -> None:
+    async def main() -> None:
+        port = free_port("127.0.0.1")
+        relay = Relay(config(tmp_path, "mx.0", "127.61.0.1", port, local_delivery=Collector()))
+        await relay.start()
+        try:
+            with pytest.raises(smtplib.SMTPRecipientsRefused) as e:
+                await send("127.61.0.1", port, ["victim@foreign.example"])
+            code, text = e.value.recipients["victim@foreign.example"]
+            assert code == 550 and b"5.7.1" in text
+        finally:
+            await relay.stop()
+
+    run(main())
+
+
+def test_relay_clients_may_relay_anywhere(tmp_path: Path) -> None:
+    import ipaddress
+
+    async def main() -> None:
+        port = free_port("127.0.0.1")
+        sink = Collector()
+        relay = Relay(
+            config(
+                tmp_path,
+                "gw.0",
+                "127.61.0.1",
+                port,
+                local_delivery=sink,
+                relay_clients=(ipaddress.IPv4Network("127.61.9.0/24"),),
+            )
+        )
+        await relay.start()
+        try:
+            await send("127.61.0.1", port, ["x@foreign.example"], source_address=("127.61.9.9", 0))
+            assert len(sink.got) == 1
+        finally:
+            await relay.stop()
+
+    run(main())
+
+
+def test_size_limit_552_by_size_parameter_and_by_data(tmp_path: Path) -> None:
+    async def main() -> None:
+        port = free_port("127.0.0.1")
+        sink = Collector()
+        relay = Relay(
+            config(
+                tmp_path, "mx.0", "127.61.0.1", port, local_delivery=sink, message_size_limit=2000
+            )
+        )
+        await relay.start()
+        try:
+            big = MSG + (b"x" * 70 + b"\r\n") * 50
+
+            def by_size() -> None:
+                with smtplib.SMTP("127.61.0.1", port, timeout=5) as s:
+                    s.ehlo()
+                    assert s.has_extn("size") and int(s.esmtp_features["size"]) == 2000
+                    code, _ = s.mail("a@ours.example", ["SIZE=5000"])
+                    assert code == 552
+
+            def by_data() -> int:
+                # a client that does not declare SIZE: the limit holds on the data itself
+                with smtplib.SMTP("127.61.0.1", port, timeout=5) as s:
+                    s.ehlo()
+                    assert s.mail("a@ours.example")[0] == 250
+                    assert s.rcpt("b@ours.example")[0] == 250
+                    return s.data(big)[0]
+
+            await asyncio.to_thread(by_size)
+            assert await asyncio.to_thread(by_data) == 552
+            assert sink.got == []
+        finally:
+            await relay.stop()
+
+    run(main())
+
+
+def test_hop_count_loop_is_554(tmp_path: Path) -> None:
+    async def main() -> None:
+        port = free_port("127.0.0.1")
+        relay = Relay(
+            config(
+                tmp_path, "mx.0", "127.61.0.1", port, local_delivery=Collector(), hopcount_limit=5
+            )
+        )
+        await relay.start()
+        try:
+            looped = b"Received: from x by y\r\n" * 5 + MSG
+            with pytest.raises(smtplib.SMTPDataError) as e:
+                await send("127.61.0.1", port, ["b@ours.example"], looped)
+            assert e.value.smtp_code == 554 and b"5.4.6" in e.value.smtp_error
+            await send("127.61.0.1", port, ["b@ours.example"], looped[25:])  # 4 hops: fine
+        finally:
+            await relay.stop()
+
+    run(main())
+
+
+def test_bare_lf_dot_does_not_end_the_message(tmp_path: Path) -> None:
+    """SMTP smuggling: `\\n.\\n` inside DATA must not start a second transaction."""
+
+    async def main() -> None:
+        port = free_port("127.0.0.1")
+        sink = Collector()
+        relay = Relay(config(tmp_path, "mx.0", "127.61.0.1", port, local_delivery=sink))
+        await relay.start()
+        try:
+
+            def raw_session() -> list[bytes]:
+                with socket.create_connection(("127.61.0.1", port), timeout=5) as s:
+                    f = s.makefile("rb")
+                    replies = [f.readline()]
+                    for line in (
+                        b"EHLO t",
+                        b"MAIL FROM:<a@ours.example>",
+                        b"RCPT TO:<b@ours.example>",
+                        b"DATA",
+                    ):
+                        s.sendall(line + b"\r\n")
+                        while True:
+                            r = f.readline()
+                            if r[3:4] != b"-":
+                                break
+                        replies.append(r)
+                    s.sendall(
+                        b"Subject: one\r\n\r\nfirst\n.\nMAIL FROM:<evil@ours.example>\n"
+                        b"RCPT TO:<c@ours.example>\nDATA\nSubject: smuggled\n\nx\n.\n"
+                        b"tail\r\n.\r\n"
+                    )
+                    replies.append(f.readline())
+                    s.sendall(b"QUIT\r\n")
+                    replies.append(f.readline())
+                    return replies
+
+            replies = await asyncio.to_thread(raw_session)
+            assert replies[-2].startswith(b"250")
+            assert len(sink.got) == 1
+            user, data = sink.got[0]
+            assert user == "b" and b"smuggled" in data and b"tail" in data
+            # normalised: no bare LF left
+            assert b"\n" not in data.replace(b"\r\n", b"")
+        finally:
+            await relay.stop()
+
+    run(main())
+
+
+class Exploding(Policy):
+    async def check(self, msg: Incoming) -> Verdict | None:
+        raise RuntimeError("a bug in a check")
+
+
+class Refusing(Policy):
+    async def check(self, msg: Incoming) -> Verdict | None:
+        if b"virus" in msg.data:
+            return Verdict.quarantine("test virus")
+        return Verdict.reject("550 5.7.1 no thanks")
+
+
+def test_internal_error_is_451_and_policy_can_reject_or_quarantine(tmp_path: Path) -> None:
+    async def main() -> None:
+        port = free_port("127.0.0.1")
+        a = Relay(
+            config(tmp_path, "a.0", "127.61.0.1", port, local_delivery=Collector()), Exploding()
+        )
+        sink = Collector()
+        b = Relay(config(tmp_path, "b.0", "127.61.0.2", port, local_delivery=sink), Refusing())
+        await a.start()
+        await b.start()
+        try:
+            with pytest.raises(smtplib.SMTPDataError) as e:
+                await send("127.61.0.1", port, ["b@ours.example"])
+            assert e.value.smtp_code == 451
+            with pytest.raises(smtplib.SMTPDataError) as e:
+                await send("127.61.0.2", port, ["b@ours.example"])
+            assert e.value.smtp_code == 550
+            await send("127.61.0.2", port, ["b@ours.example"], MSG + b"virus\r\n")
+            assert sink.got == []
+            quarantined = list((tmp_path / "quarantine" / "b.0" / "queue").glob("*.msg"))
+            assert len(quarantined) == 1
+        finally:
+            await a.stop()
+            await b.stop()
+
+    run(main())
+
+
+def test_failover_to_the_twin_when_one_host_is_down(tmp_path: Path) -> None:
+    async def main() -> None:
+        port = free_port("127.0.0.1")
+        sink = Collector()
+        twin = Relay(config(tmp_path, "next.1", "127.61.0.3", port, local_delivery=sink))
+        relay = Relay(
+            config(
+                tmp_path,
+                "relay.0",
+                "127.61.0.1",
+                port,
+                balance="round_robin",
+                next_hop=("127.61.0.2", "127.61.0.3"),
+                next_hop_name="next",
+            )
+        )
+        await twin.start()
+        await relay.start()
+        try:
+            for _ in range(4):
+                await send("127.61.0.1", port, ["b@ours.example"])
+            await until(lambda: len(sink.got) == 4)
+            assert relay.spool is not None
+            await until(lambda: len(relay.spool) == 0)
+        finally:
+            await relay.stop()
+            await twin.stop()
+
+    run(main())
+
+
+def test_restarted_relay_delivers_its_spool(tmp_path: Path) -> None:
+    async def main() -> None:
+        port = free_port("127.0.0.1")
+        cfg = dict(next_hop=("127.61.0.2",), next_hop_name="final")
+        relay = Relay(config(tmp_path, "relay.0", "127.61.0.1", port, **cfg))
+        await relay.start()
+        for i in range(3):
+            await send("127.61.0.1", port, ["b@ours.example"], MSG + b"n%d\r\n" % i)
+        await relay.stop()  # next hop was down the whole time: all three are spooled
+        assert len(Spool(tmp_path / "spool" / "relay.0")) == 3
+        sink = Collector()
+        final = Relay(config(tmp_path, "final.0", "127.61.0.2", port, local_delivery=sink))
+        await final.start()
+        relay = Relay(config(tmp_path, "relay.0", "127.61.0.1", port, **cfg))
+        await relay.start()
+        try:
+            await until(lambda: len(sink.got) == 3)
+            await until(lambda: len(relay.spool) == 0)
+            assert sorted(d[-4:] for _, d in sink.got) == [b"n0\r\n", b"n1\r\n", b"n2\r\n"]
+        finally:
+            await relay.stop()
+            await final.stop()
+
+    run(main())
+
+
+def test_bounce_after_queue_lifetime_and_none_for_null_sender(tmp_path: Path) -> None:
+    async def main() -> None:
+        port = free_port("127.0.0.1")
+        relay = Relay(
+            config(
+                tmp_path,
+                "relay.0",
+                "127.61.0.1",
+                port,
+                next_hop=("127.61.0.2",),
+                next_hop_name="final",
+                max_queue_lifetime_s=0.3,
+            )
+        )
+        await relay.start()
+        try:
+            await send("127.61.0.1", port, ["b@ours.example"])
+            # the original expires; its DSN (from <>) cannot be delivered either and
+            # expires without a bounce of its own
+            await until(lambda: len(relay.spool) == 0)
+        finally:
+            await relay.stop()
+        hops = list(read_hops(tmp_path / "traces" / "relay.0.jsonl"))
+        outcomes = sorted((h.flow, h.outcome) for h in hops)
+        assert outcomes == [("bounce", "bounced"), ("inbound", "bounced")]
+
+    run(main())
