@@ -40,12 +40,19 @@ from typing import Any
 import numpy as np
 
 from realnet.cpu import CpuSampler
-from realnet.fit import Fit, fit_traces, tier_of, write_overlay
-from realnet.loadgen import LoadResult, LoadSpec, Target, attach_traces, run_load
+from realnet.fit import (
+    Fit,
+    add_measured_stage,
+    attribute_untraced_cpu,
+    fit_traces,
+    tier_of,
+    write_overlay,
+)
+from realnet.loadgen import LoadResult, LoadSpec, Target, attach_traces, flow_shares, run_load
 from realnet.mailclients import Auth
 from sim.records import HopRecord, MessageRecord
 from sim.scenario import load
-from sim.topology import Scenario
+from sim.topology import MAILBOX, Scenario
 
 EXIT_TOLERANCE = 3
 #: Loads of the default sweep, as shares of the measured saturation throughput.
@@ -350,8 +357,10 @@ def measure(
     sampler = CpuSampler(bench.pids)
     sampler.start()
     result = asyncio.run(run_load(bench.scenario, bench.target, spec, run_id=run_id))
-    # CPU over the scheduled window only (drain time would dilute it)
-    utilisation = {h: u * result.wall_s / max(duration_s, 1e-9) for h, u in sampler.stop().items()}
+    # CPU seconds over the run; as a utilisation, per second of the scheduled
+    # window (the drain, when the hosts are nearly idle, would dilute it)
+    cpu_s = sampler.cpu_seconds()
+    utilisation = {h: c / max(duration_s, 1e-9) for h, c in cpu_s.items()}
     time.sleep(0.2)  # let the last trace lines reach the files
     hops = read_traces(bench.state_dir, run_id + "-")
     attach_traces(result.records, hops)
@@ -366,7 +375,7 @@ def measure(
         samples=samples,
         stage_means=stage_means,
         residence=residence,
-        extra={"loadgen": result.summary()},
+        extra={"loadgen": result.summary(), "cpu_s": cpu_s},
     )
     return point, result, hops
 
@@ -787,25 +796,36 @@ class Options:
     ramp_step_s: float = 8.0
     model_horizon_s: float = 300.0
     seed: int = 1
+    command: str = "mailgate calibrate"
 
 
-def calibrate(opts: Options, log: Callable[[str], None] = print) -> tuple[dict[str, Any], int]:
-    """Run the whole calibration; returns the report and the exit code."""
+@dataclass
+class Measurement:
+    """Everything the realnet side of a calibration produced."""
+
+    scenario: Scenario
+    saturation: Saturation | None
+    points: list[Point]
+    low_hops: list[HopRecord]  # traces of the lowest load
+    low_point: Point
+    pop_cpu_s: float  # CPU of one POP login (scrypt), measured in-process
+
+
+def measure_testbed(opts: Options, log: Callable[[str], None] = print) -> Measurement:
+    """Bring the testbed up, ramp to saturation (or not), sweep the loads, stop it."""
     from realnet.supervisor import Testbed  # a sibling's work: import late
 
-    t_start = time.monotonic()
-    scenario = load(opts.scenario)
-    shares_all = _shares(scenario)
     with tempfile.TemporaryDirectory(prefix="mailgate-calibrate-") as tmp:
         state = Path(tmp)
-        with Testbed(scenario, state_dir=state) as testbed:
-            bench = bench_from_testbed(testbed, scenario, state, opts.user)
+        with Testbed(opts.scenario, state_dir=state) as testbed:
+            bench = bench_from_testbed(testbed, opts.user)
             counter = iter(range(10_000))
+            hops_by_rate: dict[float, list[HopRecord]] = {}
 
             def run(rate: float, duration: float) -> Point:
                 run_id = f"cal{next(counter)}"
-                log(f"  realnet {rate:.1f} msg/s for {duration:g} s …")
-                point, _, _ = measure(
+                log(f"  realnet {rate:.2f} msg/s for {duration:g} s …")
+                point, _, hops = measure(
                     bench,
                     rate,
                     duration,
@@ -813,48 +833,95 @@ def calibrate(opts: Options, log: Callable[[str], None] = print) -> tuple[dict[s
                     pop_interval_s=opts.pop_interval_s,
                     seed=opts.seed,
                 )
+                hops_by_rate[rate] = hops
                 for w in point.extra["loadgen"]["warnings"]:
                     log(f"  warning: {w}")
                 return point
 
+            sat = None
             if opts.rates is None:
                 log("finding the saturation throughput (ramp) …")
                 sat = find_saturation(lambda r: run(r, opts.ramp_step_s))
-                rates = [round(s * sat.throughput, 2) for s in DEFAULT_LOADS]
+                rates = [round(share * sat.throughput, 2) for share in DEFAULT_LOADS]
             else:
-                sat = None
-                rates = opts.rates
+                rates = list(opts.rates)
             log(f"sweep at {', '.join(f'{r:g}' for r in rates)} msg/s")
-            measured = [run(r, opts.duration_s) for r in rates]
-            low_hops = read_traces(state, "cal")  # filtered to the lowest load below
-    low_id = _lowest_run_id(measured, len(sat.steps) if sat else 0)
-    fit = fit_traces([h for h in low_hops if h.msg_id.strip("<").startswith(low_id)], scenario)
-    out = opts.out
-    overlay = write_overlay(fit, Path(opts.scenario), out / "fitted.toml", scenario)
+            points = [run(r, opts.duration_s) for r in rates]
+            low = min(points, key=lambda p: p.rate)
+            return Measurement(
+                scenario=bench.scenario,
+                saturation=sat,
+                points=points,
+                low_hops=hops_by_rate[low.rate],
+                low_point=low,
+                pop_cpu_s=pop_login_cpu_s(bench.scenario),
+            )
+
+
+def pop_login_cpu_s(scenario: Scenario) -> float:
+    """CPU of one POP3 login: the scrypt check of the password (not traced by realnet)."""
+    from realnet.passwords import hash_password, parse_hash, verify_password
+
+    users = scenario.realnet.users
+    try:
+        n, r, p, _, _ = parse_hash(users[0].password_hash) if users else (16384, 8, 1, b"", b"")
+    except ValueError:
+        n, r, p = 16384, 8, 1
+    stored = hash_password("x", n=n, r=r, p=p)
+    c0 = time.thread_time()
+    for _ in range(3):
+        verify_password("x", stored)
+    return (time.thread_time() - c0) / 3
+
+
+def fit_measurement(m: Measurement, opts: Options) -> tuple[Fit, Path]:
+    """Fit the lowest load's traces (+ /proc for untraced CPU) into ``fitted.toml``."""
+    fit = fit_traces(m.low_hops, m.scenario)
+    add_measured_stage(fit, MAILBOX, "pop_session", m.pop_cpu_s)
+    add_measured_stage(fit, MAILBOX, "submission", 0.0)  # AUTH is cached per user
+    polls = m.low_point.extra.get("loadgen", {}).get("pop_polls", 0)
+    residual = attribute_untraced_cpu(
+        fit,
+        m.low_hops,
+        m.low_point.extra.get("cpu_s", {}),
+        extra_cpu_s={MAILBOX: polls * m.pop_cpu_s},
+    )
+    m.low_point.extra["untraced_cpu_per_message_s"] = residual
+    overlay = write_overlay(fit, Path(opts.scenario), opts.out / "fitted.toml", m.scenario)
+    return fit, overlay
+
+
+def calibrate(opts: Options, log: Callable[[str], None] = print) -> tuple[dict[str, Any], int]:
+    """Run the whole calibration; returns the report and the exit code."""
+    t_start = time.monotonic()
+    m = measure_testbed(opts, log)
+    fit, overlay = fit_measurement(m, opts)
+    sat = m.saturation
     if sat is None:
         # no ramp: estimate measured saturation from the utilisation law at the lowest load
-        x, who = utilisation_law_saturation(measured[0], machine_cores(scenario))
+        x, who = utilisation_law_saturation(m.low_point, machine_cores(m.scenario))
         sat = Saturation(x, who, "utilisation law at the lowest load")
     log("running the model at the same loads …")
+    shares = flow_shares(m.scenario)
     horizon = max(opts.model_horizon_s, opts.duration_s)
     modelled = [
         model_point(
             overlay,
-            r,
-            shares_all,
+            p.rate,
+            shares,
             pop_interval_s=opts.pop_interval_s,
             horizon_s=horizon,
             seed=opts.seed,
         )
-        for r in rates
+        for p in m.points
     ]
-    x, who = utilisation_law_saturation(modelled[0], machine_cores(load(overlay)))
+    low_model = min(modelled, key=lambda p: p.rate)
+    x, who = utilisation_law_saturation(low_model, machine_cores(load(overlay)))
     sat_model = Saturation(x, who, "utilisation law on the model at the lowest load")
-    command = " ".join(["mailgate", *sys.argv[1:]]) if sys.argv else "calibrate"
     report, failures = build_report(
         scenario_path=opts.scenario,
-        command=command,
-        measured=measured,
+        command=opts.command,
+        measured=m.points,
         modelled=modelled,
         saturation_measured=sat,
         saturation_modelled=sat_model,
@@ -863,32 +930,17 @@ def calibrate(opts: Options, log: Callable[[str], None] = print) -> tuple[dict[s
         tolerance=opts.tolerance,
         wall_s=time.monotonic() - t_start,
     )
-    write_outputs(report, measured, modelled, out)
+    write_outputs(report, m.points, modelled, opts.out)
     return report, (EXIT_TOLERANCE if failures else 0)
 
 
-def _lowest_run_id(measured: Sequence[Point], ramp_steps: int) -> str:
-    """Run ids are ``cal<N>``: ramp steps first, then the sweep in rate order."""
-    lowest = min(range(len(measured)), key=lambda i: measured[i].rate)
-    return f"cal{ramp_steps + lowest}-"
-
-
-def _shares(scenario: Scenario) -> dict[str, float]:
-    from realnet.loadgen import flow_shares
-
-    return flow_shares(scenario)
-
-
-def bench_from_testbed(testbed: Any, scenario: Scenario, state: Path, user: Auth) -> Bench:
-    """Adapt the supervisor's Testbed to what calibration needs."""
-    from realnet.addresses import AddressPlan
-
-    plan = getattr(testbed, "plan", None) or AddressPlan(scenario)
+def bench_from_testbed(testbed: Any, user: Auth) -> Bench:
+    """Adapt the supervisor's ``Testbed`` to what calibration needs."""
     return Bench(
-        scenario=scenario,
-        target=Target.from_plan(plan),
-        state_dir=Path(getattr(testbed, "state_dir", state)),
-        pids=dict(testbed.pids),
+        scenario=testbed.scenario,
+        target=Target.from_plan(testbed.plan),
+        state_dir=Path(testbed.state_dir),
+        pids={host: proc.pid for host, proc in testbed.procs.items()},
         user=user,
     )
 
@@ -901,6 +953,7 @@ def calibrate_command(args: Any) -> int:
         duration_s=args.duration,
         tolerance=args.tolerance,
         out=Path(args.out or "results/calibration"),
+        command=" ".join(["mailgate", *sys.argv[1:]]),
     )
     report, code = calibrate(opts, log=lambda s: print(s, file=sys.stderr))
     print(format_report(report))

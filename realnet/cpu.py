@@ -69,6 +69,13 @@ class CpuSampler:
             for name, pid in self.pids.items()
         }
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds each process used since ``start()``."""
+        return {
+            name: self._read(name, pid) - self._cpu0.get(name, 0.0)
+            for name, pid in self.pids.items()
+        }
+
     def stop(self) -> dict[str, float]:
         """Utilisation over the whole window (same as a last ``sample()``)."""
         return self.sample()

@@ -66,6 +66,7 @@ class StageFit:
     wait_mean_s: float  # elapsed - cpu
     wait_p95_s: float
     wait_kind: str  # dns | disk | peer | other
+    source: str = "trace"  # trace | utilisation law | measured in-process
 
     def cpu_table(self) -> dict[str, Any]:
         """The overlay's ``cpu_s`` / ``cpu_per_kb_s`` for this stage."""
@@ -247,6 +248,67 @@ def _lookups(scenario: Scenario | None, tier: str, stage: str) -> int:
     t = scenario.tiers.get(tier)
     cost = t.cost(stage) if t else None
     return cost.dns_lookups if cost else 0
+
+
+def attribute_untraced_cpu(
+    fit: Fit,
+    hops: Iterable[HopRecord],
+    host_cpu_s: Mapping[str, float],
+    *,
+    extra_cpu_s: Mapping[str, float] | None = None,
+    stage: str = "smtp_receive",
+) -> dict[str, float]:
+    """Give each tier's untraced CPU to ``stage`` (the per-hop SMTP overhead).
+
+    realnet measures CPU only around the checks it runs in threads; the SMTP
+    dialogue, spooling and the delivery client run on the event loop and are
+    traced with elapsed time only. Their CPU is what /proc says the host used
+    per message minus what the traced stages account for (the utilisation
+    law, U = X·D, applied per hop). ``host_cpu_s`` is each host's CPU over the
+    run; ``extra_cpu_s`` per tier is CPU known to belong to something else
+    (POP sessions at the mailbox server). Returns the residual per tier.
+    """
+    extra = dict(extra_cpu_s or {})
+    count: dict[str, int] = defaultdict(int)
+    traced: dict[str, float] = defaultdict(float)
+    hosts_of: dict[str, set[str]] = defaultdict(set)
+    for hop in hops:
+        tier = tier_of(hop.host)
+        count[tier] += 1
+        traced[tier] += sum(span.cpu_s for span in hop.stages.values())
+        hosts_of[tier].add(hop.host)
+    residual: dict[str, float] = {}
+    for tier, n in count.items():
+        used = sum(host_cpu_s.get(h, 0.0) for h in hosts_of[tier]) - extra.get(tier, 0.0)
+        per_msg = max((used - traced[tier]) / n, 0.0)
+        residual[tier] = per_msg
+        sf = fit.stages.get((tier, stage))
+        if sf is None:
+            continue
+        if sf.cpu_fixed_s > 0 or sf.cpu_per_kb_s > 0:
+            continue  # the stage's CPU was traced: keep the fit
+        sf.cpu_fixed_s, sf.cpu_per_kb_s, sf.cpu_sigma = per_msg, 0.0, 0.0
+        sf.source = "utilisation law"
+    return residual
+
+
+def add_measured_stage(fit: Fit, tier: str, stage: str, cpu_s: float, n: int = 1) -> None:
+    """A stage the traces do not show, measured another way (e.g. POP login's scrypt)."""
+    fit.stages[(tier, stage)] = StageFit(
+        tier,
+        stage,
+        n,
+        cpu_s,
+        0.0,
+        0.0,
+        0.0,
+        float("nan"),
+        0.0,
+        0.0,
+        0.0,
+        "peer",
+        source="measured in-process",
+    )
 
 
 # ---------------------------------------------------------------- overlay

@@ -116,6 +116,7 @@ class LoadResult:
     cpu_s: float  # the generator's own CPU (process_time)
     errors: dict[str, int]
     warnings: list[str]
+    pop_polls: int = 0
 
     @property
     def cpu_share(self) -> float:
@@ -150,6 +151,7 @@ class LoadResult:
             "lateness_s": self.lateness_quantiles(),
             "loadgen_cpu_share": self.cpu_share,
             "errors": dict(self.errors),
+            "pop_polls": self.pop_polls,
             "warnings": list(self.warnings),
         }
 
@@ -253,6 +255,8 @@ def build_message(p: Planned) -> bytes:
         f"Date: {email.utils.formatdate(localtime=False)}\r\n"
         f"Message-ID: <{p.msg_id}@loadgen.mailgate>\r\n"
         f"X-Mailgate-Id: {p.msg_id}\r\n"
+        # realnet's hops carry this trace id into their HopRecords (realnet.relay)
+        f"X-Mailgate-Trace: {p.msg_id}; flow={p.flow}\r\n"
         "MIME-Version: 1.0\r\n"
         "Content-Type: text/plain; charset=us-ascii\r\n"
         "\r\n"
@@ -287,6 +291,7 @@ class _Run:
         self.lateness: list[float] = []
         self.errors: dict[str, int] = {}
         self.awaiting_pop: set[str] = set()
+        self.polls = 0
         self.sem = asyncio.Semaphore(spec.concurrency)
         self.loop = asyncio.get_running_loop()
         self.t0_loop = 0.0
@@ -370,6 +375,7 @@ class _Run:
                 fetched = await pop_fetch_all(
                     endpoint, spec.user, source=self.target.pc_address, timeout=spec.send_timeout_s
                 )
+                self.polls += 1
             except (ProtocolError, OSError, TimeoutError) as e:
                 key = f"pop {type(e).__name__}"
                 self.errors[key] = self.errors.get(key, 0) + 1
@@ -417,6 +423,7 @@ async def run_load(
         cpu_s=cpu,
         errors=run.errors,
         warnings=[],
+        pop_polls=run.polls,
     )
     _check_behind(result, spec, pending=len(pending))
     return result
