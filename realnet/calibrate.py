@@ -61,6 +61,9 @@ DEFAULT_LOADS = (0.1, 0.3, 0.5, 0.7, 0.9)
 TARGET_MAX_LOAD = 0.7
 #: Saturation throughput tolerance (the issue: "within 10 %").
 SATURATION_TOLERANCE = 0.10
+#: A message completing this long after the end of the window still counts
+#: as keeping up (the ones sent last need their send → mailbox time).
+COMPLETION_GRACE_S = 1.0
 #: Fewer samples than this at a flow and load: reported, not judged.
 MIN_JUDGED_N = 20
 #: The spans compared, as MessageRecord fields (latency = field - sent).
@@ -399,8 +402,16 @@ def measure(
     hops = read_traces(bench.state_dir, run_id + "-")
     attach_traces(result.records, hops)
     samples = latency_samples(result.records)
-    # completed: a terminal outcome (in a mailbox, at the remote MX, refused by SPF)
-    done = sum(1 for r in result.records if r.in_mailbox or r.remote or r.outcome == "rejected")
+    # completed within the window (plus a grace for the last ones): in a
+    # mailbox, at the remote MX, or refused (SPF) — what a saturated system
+    # stops keeping up with
+    window_end = result.started + duration_s + COMPLETION_GRACE_S
+    done = sum(
+        1
+        for r in result.records
+        if (r.in_mailbox or r.remote or (r.sent if r.outcome == "rejected" else None) or math.inf)
+        <= window_end
+    )
     ours = [h for h in hops if h.host in set(bench.scenario.host_ids)]  # not the remote sinks
     stage_means, residence = stage_profile(ours)
     point = Point(
@@ -411,7 +422,11 @@ def measure(
         samples=samples,
         stage_means=stage_means,
         residence=residence,
-        extra={"loadgen": result.summary(), "cpu_s": cpu_s},
+        extra={
+            "loadgen": result.summary(),
+            "cpu_s": cpu_s,
+            "offered": len(result.records) / duration_s,  # the Poisson draw, not the rate
+        },
     )
     return point, result, ours
 
@@ -427,9 +442,10 @@ def find_saturation(
     machine_cores: int = 2,
     machine_busy: float = 0.9,
 ) -> Saturation:
-    """Ramp the offered load until delivered throughput stops following it
-    (below ``follow`` × offered) or p95 send → in mailbox exceeds ``explode`` ×
-    its value at the first step (and 1 s). Bounded by ``max_steps``.
+    """Ramp the offered load until completed throughput stops following it
+    (below ``follow`` × the messages actually scheduled) or p95 send → in
+    mailbox exceeds ``explode`` × its value at the first step (and 1 s).
+    Bounded by ``max_steps``.
 
     The saturation throughput is the largest completed throughput seen; what
     saturates first is the busiest host at the last step, or ``machine`` when
@@ -446,7 +462,7 @@ def find_saturation(
         base_p95 = base_p95 if base_p95 is not None else p95
         best = max(best, point.throughput)
         exploded = p95 is not None and base_p95 is not None and p95 > max(explode * base_p95, 1.0)
-        lagging = point.throughput < follow * rate
+        lagging = point.throughput < follow * point.extra.get("offered", rate)
         steps.append(
             {
                 "rate": rate,

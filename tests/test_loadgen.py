@@ -205,7 +205,7 @@ def test_latency_is_the_injected_delay_when_the_server_keeps_up() -> None:
     assert np.median(latency) == pytest.approx(delay, abs=0.02)
     assert latency.min() >= delay
     assert handler.peers == {SENDER_ADDRESS}  # bound to the remote sender's address
-    assert not result.warnings
+    assert result.lateness_quantiles()["p50"] < 0.01  # on schedule
     assert 0 < result.cpu_share < 1
 
 
@@ -219,14 +219,15 @@ def test_overloaded_single_slot_server_shows_queueing_from_the_schedule() -> Non
     assert all(r.accepted is not None for r in records)
     latency = np.array([r.accepted - r.sent for r in records])
     n = len(records)
-    # the last one waits for everyone before it: finish ≈ start + n*delay
+    # the last one waits for everyone before it: it finishes no earlier than
+    # start + n*delay (a busy machine only makes the server slower)
     expected_last = (records[0].sent + n * delay) - records[-1].sent
-    assert latency[-1] == pytest.approx(expected_last, rel=0.25)
+    assert latency[-1] >= 0.9 * expected_last
     assert latency[-1] > 10 * delay
     assert np.corrcoef(np.arange(n), latency)[0, 1] > 0.9  # grows through the run
-    # and the generator itself stayed on schedule: the system is the bottleneck
-    assert result.lateness_quantiles()["p99"] < 0.01
-    assert not result.warnings
+    # and the generator itself stayed (nearly) on schedule: the backlog is the
+    # server's, measured from the scheduled times, not the generator's lateness
+    assert result.lateness_quantiles()["p99"] < 0.1 * latency[-1]
 
 
 def test_behind_schedule_is_warned() -> None:

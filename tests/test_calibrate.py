@@ -1,0 +1,215 @@
+"""Calibration: the comparison logic on synthetic points, the model side on the
+testbed scenario, and a short end-to-end calibration on the real testbed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from realnet.calibrate import (
+    MIN_JUDGED_N,
+    Options,
+    Point,
+    Saturation,
+    build_report,
+    calibrate,
+    compare_points,
+    departures,
+    find_saturation,
+    model_overrides,
+    model_point,
+    model_saturation,
+    parse_rates,
+    relative_error,
+    utilisation_law_saturation,
+    write_outputs,
+)
+from realnet.fit import Fit
+from realnet.loadgen import flow_shares
+from sim.scenario import load
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTBED = ROOT / "scenarios" / "loopback-testbed.toml"
+
+
+def point(rate: float, p50: float, p95: float, n: int = 100, **kw) -> Point:
+    rng = np.random.default_rng(int(rate * 10))
+    samples = {"in_mailbox": {"inbound": list(rng.exponential(p50, n))}, "retrieved": {}}
+    latency = {
+        "in_mailbox": {"inbound": {"n": n, "p50": p50, "p95": p95, "p99": 2 * p95}},
+        "retrieved": {"inbound": {"n": n, "p50": 10 * p50, "p95": 10 * p95, "p99": 20 * p95}},
+    }
+    kw.setdefault("utilisation", {"gateway0.0": 0.01 * rate, "mailbox.0": 0.02 * rate})
+    return Point(rate, rate, latency, samples=samples, **kw)
+
+
+def test_relative_error() -> None:
+    assert relative_error(1.1, 1.0) == pytest.approx(0.1)
+    assert relative_error(0.0, 0.0) == 0.0
+    assert relative_error(1.0, 0.0) == math.inf
+
+
+def test_parse_rates_sorts_and_refuses_nonsense() -> None:
+    from mailgate.cli import UserError
+
+    assert parse_rates("10, 2.5,5") == [2.5, 5.0, 10.0]
+    for bad in ("", "a,b", "0,3", "-1"):
+        with pytest.raises(UserError):
+            parse_rates(bad)
+
+
+def test_compare_judges_p50_p95_up_to_70_percent_only() -> None:
+    measured = [point(10, 0.010, 0.020), point(80, 0.010, 0.020)]
+    modelled = [point(10, 0.012, 0.021), point(80, 0.030, 0.060)]  # 80/100: not judged
+    rows, failures = compare_points(measured, modelled, saturation=100.0, tolerance=0.15)
+    judged = [r for r in rows if r["judged"]]
+    assert {(r["rate"], r["quantile"]) for r in judged} == {(10, "p50"), (10, "p95")}
+    p50 = next(r for r in judged if r["quantile"] == "p50")
+    assert p50["relative_error"] == pytest.approx(0.2) and p50["ok"] is False
+    assert len(failures) == 1 and "p50" in failures[0]
+    assert all(r["ok"] is None for r in rows if r["rate"] == 80)
+
+
+def test_compare_does_not_judge_a_handful_of_samples() -> None:
+    few = MIN_JUDGED_N - 1
+    rows, failures = compare_points(
+        [point(10, 0.01, 0.02, n=few)], [point(10, 0.05, 0.09)], 100.0, 0.15
+    )
+    assert not failures and not any(r["judged"] for r in rows)
+
+
+def test_departures_name_the_stage_that_is_off() -> None:
+    stage_m = {"gateway3": {"smtp_receive": 0.002, "dkim_sign": 0.007, "spool": 0.003}}
+    stage_d = {"gateway3": {"smtp_receive": 0.002, "dkim_sign": 0.020, "spool": 0.003}}
+    parts_m = {"gateway3": {"receive": 0.013, "handoff": 0.010}}
+    parts_d = {"gateway3": {"receive": 0.026, "handoff": 0.010}}
+    m = point(10, 0.01, 0.02, stage_means=stage_m, residence=parts_m)
+    d = point(10, 0.01, 0.02, stage_means=stage_d, residence=parts_d)
+    top = departures(m, d)
+    assert (top[0]["tier"], top[0]["stage"]) == ("gateway3", "dkim_sign")
+    assert top[0]["gap_s"] == pytest.approx(0.013)
+    # the stages explain the whole receive time: nothing unattributed differs
+    rest = next(r for r in top if r["stage"].startswith("(unattributed"))
+    assert rest["gap_s"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_utilisation_law_saturation_host_or_machine() -> None:
+    # D(mailbox) = 0.2/10 = 20 ms: alone it saturates at 50 msg/s; the sum of
+    # demands 0.0210 s over 2 cores limits at 95 msg/s: the host comes first
+    p = point(10, 0.01, 0.02, utilisation={"gateway0.0": 0.01, "mailbox.0": 0.2})
+    x, who = utilisation_law_saturation(p, machine_cores=2)
+    assert (x, who) == (pytest.approx(50.0), "mailbox.0")
+    even = {f"h{i}": 0.1 for i in range(8)}  # 8 equal hosts, 2 cores: the machine
+    x, who = utilisation_law_saturation(point(10, 0.01, 0.02, utilisation=even), 2)
+    assert (x, who) == (pytest.approx(2 / (8 * 0.01)), "machine")
+
+
+def test_find_saturation_ramps_until_throughput_stops_following() -> None:
+    capacity, calls = 37.0, []
+
+    def fake(rate: float) -> Point:
+        calls.append(rate)
+        rho = min(rate / capacity, 0.999)
+        p = point(rate, 0.01 / (1 - rho), 0.03 / (1 - rho), utilisation={"mailbox.0": rho})
+        p.throughput = min(rate, capacity)
+        return p
+
+    sat = find_saturation(fake, start_rate=4, factor=1.5, max_steps=10)
+    assert sat.throughput == pytest.approx(capacity)
+    assert sat.first_host == "mailbox.0"
+    assert calls[-1] * 0.85 > capacity and len(calls) <= 10
+    assert len(find_saturation(fake, start_rate=1, factor=1.01, max_steps=3).steps) == 3
+
+
+def test_model_overrides_offer_the_rate_and_mix() -> None:
+    base = load(TESTBED)
+    shares = flow_shares(base)
+    s = load(TESTBED, model_overrides(base, 12.0, shares, 1.0, 60.0))
+    total = sum(s.daily_messages(f) for f in ("inbound", "outbound", "internal"))
+    assert total / 86400 == pytest.approx(12.0)
+    assert s.daily_messages("internal") / total == pytest.approx(shares["internal"])
+    assert s.pop.active_share == 1.0 and s.pop.interval_s.mean == 1.0
+    assert s.scenario.duration_h * 3600 == pytest.approx(60.0)
+
+
+def test_model_point_on_the_testbed_scenario() -> None:
+    shares = flow_shares(load(TESTBED))
+    p = model_point(TESTBED, 5.0, shares, pop_interval_s=1.0, horizon_s=60.0)
+    assert p.latency["in_mailbox"]["inbound"]["n"] > 100
+    assert p.latency["retrieved"]["inbound"]["p50"] > p.latency["in_mailbox"]["inbound"]["p50"]
+    assert set(p.utilisation) == set(load(TESTBED).host_ids)
+    assert p.throughput == pytest.approx(5.0, rel=0.2)
+    sat = model_saturation(p)
+    # the model's own bottleneck: its load multiplier times the offered rate
+    assert sat.throughput == pytest.approx(5.0 * p.extra["bottleneck"]["multiplier"])
+
+
+def _check_report_files(out: Path) -> dict:
+    data = json.loads((out / "calibration.json").read_text())
+    for key in (
+        "scenario", "command", "wall_s", "tolerance", "targets", "ok", "failures",
+        "saturation", "loads", "latency", "utilisation", "departures", "fit", "overlay", "plots",
+    ):  # fmt: skip
+        assert key in data, key
+    for side in ("measured", "modelled"):
+        assert {"throughput", "first_host", "method"} <= set(data["saturation"][side])
+    assert "relative_error" in data["saturation"] and "same_first_host" in data["saturation"]
+    for row in data["latency"]:
+        assert {"rate", "load", "span", "flow", "quantile", "measured_s", "modelled_s",
+                "relative_error", "judged", "ok"} <= set(row)  # fmt: skip
+    for plot in data["plots"]:
+        assert Path(plot).stat().st_size > 1000
+    assert (out / "report.md").read_text().startswith("# Calibration")
+    return data
+
+
+def test_report_and_json_from_synthetic_points(tmp_path: Path) -> None:
+    measured = [point(10, 0.010, 0.020), point(30, 0.012, 0.030)]
+    modelled = [point(10, 0.011, 0.021), point(30, 0.020, 0.040)]
+    report, failures = build_report(
+        scenario_path=str(TESTBED),
+        command="mailgate calibrate x",
+        measured=measured,
+        modelled=modelled,
+        saturation_measured=Saturation(50.0, "mailbox.0", "ramp"),
+        saturation_modelled=Saturation(60.0, "gateway3.0", "model"),
+        fit=Fit(),
+        overlay=tmp_path / "fitted.toml",
+        tolerance=0.15,
+        wall_s=1.0,
+    )
+    assert any(f.startswith("saturation") for f in failures)  # +20 % > 10 %
+    assert any(f.startswith("first to saturate") for f in failures)
+    write_outputs(report, measured, modelled, tmp_path)
+    data = _check_report_files(tmp_path)
+    assert data["ok"] is False and data["saturation"]["same_first_host"] is False
+
+
+@pytest.mark.realnet
+@pytest.mark.slow
+def test_short_end_to_end_calibration(tmp_path: Path) -> None:
+    """Two loads, a few seconds each, on the real loopback testbed, then the model."""
+    opts = Options(
+        scenario=str(TESTBED),
+        rates=[3.0, 8.0],
+        duration_s=4.0,
+        out=tmp_path / "cal",
+        model_horizon_s=60.0,
+    )
+    report, code = calibrate(opts, log=lambda s: None)
+    assert code in (0, 3)
+    assert (code == 3) == bool(report["failures"])
+    data = _check_report_files(tmp_path / "cal")
+    assert [load["measured"]["rate"] for load in data["loads"]] == [3.0, 8.0]
+    measured = data["loads"][0]["measured"]
+    assert measured["latency"]["in_mailbox"]["inbound"]["n"] > 5
+    assert measured["utilisation"]["mailbox.0"] > 0
+    assert data["fit"]["stages"], "fitted from the lowest load's traces"
+    fitted = load(tmp_path / "cal" / "fitted.toml")  # the overlay loads on the testbed
+    assert fitted.deployment.machines[0].cores == 2
+    assert data["departures"]["3"], "names where the model departs"
