@@ -439,8 +439,7 @@ def find_saturation(
     max_steps: int = 10,
     follow: float = 0.85,
     explode: float = 10.0,
-    machine_cores: int = 2,
-    machine_busy: float = 0.9,
+    host_busy: float = 0.9,
 ) -> Saturation:
     """Ramp the offered load until completed throughput stops following it
     (below ``follow`` × the messages actually scheduled) or p95 send → in
@@ -448,8 +447,8 @@ def find_saturation(
     Bounded by ``max_steps``.
 
     The saturation throughput is the largest completed throughput seen; what
-    saturates first is the busiest host at the last step, or ``machine`` when
-    the hosts together kept ``machine_busy`` of the machine's cores busy.
+    saturates first is the host whose process was at least ``host_busy`` of a
+    core at the last step, else ``machine`` (see ``saturated_first``).
     """
     steps: list[dict[str, Any]] = []
     rate, base_p95 = start_rate, None
@@ -477,10 +476,16 @@ def find_saturation(
             break
         rate *= factor
     assert last is not None
-    busiest = max(last.utilisation.items(), key=lambda kv: kv[1])[0] if last.utilisation else ""
-    if sum(last.utilisation.values()) >= machine_busy * machine_cores:
-        busiest = "machine"
-    return Saturation(best, busiest, "ramp", steps)
+    return Saturation(best, saturated_first(last.utilisation, host_busy), "ramp", steps)
+
+
+def saturated_first(utilisation: Mapping[str, float], host_busy: float = 0.9) -> str:
+    """The host whose one process was (nearly) a full core busy, or ``machine``
+    when none was: then the hosts together ran out of the machine's cores."""
+    if not utilisation:
+        return ""
+    host, u = max(utilisation.items(), key=lambda kv: kv[1])
+    return host if u >= host_busy else "machine"
 
 
 def _pooled_p95(point: Point) -> float | None:
@@ -663,6 +668,7 @@ def build_report(
             f"modelled {saturation_modelled.first_host}"
         )
     where = {f"{m.rate:g}": departures(m, d) for m, d in zip(measured, modelled, strict=True)}
+    failures = [_blame(f, where) for f in failures]
     report = {
         "scenario": scenario_path,
         "command": command,
@@ -693,6 +699,19 @@ def build_report(
         "overlay": str(overlay),
     }
     return report, failures
+
+
+def _blame(failure: str, where: Mapping[str, list[dict[str, Any]]]) -> str:
+    """Append the stage whose model is most off at the failing load."""
+    rate = failure.split(" ", 1)[0]
+    gaps = where.get(rate)
+    if not gaps:
+        return failure
+    g = gaps[0]
+    return (
+        f"{failure} — most off: {g['tier']}/{g['stage']} (measured "
+        f"{g['measured_s'] * 1e3:.2f} ms, modelled {g['modelled_s'] * 1e3:.2f} ms)"
+    )
 
 
 def _sat_json(s: Saturation) -> dict[str, Any]:
@@ -918,18 +937,13 @@ def measure_testbed(opts: Options, log: Callable[[str], None] = print) -> Measur
                     pop_interval_s=opts.pop_interval_s,
                     seed=opts.seed,
                 )
-                hops_by_rate[rate] = hops
-                for w in point.extra["loadgen"]["warnings"]:
-                    log(f"  warning: {w}")
+                hops_by_rate[rate] = hops  # (the load generator logs its own warnings)
                 return point
 
             sat = None
             if opts.rates is None:
                 log("finding the saturation throughput (ramp) …")
-                sat = find_saturation(
-                    lambda r: run(r, opts.ramp_step_s),
-                    machine_cores=machine_cores(bench.scenario),
-                )
+                sat = find_saturation(lambda r: run(r, opts.ramp_step_s))
                 rates = [round(share * sat.throughput, 2) for share in DEFAULT_LOADS]
             else:
                 rates = list(opts.rates)

@@ -35,8 +35,9 @@ from sim.topology import MAILBOX, Scenario
 
 #: Stages whose waiting is DNS round trips (``dns_lookups`` in the scenario).
 DNS_STAGES = ("spf", "dkim_verify", "mx_lookup")
-#: Stages whose waiting is the disk (the host's ``fsync_s``).
-DISK_STAGES = ("spool",)
+#: Stages whose waiting is the disk (the host's ``fsync_s``; the model charges
+#: one fsync in each, like ``sim.model.FSYNC_STAGES``).
+DISK_STAGES = ("spool", "maildir")
 #: Stages whose waiting is another party the model already represents (the
 #: sending client, the next hop receiving the message, the POP client): their
 #: wait is reported but not written to the overlay, or it would count twice.
@@ -218,12 +219,15 @@ def fit_traces(hops: Iterable[HopRecord], scenario: Scenario | None = None) -> F
         fit.overhead[tier] = HopOverhead(
             tier, len(arr), float(arr.mean()), float(np.quantile(arr, 0.95))
         )
+    disk: dict[str, list[float]] = defaultdict(list)
     for (tier, stage), rows_ in rows.items():
         if stage in DISK_STAGES:
-            waits = np.array([max(e - c, 0.0) for _, c, e in rows_])
-            mean = float(waits.mean())
-            cv = float(waits.std(ddof=1) / mean) if len(waits) > 1 and mean > 0 else 0.0
-            fit.fsync_s[tier] = (mean, sigma_from_cv(cv))
+            disk[tier] += [max(e - c, 0.0) for _, c, e in rows_]
+    for tier, values in disk.items():
+        waits = np.asarray(values)
+        mean = float(waits.mean())
+        cv = float(waits.std(ddof=1) / mean) if len(waits) > 1 and mean > 0 else 0.0
+        fit.fsync_s[tier] = (mean, sigma_from_cv(cv))
     fit.dns_s = _dns_per_lookup(fit, rows, scenario)
     return fit
 
@@ -256,40 +260,62 @@ def attribute_untraced_cpu(
     host_cpu_s: Mapping[str, float],
     *,
     extra_cpu_s: Mapping[str, float] | None = None,
-    stage: str = "smtp_receive",
 ) -> dict[str, float]:
-    """Give each tier's untraced CPU to ``stage`` (the per-hop SMTP overhead).
+    """Give each tier's untraced CPU to ``smtp_receive`` and ``deliver``.
 
     realnet measures CPU only around the checks it runs in threads; the SMTP
     dialogue, spooling and the delivery client run on the event loop and are
-    traced with elapsed time only. Their CPU is what /proc says the host used
-    per message minus what the traced stages account for (the utilisation
-    law, U = X·D, applied per hop). ``host_cpu_s`` is each host's CPU over the
-    run; ``extra_cpu_s`` per tier is CPU known to belong to something else
-    (POP sessions at the mailbox server). Returns the residual per tier.
+    traced with elapsed time only. Their CPU is what /proc says the tier's
+    hosts used minus what the traced stages account for (the utilisation
+    law, U = X·D, per hop): the per-hop SMTP overhead. It is split between
+    the two sides of a hop: the receiving dialogue gets at most its own mean
+    elapsed time (at low load a stage cannot use more CPU than wall time),
+    the delivery client the rest, per message it delivers. ``host_cpu_s`` is
+    each host's CPU over the run; ``extra_cpu_s`` per tier is CPU known to
+    belong to something else (POP logins at the mailbox server). Returns the
+    untraced CPU per hop of each tier.
     """
     extra = dict(extra_cpu_s or {})
     count: dict[str, int] = defaultdict(int)
+    delivering: dict[str, int] = defaultdict(int)
     traced: dict[str, float] = defaultdict(float)
     hosts_of: dict[str, set[str]] = defaultdict(set)
     for hop in hops:
         tier = tier_of(hop.host)
         count[tier] += 1
+        delivering[tier] += "deliver" in hop.stages
         traced[tier] += sum(span.cpu_s for span in hop.stages.values())
         hosts_of[tier].add(hop.host)
     residual: dict[str, float] = {}
     for tier, n in count.items():
         used = sum(host_cpu_s.get(h, 0.0) for h in hosts_of[tier]) - extra.get(tier, 0.0)
-        per_msg = max((used - traced[tier]) / n, 0.0)
-        residual[tier] = per_msg
-        sf = fit.stages.get((tier, stage))
-        if sf is None:
+        total = max(used - traced[tier], 0.0)
+        residual[tier] = total / n
+        receive = _untraced(fit, tier, "smtp_receive")
+        deliver = _untraced(fit, tier, "deliver")
+        if receive is None:
             continue
-        if sf.cpu_fixed_s > 0 or sf.cpu_per_kb_s > 0:
-            continue  # the stage's CPU was traced: keep the fit
-        sf.cpu_fixed_s, sf.cpu_per_kb_s, sf.cpu_sigma = per_msg, 0.0, 0.0
-        sf.source = "utilisation law"
+        share = total / n if deliver is None or not delivering[tier] else None
+        if share is None:
+            share = min(total / n, receive.cpu_fixed_s + receive.wait_mean_s)  # its elapsed
+            assert deliver is not None
+            _set_cpu(deliver, (total - share * n) / delivering[tier])
+        _set_cpu(receive, share)
     return residual
+
+
+def _untraced(fit: Fit, tier: str, stage: str) -> StageFit | None:
+    """The stage's fit if realnet traced no CPU for it."""
+    sf = fit.stages.get((tier, stage))
+    if sf is None or sf.cpu_fixed_s > 0 or sf.cpu_per_kb_s > 0:
+        return None
+    return sf
+
+
+def _set_cpu(sf: StageFit, cpu_s: float) -> None:
+    sf.wait_mean_s = max(sf.wait_mean_s - cpu_s, 0.0)  # elapsed = cpu + wait still
+    sf.cpu_fixed_s, sf.cpu_per_kb_s, sf.cpu_sigma = max(cpu_s, 0.0), 0.0, 0.0
+    sf.source = "utilisation law"
 
 
 def add_measured_stage(fit: Fit, tier: str, stage: str, cpu_s: float, n: int = 1) -> None:

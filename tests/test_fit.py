@@ -14,7 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from realnet.fit import fit_traces, linear_fit, sigma_from_cv, write_overlay
+from realnet.fit import (
+    attribute_untraced_cpu,
+    fit_traces,
+    linear_fit,
+    sigma_from_cv,
+    write_overlay,
+)
 from sim.records import HopRecord, StageSpan
 from sim.scenario import load
 
@@ -120,3 +126,23 @@ def test_overlay_loads_on_testbed_with_fitted_means(fit, tmp_path: Path) -> None
     assert s.network.dns_s.mean == pytest.approx(fit.dns_s)
     # DNS stages carry no extra wait beyond their lookups
     assert s.gateways["gateway0"].cost("spf").wait_s.mean < 0.0002
+
+
+def test_untraced_cpu_comes_from_proc_and_is_split_between_receive_and_deliver() -> None:
+    # realnet traces no CPU for smtp_receive/deliver: 100 hops on two hosts
+    # used 0.5 s of CPU by /proc, of which the traced check took 0.1 s
+    hops = []
+    for i in range(100):
+        hop = HopRecord(f"m{i}", "inbound", f"gateway1.{i % 2}", 4.0, arrived=float(i))
+        hop.stages["smtp_receive"] = StageSpan(i, i + 0.001)  # 1 ms elapsed, cpu untraced
+        hop.stages["antivirus"] = StageSpan(i + 0.001, i + 0.0025, 0.001)
+        hop.stages["deliver"] = StageSpan(i + 0.003, i + 0.01)
+        hop.accepted, hop.left = i + 0.0025, i + 0.01
+        hops.append(hop)
+    fit = fit_traces(hops)
+    residual = attribute_untraced_cpu(fit, hops, {"gateway1.0": 0.3, "gateway1.1": 0.2})
+    assert residual["gateway1"] == pytest.approx((0.5 - 0.1) / 100)
+    receive, deliver = fit.stages[("gateway1", "smtp_receive")], fit.stages[("gateway1", "deliver")]
+    assert receive.cpu_fixed_s == pytest.approx(0.001)  # capped at its elapsed time
+    assert deliver.cpu_fixed_s == pytest.approx(0.004 - 0.001)  # the rest, per delivery
+    assert receive.source == deliver.source == "utilisation law"
