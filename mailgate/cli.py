@@ -161,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mailgate: interrupted", file=sys.stderr)
         return 130
-    except Exception:  # noqa: BLE001 - the last line of defence: say it is our bug
+    except Exception:
         traceback.print_exc()
         print("mailgate: internal error (a bug in mailgate; please report it)", file=sys.stderr)
         return EXIT_INTERNAL
