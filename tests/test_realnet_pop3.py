@@ -328,3 +328,18 @@ def test_maildir_delivery_is_atomic_and_ordered(tmp_path):
 def test_maildir_rejects_unsafe_names(tmp_path, name):
     with pytest.raises(ValueError):
         maildir.deliver(tmp_path, name, b"x")
+
+
+def test_idle_session_is_logged_out_without_update(tmp_path):
+    maildir.deliver(tmp_path, "alice", sample(1))
+    with running(Pop3Server(tmp_path, USERS, HOST, 0, idle_timeout_s=0.3)) as pop:
+        conn = Raw(pop.port)
+        try:
+            conn.send("USER alice")
+            conn.send("PASS wonderland")
+            assert conn.send("DELE 1").startswith("+OK")
+            assert conn.line().startswith("-ERR autologout")
+            assert conn.line() == ""
+        finally:
+            conn.close()
+    assert len(maildir.list_messages(tmp_path, "alice")) == 1
