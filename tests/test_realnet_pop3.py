@@ -343,3 +343,15 @@ def test_idle_session_is_logged_out_without_update(tmp_path):
         finally:
             conn.close()
     assert len(maildir.list_messages(tmp_path, "alice")) == 1
+
+
+def test_maildir_group_delivery(tmp_path):
+    items = [("alice", sample(1)), ("bob", sample(2)), ("alice", sample(3))]
+    paths = maildir.deliver_many(tmp_path, items)
+    assert [p.parent.parent.name for p in paths] == ["alice", "bob", "alice"]
+    assert [p.read_bytes() for p in paths] == [m for _, m in items]
+    assert len(maildir.list_messages(tmp_path, "alice")) == 2
+    assert not os.listdir(tmp_path / "alice" / "tmp")
+    with pytest.raises(ValueError):  # a bad name mid-batch: the complete ones stay
+        maildir.deliver_many(tmp_path, [("carol", sample(4)), ("../x", sample(5))])
+    assert len(maildir.list_messages(tmp_path, "carol")) == 1
