@@ -448,16 +448,25 @@ class Model:
         self.new_message(stream.flow, stream.spam, now)
         self._next_arrival(stream, now)
 
-    def new_message(self, flow: str, spam: bool, now: float) -> Msg:
-        """Create a message sent now and hand it to its first hop."""
+    def new_message(
+        self, flow: str, spam: bool, now: float, *, size: float | None = None, probe: bool = False
+    ) -> Msg:
+        """Create a message sent now and hand it to its first hop.
+
+        A ``probe`` (the self-test mail) has one recipient, no virus and the
+        given size; it is not counted in the statistics.
+        """
         w, u = self.s.workload, self.u
-        size = self.size_spam() if spam else self.size_legit()
+        if size is None:
+            size = self.size_spam() if spam else self.size_legit()
         m = Msg(self.next_id, flow, size, now)
         self.next_id += 1
         m.spam = spam
         m.rcpts = int(self.recipients())
         m.virus = u() < w.virus_share
-        m.counted = now >= self.t_warm
+        if probe:
+            m.rcpts, m.virus = 1, False
+        m.counted = now >= self.t_warm and not probe
         if spam:
             m.spf_fail = u() < w.spam_spf_fail_share
         if flow == "outbound":
