@@ -203,23 +203,24 @@ class Results:
                     ),
                     "series": series,
                 }
-            avg = lambda key, sub: (
-                sum(r["hosts"][hid][key][sub] for r in self.reps) / len(self.reps)
-            )  # noqa: E731
+
+            def avg(key: str, sub: str, hid: str = hid) -> float:
+                return sum(r["hosts"][hid][key][sub] for r in self.reps) / len(self.reps)
+
+            def worst(key: str, hid: str = hid) -> float:
+                return max(r["hosts"][hid][key]["max"] for r in self.reps)
+
+            queues = zip(*(r["hosts"][hid]["queue"]["series"] for r in self.reps), strict=True)
             row["queue"] = {
                 "mean": avg("queue", "mean"),
-                "max": max(r["hosts"][hid]["queue"]["max"] for r in self.reps),
-                "series": [
-                    sum(v) / len(v)
-                    for v in zip(
-                        *(r["hosts"][hid]["queue"]["series"] for r in self.reps), strict=True
-                    )
-                ],
+                "max": worst("queue"),
+                "series": [sum(v) / len(v) for v in queues],
             }
-            row["session_wait"] = {"mean": avg("session_wait", "mean"),
-                                   "max": max(r["hosts"][hid]["session_wait"]["max"] for r in self.reps)}  # fmt: skip
-            row["deferred"] = {"mean": avg("deferred", "mean"),
-                               "max": max(r["hosts"][hid]["deferred"]["max"] for r in self.reps)}  # fmt: skip
+            row["session_wait"] = {
+                "mean": avg("session_wait", "mean"),
+                "max": worst("session_wait"),
+            }
+            row["deferred"] = {"mean": avg("deferred", "mean"), "max": worst("deferred")}
             row["little"] = {k: avg("little", k) for k in ("L", "X", "W")}
             row["messages"] = sum(r["hosts"][hid]["messages"] for r in self.reps)
             demand = sum(r["hosts"][hid]["cpu_demand_s"] for r in self.reps)

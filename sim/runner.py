@@ -57,7 +57,7 @@ def _s(x: float | None) -> str:
 
 def _hour(h: float) -> str:
     h = h % 24
-    return f"{int(h):02d}:{int(round((h % 1) * 60)) % 60:02d}"
+    return f"{int(h):02d}:{round((h % 1) * 60) % 60:02d}"
 
 
 def summary(d: dict[str, Any]) -> str:
@@ -88,7 +88,9 @@ def summary(d: dict[str, Any]) -> str:
                 f"{_s(v['p99']):>9} {_s(v['max']):>9}{ci}"
             )
     add("")
-    add("Hosts (utilisation: mean / peak bucket at clock hour; queue = waiting for a delivery slot)")
+    add(
+        "Hosts (utilisation: mean / peak bucket at clock hour; queue = waiting for a delivery slot)"
+    )
     add(f"  {'host':11} {'CPU mean':>8} {'peak':>6} {'at':>6}  {'sessions':>8} {'peak':>6} "
         f"{'at':>6}  {'deliv':>6} {'disk':>6}  {'queue':>6} {'max':>5}  {'msgs':>8}")  # fmt: skip
     for hid, row in d["hosts"].items():
@@ -121,8 +123,9 @@ def summary(d: dict[str, Any]) -> str:
         ok_all &= bool(o["ok"])
         mark = "PASS" if o["ok"] else "FAIL"
         if "span" in o:
+            span = SPAN_NAMES.get(o["span"], o["span"])
             add(
-                f"  [{mark}] {o['name']}: p{o['quantile'] * 100:g} {SPAN_NAMES.get(o['span'], o['span'])}"
+                f"  [{mark}] {o['name']}: p{o['quantile'] * 100:g} {span}"
                 f" {o['flow']} = {_s(o['value_s'])} (≤ {_s(o['max_s'])}, n={o['samples']:,})"
             )
         else:

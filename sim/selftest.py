@@ -133,9 +133,14 @@ def _ms(x: float | None) -> str:
 
 def format_report(r: dict[str, Any]) -> str:
     lines = [f"mailgate selftest {r['scenario']}: one {r['probe_kb']:g} KB mail to yourself"]
-    for label, p in (("idle", r["idle"]), (f"peak hour {r['peak_hour']:02d}-{r['peak_hour'] + 1:02d} h", r["peak"])):  # noqa: E501
+    for label, p in (
+        ("idle", r["idle"]),
+        (f"peak hour {r['peak_hour']:02d}-{r['peak_hour'] + 1:02d} h", r["peak"]),
+    ):
         lines.append("")
-        lines.append(f"{label}: sent → in mailbox {_ms(p['in_mailbox_s']).strip()} ({p['outcome']})")
+        lines.append(
+            f"{label}: sent → in mailbox {_ms(p['in_mailbox_s']).strip()} ({p['outcome']})"
+        )
         for h in p["hops"]:
             lines.append(
                 f"  {h['host']:11} transit {_ms(h['transit_s'])}  arrived {_ms(h['arrived_s'])}"
