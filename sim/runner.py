@@ -154,7 +154,8 @@ def run_command(args: argparse.Namespace) -> int:
     """Entry point of ``mailgate run``."""
     scenario = load(args.scenario, overrides_from(args))
     progress = not args.no_progress and sys.stderr.isatty()
-    results = simulate(scenario, seed=args.seed, progress=progress)
+    trace = getattr(args, "trace", None)
+    results = simulate(scenario, seed=args.seed, progress=progress, trace=trace)
     d = clean(results.to_dict())
     out = Path(args.out) if args.out else Path("results") / scenario.scenario.name
     out.mkdir(parents=True, exist_ok=True)
