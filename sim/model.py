@@ -289,6 +289,8 @@ class Model:
         ]
         self.mailboxes = Mailboxes(self, s.population.mailboxes)
         self.deferred_total = Level(self.t_warm, self.t_end, self.bucket_s)
+        #: messages generated per bucket (the offered load over the day)
+        self.generated_series = [0] * len(self.deferred_total.bucket_area)
         self._c_session = self._session
         self._c_received = self._received
         self._c_deliver = self._deliver
@@ -491,6 +493,9 @@ class Model:
                     break
         if m.counted:
             self.counts["generated"] += 1
+            i = int((now - self.t_warm) / self.bucket_s)
+            if i < len(self.generated_series):
+                self.generated_series[i] += 1
             self.by_flow[flow]["generated"] += 1
         first = self.s.mx if flow == "inbound" else MAILBOX
         self.connect(m, first, self.internet(m))

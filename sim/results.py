@@ -121,6 +121,8 @@ def collect(model: Model) -> dict[str, Any]:
             "retrievals": model.mailboxes.retrievals,
             "active_mailboxes": model.mailboxes.active,
         },
+        "generated_series": list(model.generated_series),
+        "fallback_tiers": [n for n, t in s.tiers.items() if t.role == "fallback_mx"],
         "events": next(model.env._eid),  # events scheduled (SimPy numbers them)
     }
 
@@ -279,6 +281,11 @@ class Results:
             return {}
         candidates.sort(key=lambda c: c[0])
         mult, hid, res, u = candidates[0]
+        offered = [
+            sum(vals) / len(vals) / self.bucket_s
+            for vals in zip(*(r["generated_series"] for r in self.reps), strict=True)
+        ]
+        at_peak = offered[u["peak_bucket"]] if u["peak_bucket"] < len(offered) else math.nan
         ranking = [
             {"host": h, "resource": r, "peak_utilisation": x["peak"], "multiplier": m}
             for m, h, r, x in candidates[:8]
@@ -290,6 +297,8 @@ class Results:
             "peak_clock_hour": u["peak_clock_hour"],
             "multiplier": mult,
             "mailboxes_at_saturation": self.mailboxes * mult,
+            "offered_msgs_per_s_in_peak_bucket": at_peak,
+            "msgs_per_s_at_saturation": at_peak * mult,
             "ranking": ranking,
         }
 
@@ -319,7 +328,11 @@ class Results:
             },
             "hosts": self.host_table(),
             "machines": self.first["machines"],
-            "deferred_queue": self.deferred_queue(),
+            "deferred_queue": {**self.deferred_queue(), "tiers": self.first["fallback_tiers"]},
+            "offered_per_bucket": [
+                sum(v) / len(v)
+                for v in zip(*(r["generated_series"] for r in self.reps), strict=True)
+            ],
             "pop": self.first["pop"],
             "slo": self.slo,
             "bottleneck": self.bottleneck,

@@ -112,7 +112,9 @@ def summary(d: dict[str, Any]) -> str:
         "in flight at the end {in_flight:,}".format(**c)
     )
     dq = d["deferred_queue"]
-    add(f"Fallback MX deferred queue: peak {dq['peak']:g} messages, mean {dq['mean']:.1f}")
+    tiers = "+".join(dq.get("tiers", [])) or "fallback MX"
+    add(f"Deferred queue ({tiers}, fallback MX): peak {dq['peak']:g} messages, "
+        f"mean {dq['mean']:.1f}")  # fmt: skip
     pop = d["pop"]
     add(f"POP: {pop['sessions']:,} sessions, {pop['retrievals']:,} messages retrieved "
         f"({pop['active_mailboxes']:,} mailboxes polling)")  # fmt: skip
@@ -142,6 +144,12 @@ def summary(d: dict[str, Any]) -> str:
             f"{b['multiplier']:.1f}× this load (≈ {b['mailboxes_at_saturation']:,.0f} mailboxes "
             "with the same habits)."
         )
+        rate = b.get("offered_msgs_per_s_in_peak_bucket")
+        if rate:
+            add(
+                f"  offered in that bucket: {rate:.2f} messages/s into the system; saturation "
+                f"near {b['msgs_per_s_at_saturation']:.1f} messages/s"
+            )
         others = ", ".join(
             f"{r['host']} {r['resource']} {r['multiplier']:.1f}×" for r in b["ranking"][1:5]
         )
