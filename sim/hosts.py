@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sim.engine import Pool, Scheduler
+from sim.engine import Call, Pool, Scheduler
 from sim.records import HopRecord, StageSpan
 from sim.stats import Level
 
@@ -45,16 +45,18 @@ class Stage:
     per_rcpt: bool  # repeated per recipient (maildir)
     has_wait: bool  # any waiting at all (skip the sampler calls when not)
     has_cpu: bool
+    ends_block: bool  # a CPU block stops here (durable write, or a verdict that may end the visit)
 
 
 class Msg:
     """One message (all recipients travel together until the mailbox)."""
 
     __slots__ = (
-        "accepted", "attempts", "backoff", "cont", "counted", "cpu", "deferred", "domain",
-        "entered", "entered_prev", "final", "flow", "hop", "hop_prev", "host", "id", "in_mailbox",
-        "outcome", "pick", "plan", "queued_at", "rcpts", "remote", "sender", "sent", "si", "size",
-        "spam", "spf_fail", "stage_t0", "target", "tries", "virus",
+        "accepted", "attempts", "backoff", "cont", "core_t0", "counted", "cpu", "deferred",
+        "domain", "entered", "entered_prev", "final", "flow", "hop", "hop_prev", "host", "id",
+        "in_mailbox", "last", "outcome", "parts", "pick", "plan", "queued_at", "rcpts",
+        "remote", "sender", "sent", "si", "size", "spam", "spf_fail", "stage_t0", "target",
+        "tries", "virus",
     )  # fmt: skip
 
     def __init__(self, mid: int, flow: str, size: float, sent: float) -> None:
@@ -91,6 +93,9 @@ class Msg:
         self.pick = 0
         self.final = False
         self.stage_t0 = 0.0
+        self.core_t0 = 0.0
+        self.last = 0
+        self.parts: list[float] = []
 
 
 class HostStats:
@@ -174,7 +179,7 @@ class Host:
         # With a shared machine a host first needs one of its own processes,
         # then a core of the machine; on its own machine processes = cores.
         self.procs = Pool(self.env, processes, f"{hid}.procs") if shared else None
-        self.disk = Pool(self.env, 1, f"{hid}.disk", busy=stats.disk_busy)
+        self.disk = Pool(self.env, 1, f"{hid}.disk")  # busy time: pulses in _got_disk
         self.fsync = fsync
         self.trace = model.trace is not None
         # bound methods once (the hot path)
@@ -211,17 +216,28 @@ class Host:
         self._waited(m)
 
     def _waited(self, m: Msg) -> None:
-        st = m.plan[m.si]
-        if st.has_cpu:
-            c = st.cpu() + st.cpu_per_kb * m.size
-            if st.per_rcpt:
-                c *= m.rcpts
-            if c > 0:
-                m.cpu = c
-                self.cpu(m)
-                return
-        m.cpu = 0.0
-        self._computed(m)
+        """After a stage's wait: compute, holding one core across the following
+        stages that do not wait (a process runs its CPU-bound section to the
+        end). A block ends at a durable write or at a stage whose result may
+        end the visit (``spf``, ``antivirus``)."""
+        plan, i = m.plan, m.si
+        st = plan[i]
+        c = _cpu_of(st, m) if st.has_cpu else 0.0
+        if self.trace:
+            m.parts = [c]
+        while not st.ends_block and i + 1 < len(plan) and not plan[i + 1].has_wait:
+            i += 1
+            st = plan[i]
+            ci = _cpu_of(st, m) if st.has_cpu else 0.0
+            c += ci
+            if self.trace:
+                m.parts.append(ci)
+        m.last = i
+        m.cpu = c
+        if c > 0:
+            self.cpu(m)
+        else:
+            self._block_done(m, self.env._now)
 
     def cpu(self, m: Msg) -> None:
         """Hold one core for ``m.cpu`` seconds, then continue the plan."""
@@ -235,22 +251,36 @@ class Host:
 
     def _got_core(self, m: Msg) -> None:
         now = self.env._now
-        self.stats.cpu_busy.add(now, 1)
+        self.stats.cpu_busy.pulse(now, m.cpu)
         if now >= self.model.t_warm:
             self.stats.cpu_demand += m.cpu
-        self.sched.after(m.cpu, self._c_cpu_done, m)
+        if self.trace:
+            m.core_t0 = now
+        self.sched.call(m.cpu, self._c_cpu_done, m)
 
-    def _cpu_done(self, m: Msg) -> None:
-        self.stats.cpu_busy.add(self.env._now, -1)
+    def _cpu_done(self, ev: Call) -> None:
+        m = ev.arg
         self.machine.cores.release()
         if self.procs is not None:
             self.procs.release()
         if m.plan is _POP_PLAN:
             m.cont(m)  # type: ignore[misc]
             return
-        self._computed(m)
+        self._block_done(m, m.core_t0 if self.trace else 0.0)
 
-    def _computed(self, m: Msg) -> None:
+    def _block_done(self, m: Msg, core_t0: float) -> None:
+        """The CPU of stages si..last is done; the last one may still fsync."""
+        if self.trace and m.last > m.si and m.hop is not None:
+            # spans of the merged stages before the last: back to back on the core
+            end = core_t0
+            for k in range(m.si, m.last):
+                start = m.stage_t0 if k == m.si else end
+                end = (core_t0 if k == m.si else end) + m.parts[k - m.si]
+                m.hop.stages[m.plan[k].name] = StageSpan(start, end, m.parts[k - m.si])
+            m.stage_t0 = end
+        if self.trace:
+            m.cpu = m.parts[-1]
+        m.si = m.last
         if m.plan[m.si].fsync:
             self.disk.acquire(self._c_disk, m)
         else:
@@ -261,11 +291,12 @@ class Host:
         d = self.fsync()
         if st.per_rcpt and m.rcpts > 1:
             d += sum(self.fsync() for _ in range(m.rcpts - 1))
-        self.sched.after(d, self._c_disk_done, m)
+        self.stats.disk_busy.pulse(self.env._now, d)
+        self.sched.call(d, self._c_disk_done, m)
 
-    def _disk_done(self, m: Msg) -> None:
+    def _disk_done(self, ev: Call) -> None:
         self.disk.release()
-        self._stage_done(m)
+        self._stage_done(ev.arg)
 
     def _stage_done(self, m: Msg) -> None:
         st = m.plan[m.si]
@@ -287,6 +318,12 @@ class Host:
 
     def __repr__(self) -> str:
         return f"Host({self.id}{'' if self.up else ', down'})"
+
+
+def _cpu_of(st: Stage, m: Msg) -> float:
+    """CPU seconds of one stage for one message."""
+    c = st.cpu() + st.cpu_per_kb * m.size
+    return c * m.rcpts if st.per_rcpt else c
 
 
 #: Marker plan for CPU bursts that are not stages of a message visit.

@@ -50,10 +50,15 @@ SPANS = ("accepted_to_mailbox", "sent_to_retrieved", "sent_to_remote", "sent_to_
 OUTCOMES = ("delivered", "rejected", "quarantined", "bounced")
 #: Stages run by the sending side of a hop (after the queue), not before the 250.
 DELIVERY_STAGES = ("mx_lookup", "deliver")
+#: Stages whose result may end a visit (reject, quarantine): a CPU block stops there.
+DECISION_STAGES = ("spf", "antivirus")
 #: Stages that end with a durable write.
 FSYNC_STAGES = ("spool", "maildir")
 
 Trace = Callable[[HopRecord | MessageRecord], None]
+
+#: Width of the batches in which polls of empty mailboxes are served (s).
+POP_BATCH_S = 1.0
 
 
 def bucket_seconds(duration_h: float) -> float:
@@ -106,7 +111,7 @@ class Stream:
 class PopJob:
     """A POP session's CPU work at the mailbox server."""
 
-    __slots__ = ("box", "cont", "copies", "cpu", "plan", "si")
+    __slots__ = ("box", "cont", "copies", "core_t0", "cpu", "plan", "si")
 
     def __init__(self, box: int, copies: list[tuple[float, str, bool, float]]) -> None:
         self.box = box
@@ -128,7 +133,8 @@ class Mailboxes:
     costs the mailbox server ``pop_session`` + ``pop_retrieve`` per message.
     Polls that find nothing are one aggregated Poisson stream of sessions at
     rate (active mailboxes / mean interval), thinned by the share of active
-    mailboxes with mail pending (those polls are the explicit ones).
+    mailboxes with mail pending (those polls are the explicit ones), served
+    in batches: each ``POP_BATCH_S`` window's polls are one CPU burst.
     """
 
     def __init__(self, model: Model, n: int) -> None:
@@ -145,16 +151,20 @@ class Mailboxes:
         self.session = model.stage_cost_sampler(MAILBOX, "pop_session")
         self.retrieve = model.stage_cost_sampler(MAILBOX, "pop_retrieve")
         self.hosts = model.tiers[MAILBOX]
-        self.exp = model.streams.exponentials("pop.empty")
         mean = s.pop.interval_s.mean
         self.empty_rate = self.active / mean if mean > 0 and self.active else 0.0
+        # Empty polls come in batches: the Poisson number of them in each
+        # POP_BATCH_S window is served as one CPU burst (one event instead
+        # of one per poll; a poll's session costs about a millisecond).
+        self.batch_s = POP_BATCH_S
+        self.count = model.streams.poisson("pop.empty", self.empty_rate * self.batch_s)
         self.sessions = 0
         self.retrievals = 0
         del tier
 
     def start(self) -> None:
         if self.empty_rate > 0:
-            self.model.sched.after(self.exp() / self.empty_rate, self._empty_poll, None)
+            self.model.sched.after(self.batch_s * self.pick(), self._empty_poll, None)
 
     def file(self, m: Msg, now: float) -> None:
         """Copies of ``m`` land in ``m.rcpts`` random mailboxes."""
@@ -196,15 +206,18 @@ class Mailboxes:
                 hists[flow]["sent_to_retrieved"].add(now - sent)
 
     def _empty_poll(self, _: Any) -> None:
+        """One batch of polls that find nothing: a session's CPU each, one burst."""
         model = self.model
         now = model.env._now
         if now >= model.t_end:
             return
-        model.sched.after(self.exp() / self.empty_rate, self._empty_poll, None)
-        if self.pick() * self.active < len(self.pending):
-            return  # this poll is one of the explicit ones
-        cpu = self.session(0.0)
-        self.sessions += 1
+        model.sched.after(self.batch_s, self._empty_poll, None)
+        busy = len(self.pending) / self.active  # these polls are the explicit ones
+        cpu = 0.0
+        for _ in range(int(self.count())):
+            if self.pick() >= busy:
+                cpu += self.session(0.0)
+                self.sessions += 1
         if cpu > 0:
             self._host().burst(PopJob(-1, []), cpu, _ignore)
 
@@ -276,6 +289,8 @@ class Model:
         ]
         self.mailboxes = Mailboxes(self, s.population.mailboxes)
         self.deferred_total = Level(self.t_warm, self.t_end, self.bucket_s)
+        #: messages generated per bucket (the offered load over the day)
+        self.generated_series = [0] * len(self.deferred_total.bucket_area)
         self._c_session = self._session
         self._c_received = self._received
         self._c_deliver = self._deliver
@@ -343,6 +358,7 @@ class Model:
             per_rcpt=name == "maildir",
             has_wait=has_wait,
             has_cpu=has_cpu,
+            ends_block=fsync or name in DECISION_STAGES,
         )
 
     def _plan(self, tier: str, names: list[str]) -> tuple[Stage, ...]:
@@ -448,16 +464,25 @@ class Model:
         self.new_message(stream.flow, stream.spam, now)
         self._next_arrival(stream, now)
 
-    def new_message(self, flow: str, spam: bool, now: float) -> Msg:
-        """Create a message sent now and hand it to its first hop."""
+    def new_message(
+        self, flow: str, spam: bool, now: float, *, size: float | None = None, probe: bool = False
+    ) -> Msg:
+        """Create a message sent now and hand it to its first hop.
+
+        A ``probe`` (the self-test mail) has one recipient, no virus and the
+        given size; it is not counted in the statistics.
+        """
         w, u = self.s.workload, self.u
-        size = self.size_spam() if spam else self.size_legit()
+        if size is None:
+            size = self.size_spam() if spam else self.size_legit()
         m = Msg(self.next_id, flow, size, now)
         self.next_id += 1
         m.spam = spam
         m.rcpts = int(self.recipients())
         m.virus = u() < w.virus_share
-        m.counted = now >= self.t_warm
+        if probe:
+            m.rcpts, m.virus = 1, False
+        m.counted = now >= self.t_warm and not probe
         if spam:
             m.spf_fail = u() < w.spam_spf_fail_share
         if flow == "outbound":
@@ -468,6 +493,9 @@ class Model:
                     break
         if m.counted:
             self.counts["generated"] += 1
+            i = int((now - self.t_warm) / self.bucket_s)
+            if i < len(self.generated_series):
+                self.generated_series[i] += 1
             self.by_flow[flow]["generated"] += 1
         first = self.s.mx if flow == "inbound" else MAILBOX
         self.connect(m, first, self.internet(m))

@@ -13,9 +13,9 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from sim.stats import LogHistogram  # noqa: E402
+from sim.stats import LogHistogram
 
 SPAN_LABELS = {
     "accepted_to_mailbox": "accepted → in mailbox",
@@ -57,7 +57,8 @@ def write_plots(d: dict[str, Any], folder: Path) -> list[Path]:
         ax.set_ylabel("P(latency ≤ x)")
         ax.set_title(f"{flow} mail")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="lower right")
     fig.suptitle(f"{d['name']}: latency CDF per flow")
     fig.tight_layout()
     paths.append(_save(fig, folder / "latency_cdf.png"))

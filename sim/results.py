@@ -121,6 +121,8 @@ def collect(model: Model) -> dict[str, Any]:
             "retrievals": model.mailboxes.retrievals,
             "active_mailboxes": model.mailboxes.active,
         },
+        "generated_series": list(model.generated_series),
+        "fallback_tiers": [n for n, t in s.tiers.items() if t.role == "fallback_mx"],
         "events": next(model.env._eid),  # events scheduled (SimPy numbers them)
     }
 
@@ -203,23 +205,24 @@ class Results:
                     ),
                     "series": series,
                 }
-            avg = lambda key, sub: (
-                sum(r["hosts"][hid][key][sub] for r in self.reps) / len(self.reps)
-            )  # noqa: E731
+
+            def avg(key: str, sub: str, hid: str = hid) -> float:
+                return sum(r["hosts"][hid][key][sub] for r in self.reps) / len(self.reps)
+
+            def worst(key: str, hid: str = hid) -> float:
+                return max(r["hosts"][hid][key]["max"] for r in self.reps)
+
+            queues = zip(*(r["hosts"][hid]["queue"]["series"] for r in self.reps), strict=True)
             row["queue"] = {
                 "mean": avg("queue", "mean"),
-                "max": max(r["hosts"][hid]["queue"]["max"] for r in self.reps),
-                "series": [
-                    sum(v) / len(v)
-                    for v in zip(
-                        *(r["hosts"][hid]["queue"]["series"] for r in self.reps), strict=True
-                    )
-                ],
+                "max": worst("queue"),
+                "series": [sum(v) / len(v) for v in queues],
             }
-            row["session_wait"] = {"mean": avg("session_wait", "mean"),
-                                   "max": max(r["hosts"][hid]["session_wait"]["max"] for r in self.reps)}  # fmt: skip
-            row["deferred"] = {"mean": avg("deferred", "mean"),
-                               "max": max(r["hosts"][hid]["deferred"]["max"] for r in self.reps)}  # fmt: skip
+            row["session_wait"] = {
+                "mean": avg("session_wait", "mean"),
+                "max": worst("session_wait"),
+            }
+            row["deferred"] = {"mean": avg("deferred", "mean"), "max": worst("deferred")}
             row["little"] = {k: avg("little", k) for k in ("L", "X", "W")}
             row["messages"] = sum(r["hosts"][hid]["messages"] for r in self.reps)
             demand = sum(r["hosts"][hid]["cpu_demand_s"] for r in self.reps)
@@ -278,6 +281,11 @@ class Results:
             return {}
         candidates.sort(key=lambda c: c[0])
         mult, hid, res, u = candidates[0]
+        offered = [
+            sum(vals) / len(vals) / self.bucket_s
+            for vals in zip(*(r["generated_series"] for r in self.reps), strict=True)
+        ]
+        at_peak = offered[u["peak_bucket"]] if u["peak_bucket"] < len(offered) else math.nan
         ranking = [
             {"host": h, "resource": r, "peak_utilisation": x["peak"], "multiplier": m}
             for m, h, r, x in candidates[:8]
@@ -289,6 +297,8 @@ class Results:
             "peak_clock_hour": u["peak_clock_hour"],
             "multiplier": mult,
             "mailboxes_at_saturation": self.mailboxes * mult,
+            "offered_msgs_per_s_in_peak_bucket": at_peak,
+            "msgs_per_s_at_saturation": at_peak * mult,
             "ranking": ranking,
         }
 
@@ -318,7 +328,11 @@ class Results:
             },
             "hosts": self.host_table(),
             "machines": self.first["machines"],
-            "deferred_queue": self.deferred_queue(),
+            "deferred_queue": {**self.deferred_queue(), "tiers": self.first["fallback_tiers"]},
+            "offered_per_bucket": [
+                sum(v) / len(v)
+                for v in zip(*(r["generated_series"] for r in self.reps), strict=True)
+            ],
             "pop": self.first["pop"],
             "slo": self.slo,
             "bottleneck": self.bottleneck,

@@ -57,7 +57,7 @@ def _s(x: float | None) -> str:
 
 def _hour(h: float) -> str:
     h = h % 24
-    return f"{int(h):02d}:{int(round((h % 1) * 60)) % 60:02d}"
+    return f"{int(h):02d}:{round((h % 1) * 60) % 60:02d}"
 
 
 def summary(d: dict[str, Any]) -> str:
@@ -88,7 +88,9 @@ def summary(d: dict[str, Any]) -> str:
                 f"{_s(v['p99']):>9} {_s(v['max']):>9}{ci}"
             )
     add("")
-    add("Hosts (utilisation: mean / peak bucket at clock hour; queue = waiting for a delivery slot)")
+    add(
+        "Hosts (utilisation: mean / peak bucket at clock hour; queue = waiting for a delivery slot)"
+    )
     add(f"  {'host':11} {'CPU mean':>8} {'peak':>6} {'at':>6}  {'sessions':>8} {'peak':>6} "
         f"{'at':>6}  {'deliv':>6} {'disk':>6}  {'queue':>6} {'max':>5}  {'msgs':>8}")  # fmt: skip
     for hid, row in d["hosts"].items():
@@ -110,7 +112,9 @@ def summary(d: dict[str, Any]) -> str:
         "in flight at the end {in_flight:,}".format(**c)
     )
     dq = d["deferred_queue"]
-    add(f"Fallback MX deferred queue: peak {dq['peak']:g} messages, mean {dq['mean']:.1f}")
+    tiers = "+".join(dq.get("tiers", [])) or "fallback MX"
+    add(f"Deferred queue ({tiers}, fallback MX): peak {dq['peak']:g} messages, "
+        f"mean {dq['mean']:.1f}")  # fmt: skip
     pop = d["pop"]
     add(f"POP: {pop['sessions']:,} sessions, {pop['retrievals']:,} messages retrieved "
         f"({pop['active_mailboxes']:,} mailboxes polling)")  # fmt: skip
@@ -121,8 +125,9 @@ def summary(d: dict[str, Any]) -> str:
         ok_all &= bool(o["ok"])
         mark = "PASS" if o["ok"] else "FAIL"
         if "span" in o:
+            span = SPAN_NAMES.get(o["span"], o["span"])
             add(
-                f"  [{mark}] {o['name']}: p{o['quantile'] * 100:g} {SPAN_NAMES.get(o['span'], o['span'])}"
+                f"  [{mark}] {o['name']}: p{o['quantile'] * 100:g} {span}"
                 f" {o['flow']} = {_s(o['value_s'])} (≤ {_s(o['max_s'])}, n={o['samples']:,})"
             )
         else:
@@ -139,6 +144,12 @@ def summary(d: dict[str, Any]) -> str:
             f"{b['multiplier']:.1f}× this load (≈ {b['mailboxes_at_saturation']:,.0f} mailboxes "
             "with the same habits)."
         )
+        rate = b.get("offered_msgs_per_s_in_peak_bucket")
+        if rate:
+            add(
+                f"  offered in that bucket: {rate:.2f} messages/s into the system; saturation "
+                f"near {b['msgs_per_s_at_saturation']:.1f} messages/s"
+            )
         others = ", ".join(
             f"{r['host']} {r['resource']} {r['multiplier']:.1f}×" for r in b["ranking"][1:5]
         )
@@ -151,7 +162,8 @@ def run_command(args: argparse.Namespace) -> int:
     """Entry point of ``mailgate run``."""
     scenario = load(args.scenario, overrides_from(args))
     progress = not args.no_progress and sys.stderr.isatty()
-    results = simulate(scenario, seed=args.seed, progress=progress)
+    trace = getattr(args, "trace", None)
+    results = simulate(scenario, seed=args.seed, progress=progress, trace=trace)
     d = clean(results.to_dict())
     out = Path(args.out) if args.out else Path("results") / scenario.scenario.name
     out.mkdir(parents=True, exist_ok=True)

@@ -67,6 +67,21 @@ class _Buffered:
         return self.buf[i]
 
 
+class _Counts:
+    """Poisson counts served from a refilled numpy buffer."""
+
+    __slots__ = ("buf", "i", "lam", "rng")
+
+    def __init__(self, rng: np.random.Generator, lam: float) -> None:
+        self.rng, self.lam, self.buf, self.i = rng, lam, [], 0
+
+    def __call__(self) -> float:
+        if self.i >= len(self.buf):
+            self.buf, self.i = self.rng.poisson(self.lam, BATCH).tolist(), 0
+        self.i += 1
+        return self.buf[self.i - 1]
+
+
 def sampler(dist: Distribution, rng: np.random.Generator) -> Callable[[], float]:
     """A zero-argument function drawing from ``dist`` with generator ``rng``."""
     if isinstance(dist, Constant):
@@ -102,6 +117,10 @@ class Streams:
     def uniforms(self, name: str) -> Callable[[], float]:
         """U(0, 1) draws."""
         return _Buffered(Uniform(0.0, 1.0), self.rng(name))
+
+    def poisson(self, name: str, lam: float) -> Callable[[], float]:
+        """Poisson(lam) counts."""
+        return _Counts(self.rng(name), lam)
 
     def exponentials(self, name: str) -> Callable[[], float]:
         """Exp(1) draws."""

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import time
 from importlib import metadata
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 
 from sim.model import Model, Trace
+from sim.records import HopRecord, MessageRecord
 from sim.results import Results, collect
 from sim.schema import to_table
 from sim.topology import Scenario
@@ -61,14 +63,20 @@ def simulate(
     *,
     seed: int | None = None,
     progress: bool = False,
-    trace: Trace | None = None,
+    trace: Trace | str | Path | None = None,
 ) -> Results:
     """Run the model of ``scenario`` and return what it measured.
 
     ``seed`` overrides ``scenario.scenario.seed``. ``progress`` shows a tqdm
-    bar on stderr. ``trace`` receives every ``HopRecord`` and
-    ``MessageRecord`` (from every replication) as it completes.
+    bar on stderr. ``trace`` is a callable that receives every
+    ``HopRecord`` and ``MessageRecord`` (of every replication) as it
+    completes, or a path: HopRecords are written there as JSON lines
+    (``sim.records.read_hops`` reads them) and MessageRecords next to it
+    with the suffix ``.messages.jsonl``. Off by default: tracing costs time.
     """
+    if isinstance(trace, str | Path):
+        with TraceFiles(Path(trace)) as sink:
+            return simulate(scenario, seed=seed, progress=progress, trace=sink)
     meta = scenario.scenario
     seed = meta.seed if seed is None else seed
     n = meta.replications
@@ -112,6 +120,29 @@ def simulate(
         objectives=list(scenario.slo.objectives),
         max_error_share=scenario.slo.max_error_share,
     )
+
+
+class TraceFiles:
+    """A trace callable writing HopRecords and MessageRecords to two JSON-lines files."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.messages_path = path.with_name(path.stem + ".messages.jsonl")
+
+    def __enter__(self) -> TraceFiles:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._hops: IO[str] = self.path.open("w", encoding="utf-8")
+        self._msgs: IO[str] = self.messages_path.open("w", encoding="utf-8")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._hops.close()
+        self._msgs.close()
+
+    def __call__(self, record: HopRecord | MessageRecord) -> None:
+        out = self._hops if isinstance(record, HopRecord) else self._msgs
+        out.write(record.to_json())
+        out.write("\n")
 
 
 def _bucket(scenario: Scenario) -> float:

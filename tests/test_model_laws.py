@@ -1,0 +1,89 @@
+"""Operational laws and bookkeeping on a whole-scenario run.
+
+Little's law (L = X·W) and the utilisation law (U = X·S) per host,
+conservation of messages, and seeded reproducibility.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sim.model import OUTCOMES
+from sim.scenario import load
+from sim.simulate import simulate
+
+SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
+SMALL = {"population.mailboxes": 6000, "scenario.duration_h": 1.0, "scenario.warmup_h": 0.25}
+
+
+@pytest.fixture(scope="module")
+def run() -> dict[str, Any]:
+    s = load(SCENARIOS / "remote-outage.toml", {
+        **SMALL, "scenario.start_hour": 8.75,
+        "failures.remote_outage": [
+            {"domain": "bigmail.example", "start_h": 0.1, "duration_h": 0.5}
+        ],
+    })  # fmt: skip
+    return simulate(s).to_dict()
+
+
+def test_littles_law_per_host(run: dict[str, Any]) -> None:
+    checked = 0
+    for hid, h in run["hosts"].items():
+        if h["messages"] < 200:
+            continue  # too few departures for the edge effects to vanish
+        little = h["little"]
+        assert little["L"] == pytest.approx(little["X"] * little["W"], rel=0.05, abs=1e-4), hid
+        checked += 1
+    assert checked >= 8
+
+
+def test_utilisation_law_per_host(run: dict[str, Any]) -> None:
+    span = run["measured_s"]
+    for hid, h in run["hosts"].items():
+        if not h["messages"]:
+            continue
+        cpu = h["utilisation"]["cpu"]
+        busy_cores = cpu["mean"] * cpu["capacity"]  # U
+        x = h["messages"] / span  # X
+        s = h["cpu_per_message_s"]  # S
+        assert busy_cores == pytest.approx(x * s, rel=0.02, abs=1e-5), hid
+
+
+def test_conservation_of_messages(run: dict[str, Any]) -> None:
+    c = run["counts"]
+    assert c["generated"] > 1000
+    assert c["generated"] == sum(c[o] for o in OUTCOMES) + c["in_flight"]
+    assert min(c.values()) >= 0
+    assert c["rejected"] > 0 and c["deferred"] > 0
+    for flow, fc in run["counts_by_flow"].items():
+        assert fc["generated"] == sum(fc[o] for o in OUTCOMES) + fc["in_flight"], flow
+    assert sum(fc["generated"] for fc in run["counts_by_flow"].values()) == c["generated"]
+
+
+def _metrics(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if k not in ("wall_s",)}
+
+
+def test_same_seed_same_numbers_different_seed_different() -> None:
+    s = load(SCENARIOS / "peak-hour.toml", {**SMALL, "population.mailboxes": 1000})
+    a = _metrics(simulate(s, seed=11).to_dict())
+    b = _metrics(simulate(s, seed=11).to_dict())
+    c = _metrics(simulate(s, seed=12).to_dict())
+    assert a == b
+    assert a["counts"] != c["counts"] or a["latency"] != c["latency"]
+    assert a["histograms"]["inbound"] != c["histograms"]["inbound"]
+
+
+def test_replications_give_confidence_intervals() -> None:
+    s = load(SCENARIOS / "peak-hour.toml", {**SMALL, "population.mailboxes": 1000,
+                                             "scenario.replications": 3})  # fmt: skip
+    d = simulate(s).to_dict()
+    assert d["replications"] == 3
+    lat = d["latency"]["inbound"]["accepted_to_mailbox"]
+    lo, hi = lat["mean_ci95"]
+    assert lo <= lat["mean"] <= hi
+    assert d["hosts"]["gateway1.0"]["utilisation"]["cpu"]["mean_ci95"] is not None
