@@ -24,7 +24,9 @@ from sim.scenario import load
 from sim.topology import Scenario
 
 
-def build_service(scenario: Scenario, plan: AddressPlan, host_id: str, state_dir: Path) -> Any:
+def build_service(
+    scenario: Scenario, plan: AddressPlan, host_id: str, state_dir: Path, skip: tuple[str, ...] = ()
+) -> Any:
     """The object (with async start/stop) that plays ``host_id``."""
     if host_id == "dns":
         from realnet.dnsserver import DnsServer, build_zone
@@ -36,7 +38,7 @@ def build_service(scenario: Scenario, plan: AddressPlan, host_id: str, state_dir
     if host_id == "remote":
         from realnet.remote import RemoteSink
 
-        return RemoteSink(scenario, plan, state_dir)
+        return RemoteSink(scenario, plan, state_dir, skip)
     if host_id not in scenario.host_ids:
         raise SystemExit(f"unknown host {host_id!r}; expected one of {scenario.host_ids}")
     from realnet.mailbox_server import MailboxServer, is_mailbox
@@ -48,10 +50,12 @@ def build_service(scenario: Scenario, plan: AddressPlan, host_id: str, state_dir
     return build_gateway(scenario, plan, host_id, state_dir)
 
 
-async def serve(scenario: Scenario, host_id: str, state_dir: Path) -> None:
+async def serve(
+    scenario: Scenario, host_id: str, state_dir: Path, skip: tuple[str, ...] = ()
+) -> None:
     """Start the host, announce readiness, run until SIGTERM/SIGINT, stop."""
     plan = AddressPlan(scenario)
-    service = build_service(scenario, plan, host_id, state_dir)
+    service = build_service(scenario, plan, host_id, state_dir, skip)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -73,6 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", required=True, help="host id, 'dns' or 'remote'")
     parser.add_argument("--state-dir", required=True)
     parser.add_argument("--overrides", default="{}", help="JSON of dotted scenario overrides")
+    parser.add_argument(
+        "--external-mx",
+        default="",
+        help="remote: comma-separated domains whose MX is a real MTA run elsewhere (no sink)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO,
@@ -82,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     # aiosmtpd logs every connection at INFO: far too chatty for a relay under load
     logging.getLogger("mail.log").setLevel(logging.WARNING)
     scenario = load(args.scenario, json.loads(args.overrides))
-    asyncio.run(serve(scenario, args.host, Path(args.state_dir)))
+    skip = tuple(d for d in args.external_mx.split(",") if d)
+    asyncio.run(serve(scenario, args.host, Path(args.state_dir), skip))
     return 0
 
 

@@ -321,8 +321,13 @@ class Relay:
         # scrypt costs ~50 ms; like Dovecot's auth cache, remember verified pairs
         key = (login, password)
         if key not in self._auth_cache:
+            if len(self._auth_cache) > 10_000:  # bounded: a password-guessing client cannot grow it
+                self._auth_cache.clear()
             self._auth_cache[key] = self.config.authenticate(login, password)
-        return AuthResult(success=self._auth_cache[key], auth_data=login)
+        if not self._auth_cache[key]:
+            # handled=False: aiosmtpd answers 535 5.7.8 itself
+            return AuthResult(success=False, handled=False)
+        return AuthResult(success=True, auth_data=login)
 
     def _client_ip(self, session: Session) -> str:
         return session.peer[0] if session.peer else ""

@@ -96,7 +96,10 @@ class _SinkProtocol(SMTP):
 class RemoteSink:
     """Every remote domain's MX sink in one process."""
 
-    def __init__(self, scenario: Scenario, plan: AddressPlan, state_dir: Path) -> None:
+    def __init__(
+        self, scenario: Scenario, plan: AddressPlan, state_dir: Path, skip: tuple[str, ...] = ()
+    ) -> None:
+        self.skip = skip  # domains whose MX is a real MTA (a stock Postfix in a test)
         self.scenario = scenario
         self.plan = plan
         self.dir = Path(state_dir) / "remote"
@@ -162,6 +165,8 @@ class RemoteSink:
         loop = asyncio.get_running_loop()
         port = self.scenario.realnet.smtp_port
         for domain in self.plan.remote_domains:
+            if domain in self.skip:
+                continue
             address = self.plan.remote_mx_address(domain)
 
             def factory(domain: str = domain) -> SMTP:

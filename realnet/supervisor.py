@@ -52,7 +52,9 @@ class Testbed:
         state_dir: str | Path | None = None,
         hosts: list[str] | None = None,
         start_timeout_s: float = 30.0,
+        external_mx: tuple[str, ...] = (),
     ) -> None:
+        self.external_mx = external_mx
         self.scenario_path = str(scenario_path)
         self.overrides = dict(overrides or {})
         self.scenario: Scenario = load(self.scenario_path, self.overrides)
@@ -116,6 +118,8 @@ class Testbed:
             str(self.state_dir),
             "--overrides",
             json.dumps(self.overrides),
+            "--external-mx",
+            ",".join(self.external_mx),
         ]
         self.procs[host] = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
