@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import email.utils
 import ipaddress
+import json
 import logging
 import random
 import re
@@ -211,6 +212,9 @@ class RelayConfig:
     authenticate: Callable[[str, str], bool] | None = None
     spool_name: str = "spool"
     fsync: bool = True
+    #: several worker processes may share the address (SO_REUSEPORT), each its own spool
+    reuse_port: bool = False
+    worker: int = 0
 
 
 # ---------------------------------------------------------------- the relay
@@ -225,7 +229,7 @@ class Tracer:
         self._out = (state_dir / "traces" / f"{host_id}.jsonl").open("a", buffering=1)
 
     def write(self, record: HopRecord) -> None:
-        self._out.write(record.to_json() + "\n")
+        self._out.write(json.dumps(_record_dict(record), separators=(",", ":")) + "\n")
 
     def close(self) -> None:
         self._out.close()
@@ -240,6 +244,17 @@ class _Protocol(SMTP):
             self.session.connected_at = time.time()  # type: ignore[attr-defined]
 
 
+class _Hooks:
+    """The handler aiosmtpd sees: only the hooks, because aiosmtpd runs
+    ``inspect.getmembers`` over its handler on every connection."""
+
+    def __init__(self, relay: Relay) -> None:
+        self.handle_MAIL = relay.handle_MAIL
+        self.handle_RCPT = relay.handle_RCPT
+        self.handle_DATA = relay.handle_DATA
+        self.handle_exception = relay.handle_exception
+
+
 class Relay:
     """One SMTP service: receive, check, spool, deliver."""
 
@@ -250,7 +265,9 @@ class Relay:
         self.spool = (
             None
             if config.local_delivery
-            else Spool(config.state_dir / config.spool_name / config.host_id, fsync=config.fsync)
+            else Spool(
+                config.state_dir / config.spool_name / _spool_leaf(config), fsync=config.fsync
+            )
         )
         self.pool = ConnectionPool(
             helo=config.hostname, source=config.bind, timeout=config.connect_timeout_s
@@ -262,6 +279,7 @@ class Relay:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._resolver: dns.asyncresolver.Resolver | None = None
         self._auth_cache: dict[tuple[str, str], bool] = {}
+        self._hooks = _Hooks(self)
         self.delivered = 0
 
     # -- lifecycle
@@ -278,13 +296,17 @@ class Relay:
             for entry in self.spool.recover():
                 self._schedule(entry, entry.next_retry)
         self._server = await loop.create_server(
-            self._make_protocol, self.config.bind, self.config.port, reuse_address=True
+            self._make_protocol,
+            self.config.bind,
+            self.config.port,
+            reuse_address=True,
+            reuse_port=self.config.reuse_port or None,
         )
 
     def _make_protocol(self) -> SMTP:
         c = self.config
         return _Protocol(
-            self,
+            self._hooks,
             hostname=c.hostname,
             ident="mailgate realnet",
             data_size_limit=c.message_size_limit,
@@ -447,6 +469,9 @@ class Relay:
             flow=msg.flow,
         )
         t0 = time.time()
+        # the record travels in the spool file, so a recovered message still gets its trace
+        entry.record = _record_dict(record)
+        entry.record["accepted"] = t0
         await self.spool.put(entry)
         record.accepted = time.time()
         record.stages["spool"] = StageSpan(t0, record.accepted)
@@ -703,10 +728,26 @@ class Relay:
         self._schedule(dsn, 0.0)
 
 
-def _record_dict(record: HopRecord) -> dict[str, Any]:
-    import json
+def _spool_leaf(config: RelayConfig) -> str:
+    return config.host_id if not config.worker else f"{config.host_id}-w{config.worker}"
 
-    return json.loads(record.to_json())
+
+def _record_dict(record: HopRecord) -> dict[str, Any]:
+    """``asdict(record)`` without its deep copies (a hot path: twice per message)."""
+    return {
+        "msg_id": record.msg_id,
+        "flow": record.flow,
+        "host": record.host,
+        "size_kb": record.size_kb,
+        "arrived": record.arrived,
+        "accepted": record.accepted,
+        "left": record.left,
+        "outcome": record.outcome,
+        "next_hop": record.next_hop,
+        "stages": {
+            k: {"start": v.start, "end": v.end, "cpu_s": v.cpu_s} for k, v in record.stages.items()
+        },
+    }
 
 
 def make_dsn(hostname: str, entry: SpoolEntry, failed: dict[str, SmtpError]) -> bytes:
