@@ -98,13 +98,17 @@ def test_self_test_mail_arrives_signed_and_verified(testbed: Testbed) -> None:
     assert result.dkim_signer == domain(testbed)
     signer = [h for h in result.hops if "dkim_sign" in h.stages_ms]
     assert len(signer) == 1 and signer[0].host.startswith("gateway3.")
-    tiers = [h.host.rsplit(".", 1)[0] for h in result.hops]
+    tiers = [h.host.rsplit(".", 1)[0] for h in result.hops if h.outcome != "retrieved"]
     assert tiers == ["mailbox", "gateway2", "gateway3", "gateway0", "gateway1", "mailbox"]
+    assert "submission" in result.hops[0].stages_ms  # the PC's AUTH + dialogue
+    pop = [h for h in result.hops if h.outcome == "retrieved"]
+    assert len(pop) == 1 and {"pop_session", "pop_retrieve"} <= set(pop[0].stages_ms)
     assert result.send_to_mailbox_s is not None
     assert 0 < result.send_to_mailbox_s <= result.send_to_receive_s
     # every hop handed over after it answered 250, and the next hop began after that
     for h in result.hops:
-        assert h.arrived_ms <= (h.accepted_ms or 0) <= (h.left_ms or 0)
+        accepted = h.accepted_ms if h.outcome != "retrieved" else h.arrived_ms
+        assert h.arrived_ms <= (accepted or 0) <= (h.left_ms or 0)
 
 
 @pytest.mark.skipif(shutil.which("opendkim") is None, reason="Debian opendkim not installed")
