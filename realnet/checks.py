@@ -103,6 +103,8 @@ def check_spf(
             i=client_ip, s=mail_from, h=helo, querytime=SPF_QUERY_TIME_S, timeout=SPF_QUERY_TIME_S
         )
         result, _code, explanation = q.check()
+    except Exception as e:  # pyspf on input it did not expect (e.g. a malformed address)
+        return "permerror", f"SPF evaluation error: {type(e).__name__}: {e}"
     finally:
         _local.resolver = previous
     return str(result).lower(), str(explanation)
@@ -162,7 +164,7 @@ def verify_dkim(message: bytes, resolver: dns.resolver.Resolver) -> list[DkimRes
     lookup = _txt_lookup(resolver)
     try:
         d = dkim.DKIM(message)
-    except dkim.DKIMException as e:
+    except Exception as e:  # not even parsable as RFC 5322
         return [DkimResult("permerror", reason=str(e))]
     count = sum(1 for name, _ in d.headers if name.lower() == b"dkim-signature")
     results = []
@@ -188,6 +190,9 @@ def verify_dkim(message: bytes, resolver: dns.resolver.Resolver) -> list[DkimRes
             continue
         except dkim.DKIMException as e:
             results.append(_result("permerror", d, str(e)))
+            continue
+        except Exception as e:  # dkimpy on input it did not expect: the signature is unusable
+            results.append(_result("permerror", d, f"verifier error: {type(e).__name__}: {e}"))
             continue
         if ok:
             results.append(_result("pass", d))
@@ -229,11 +234,15 @@ SIGNED_HEADERS = (
 def sign_dkim(message: bytes, key: DkimKey) -> bytes:
     """``message`` with a DKIM-Signature header prepended (relaxed/relaxed canonicalisation).
 
-    The header's line endings follow the message's (CRLF if it has any).
+    The header's line endings follow the message's (CRLF if it has any). A
+    message without a From header cannot be signed (RFC 6376 §5.4) and is
+    returned unchanged rather than held back.
     """
     linesep = b"\r\n" if b"\r\n" in message else b"\n"
     d = dkim.DKIM(message, signature_algorithm=key.algorithm.encode(), linesep=linesep)
     present = {name.lower() for name, _ in d.headers}
+    if b"from" not in present:
+        return message
     include = [h for h in SIGNED_HEADERS if h in present]
     if b"from" in present:
         include.append(b"from")  # over-sign: nobody may add a second From later

@@ -443,3 +443,58 @@ def zone_text(zone: Zone) -> Iterable[str]:
     for by_type in zone.records.values():
         for rrset in by_type.values():
             yield from rrset.to_text().splitlines()
+
+
+def scenario_server(
+    scenario: Scenario, plan: AddressPlan, dkim_public_txt: str, *, port: int | None = None
+) -> DnsServer:
+    """The realnet DNS for a scenario: at ``plan.dns``, delayed by ``realnet.dns_delay_s``."""
+    zone = build_zone(scenario, plan, dkim_public_txt)
+    return DnsServer(
+        zone, plan.dns.host, plan.dns.port if port is None else port, scenario.realnet.dns_delay_s
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m realnet.dnsserver SCENARIO KEYDIR``: serve the scenario's DNS until SIGTERM.
+
+    KEYDIR holds the DKIM key (:meth:`realnet.keys.DkimKey.save`); one is
+    generated there if it is missing or does not match the scenario.
+    """
+    import argparse
+    import signal
+
+    from realnet.keys import DkimKey
+    from sim.scenario import load
+
+    parser = argparse.ArgumentParser(prog="python -m realnet.dnsserver")
+    parser.add_argument("scenario")
+    parser.add_argument("keydir")
+    parser.add_argument("--port", type=int, default=None, help="override realnet.dns_port")
+    args = parser.parse_args(argv)
+    scenario = load(args.scenario)
+    plan = AddressPlan(scenario)
+    rn = scenario.realnet
+    key = DkimKey.load_or_generate(
+        args.keydir, rn.dkim_algorithm, rn.dkim_selector, scenario.population.domains[0]
+    )
+    server = scenario_server(scenario, plan, key.public_txt, port=args.port)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await server.start()
+        print(f"realnet DNS on {server.address}:{server.port}", flush=True)
+        try:
+            await stop.wait()
+        finally:
+            await server.stop()
+
+    asyncio.run(run())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

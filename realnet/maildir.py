@@ -74,23 +74,47 @@ def unique_name() -> str:
 
 def deliver(root: str | os.PathLike[str], user: str, message: bytes) -> Path:
     """File ``message`` into ``user``'s Maildir durably; returns its path in ``new/``."""
-    base = ensure_maildir(root, user)
-    name = unique_name()
-    tmp, new = base / "tmp" / name, base / "new" / name
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    return deliver_many(root, [(user, message)])[0]
+
+
+def deliver_many(root: str | os.PathLike[str], items: Iterable[tuple[str, bytes]]) -> list[Path]:
+    """File several messages at once (group commit); their paths in ``new/``, in order.
+
+    Each file is written and fsync'ed under ``tmp/`` and renamed, then every
+    ``new/`` directory touched is fsync'ed once, so a batch costs one
+    directory sync per mailbox instead of one per message. Nothing returns
+    before everything is durable; on an error, files already renamed stay
+    (they are complete) and the error propagates.
+    """
+    paths: list[Path] = []
+    dirs: dict[Path, None] = {}
     try:
-        data = memoryview(to_crlf(message))
-        while data:
-            data = data[os.write(fd, data) :]
+        for user, message in items:
+            base = ensure_maildir(root, user)
+            name = unique_name()
+            tmp, new = base / "tmp" / name, base / "new" / name
+            _write_synced(tmp, to_crlf(message))
+            os.rename(tmp, new)
+            paths.append(new)
+            dirs[new.parent] = None
+    finally:
+        for d in dirs:
+            _fsync_dir(d)
+    return paths
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     except BaseException:
         os.close(fd)
-        tmp.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
         raise
     os.close(fd)
-    os.rename(tmp, new)
-    _fsync_dir(base / "new")
-    return new
 
 
 def list_messages(root: str | os.PathLike[str], user: str) -> list[MaildirMessage]:

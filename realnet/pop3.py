@@ -28,6 +28,7 @@ from typing import Any
 
 from realnet import maildir
 from realnet.passwords import dummy_verify, verify_password
+from sim.topology import MAILBOX
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class _Closed(Exception):
 @dataclass
 class _Session:
     user: str = ""
+    drop: str = ""  # the maildrop's directory name
     authenticated: bool = False
     messages: list[maildir.MaildirMessage] = field(default_factory=list)
     deleted: set[int] = field(default_factory=set)
@@ -69,6 +71,7 @@ class Pop3Server:
     ``users`` maps user name → ``scrypt$...`` hash, or is an iterable of
     objects with ``name`` and ``password_hash`` (``scenario.realnet.users``).
     ``port=0`` picks a free port; :attr:`port` holds it after :meth:`start`.
+    User ``Name``'s maildrop is ``root/name`` (lower case, as mail is filed).
     """
 
     def __init__(
@@ -93,6 +96,19 @@ class Pop3Server:
         self._locked: set[str] = set()
         self._server: asyncio.Server | None = None
         self._sessions: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def for_scenario(
+        cls, scenario: Any, plan: Any, root: str | os.PathLike[str], **options: Any
+    ) -> Pop3Server:
+        """The mailbox server's POP3: first mailbox host's address, ``realnet.pop3_port``."""
+        return cls(
+            root,
+            scenario.realnet.users,
+            plan.host_address(f"{MAILBOX}.0"),
+            scenario.realnet.pop3_port,
+            **options,
+        )
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
@@ -133,7 +149,7 @@ class Pop3Server:
                 await self._send(writer, "-ERR internal error")
         finally:
             if session.authenticated:
-                self._locked.discard(session.user)
+                self._locked.discard(session.drop)
             self._sessions.discard(task)
             writer.close()
             with contextlib.suppress(Exception):
@@ -209,15 +225,17 @@ class Pop3Server:
             if s.failures >= MAX_AUTH_FAILURES:
                 raise _Closed
             return
-        if user in self._locked:
+        # Local parts are filed in lower case (as the mailbox server's SMTP side files them).
+        drop = user.lower()
+        if drop in self._locked:
             await self._send(writer, "-ERR [IN-USE] maildrop locked by another session")
             return
-        self._locked.add(user)
-        s.user, s.authenticated = user, True
+        self._locked.add(drop)
+        s.user, s.drop, s.authenticated = user, drop, True
         try:
-            s.messages = await asyncio.to_thread(maildir.list_messages, self.root, user)
+            s.messages = await asyncio.to_thread(maildir.list_messages, self.root, drop)
         except Exception:
-            self._locked.discard(user)
+            self._locked.discard(drop)
             s.authenticated = False
             await self._send(writer, "-ERR [SYS/TEMP] cannot open maildrop")
             return

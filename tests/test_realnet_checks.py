@@ -268,3 +268,16 @@ def test_opendkim_verifies_our_signature(tmp_path, domain, key, port53_dns):
         assert match, run.stdout + run.stderr
         verdicts[name] = match.group(1)
     assert verdicts == {"good": "pass", "tampered": "fail"}
+
+
+def test_malformed_input_is_permerror_never_an_exception(domain, key, resolver):
+    garbage = [
+        b"DKIM-Signature: garbage\r\nFrom: a@x.example\r\n\r\nbody\r\n",
+        b"\x00\xff not a message",
+    ]
+    for data in garbage:
+        assert [r.result for r in verify_dkim(data, resolver)] == ["permerror"]
+    assert check_spf(resolver, "not-an-ip", "a@bigmail.example", "x")[0] == "permerror"
+    # Without a From header there is nothing to sign (RFC 6376): passed on unsigned.
+    no_from = b"To: b@x.example\r\nSubject: s\r\n\r\nbody\r\n"
+    assert sign_dkim(no_from, key) == no_from

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import time
 
@@ -241,3 +242,43 @@ def test_zone_rejects_records_outside_its_zones():
     with pytest.raises(ValueError):
         zone.add("www.b.example.", "A", HOST)
     assert ipaddress.ip_address(zone.get("ns.a.example.", "A")[0]).is_loopback
+
+
+def test_standalone_process_serves_the_scenario(tmp_path, scenario):
+    """``python -m realnet.dnsserver`` as the supervisor would run it; stopped by PID."""
+    import subprocess
+    import sys
+
+    with socket_free_port() as port:
+        pass
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "realnet.dnsserver",
+            "scenarios/loopback-testbed.toml",
+            str(tmp_path / "key"),
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert "realnet DNS on" in proc.stdout.readline()
+        key = DkimKey.load(tmp_path / "key")
+        resolver = make_resolver(scenario.realnet.dns_address, port)
+        assert txt(resolver, key.dns_name) == [key.public_txt]
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
+        proc.stdout.close()
+
+
+@contextlib.contextmanager
+def socket_free_port():
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((HOST, 0))
+        yield s.getsockname()[1]

@@ -328,3 +328,30 @@ def test_maildir_delivery_is_atomic_and_ordered(tmp_path):
 def test_maildir_rejects_unsafe_names(tmp_path, name):
     with pytest.raises(ValueError):
         maildir.deliver(tmp_path, name, b"x")
+
+
+def test_idle_session_is_logged_out_without_update(tmp_path):
+    maildir.deliver(tmp_path, "alice", sample(1))
+    with running(Pop3Server(tmp_path, USERS, HOST, 0, idle_timeout_s=0.3)) as pop:
+        conn = Raw(pop.port)
+        try:
+            conn.send("USER alice")
+            conn.send("PASS wonderland")
+            assert conn.send("DELE 1").startswith("+OK")
+            assert conn.line().startswith("-ERR autologout")
+            assert conn.line() == ""
+        finally:
+            conn.close()
+    assert len(maildir.list_messages(tmp_path, "alice")) == 1
+
+
+def test_maildir_group_delivery(tmp_path):
+    items = [("alice", sample(1)), ("bob", sample(2)), ("alice", sample(3))]
+    paths = maildir.deliver_many(tmp_path, items)
+    assert [p.parent.parent.name for p in paths] == ["alice", "bob", "alice"]
+    assert [p.read_bytes() for p in paths] == [m for _, m in items]
+    assert len(maildir.list_messages(tmp_path, "alice")) == 2
+    assert not os.listdir(tmp_path / "alice" / "tmp")
+    with pytest.raises(ValueError):  # a bad name mid-batch: the complete ones stay
+        maildir.deliver_many(tmp_path, [("carol", sample(4)), ("../x", sample(5))])
+    assert len(maildir.list_messages(tmp_path, "carol")) == 1
