@@ -311,3 +311,17 @@ def test_gateway1_host_killed_mid_load_loses_nothing(testbed: Testbed) -> None:
     )
     assert set(found) == set(accepted)
     assert len(accepted) >= n_threads * per_thread - len(errors)
+
+
+def test_gateway4_accepts_from_gateway3_hosts_only(testbed: Testbed) -> None:
+    host, port = testbed.smtp_endpoint("gateway4.0")
+    with smtplib.SMTP(host, port, timeout=10, source_address=(testbed.plan.pc_address, 0)) as s:
+        s.ehlo()
+        code, text = s.mail(f"{USER}@{domain(testbed)}")
+    assert code == 550 and b"5.7.1" in text
+    g3 = testbed.plan.host_address("gateway3.0")
+    with smtplib.SMTP(host, port, timeout=10, source_address=(g3, 0)) as s:
+        s.ehlo()
+        assert s.mail(f"{USER}@{domain(testbed)}")[0] == 250
+        assert s.rcpt("friend@bigmail.example")[0] == 250
+        s.rset()
