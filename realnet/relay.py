@@ -722,19 +722,23 @@ class Relay:
         if not entry.mail_from:
             log.warning("dropping failed bounce %s: %s", entry.id, failed)
             return
-        data = make_dsn(self.config.hostname, entry, failed)
+        # a bounce is one more message: to our own user it travels like internal mail,
+        # to anyone else like outbound; it carries its own trace id
+        trace_id = uuid.uuid4().hex[:16]
+        local = domain_of(entry.mail_from) in self.config.local_domains
+        flow = "internal" if local else "outbound"
+        data = trace_header(trace_id, flow) + make_dsn(self.config.hostname, entry, failed)
         dsn = SpoolEntry(
             id=SpoolEntry.new_id(),
             mail_from="",
             rcpt_tos=[entry.mail_from],
             data=data,
-            trace_id=uuid.uuid4().hex[:16],
-            flow="bounce",
+            trace_id=trace_id,
+            flow=flow,
         )
         now = time.time()
-        dsn.record = _record_dict(
-            HopRecord(dsn.trace_id, "bounce", self.config.host_id, len(data) / 1024, now, now)
-        )
+        record = HopRecord(trace_id, flow, self.config.host_id, len(data) / 1024, now, now)
+        dsn.record = _record_dict(record)
         await self.spool.put(dsn)  # type: ignore[union-attr]
         self._schedule(dsn, 0.0)
 
