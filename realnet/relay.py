@@ -368,7 +368,7 @@ class Relay:
         ip = self._client_ip(session)
         if self.config.allowed_clients and not self._in(ip, self.config.allowed_clients):
             return "550 5.7.1 Client host rejected: access denied"
-        envelope.mail_from = address
+        envelope.mail_from = address  # "<>" for a bounce: aiosmtpd needs it non-empty
         envelope.mail_options.extend(options)
         envelope.mail_at = time.time()  # type: ignore[attr-defined]
         envelope.mail_cpu = time.thread_time()  # type: ignore[attr-defined]
@@ -403,7 +403,7 @@ class Relay:
             host=self.config.host_id,
             client_ip=self._client_ip(session),
             helo=session.host_name or "",
-            mail_from=envelope.mail_from or "",
+            mail_from=_reverse_path(envelope.mail_from),
             rcpt_tos=list(envelope.rcpt_tos),
             data=b"",
             trace_id="",
@@ -741,6 +741,11 @@ class Relay:
         dsn.record = _record_dict(record)
         await self.spool.put(dsn)  # type: ignore[union-attr]
         self._schedule(dsn, 0.0)
+
+
+def _reverse_path(address: str | None) -> str:
+    """The null reverse-path (``MAIL FROM:<>``) is "" from here on."""
+    return "" if not address or address.strip() in ("<>", "") else address
 
 
 def _spool_leaf(config: RelayConfig) -> str:

@@ -325,3 +325,26 @@ def test_gateway4_accepts_from_gateway3_hosts_only(testbed: Testbed) -> None:
         assert s.mail(f"{USER}@{domain(testbed)}")[0] == 250
         assert s.rcpt("friend@bigmail.example")[0] == 250
         s.rset()
+
+
+def test_permanent_refusal_bounces_a_dsn_back_to_the_sender(testbed: Testbed) -> None:
+    set_behaviour(testbed.state_dir, "carrier.example", "reject", seconds=30.0)
+    try:
+        tag = uuid.uuid4().hex
+        address = f"{USER}@{domain(testbed)}"
+        data = (
+            f"From: <{address}>\r\nTo: <nobody@carrier.example>\r\nSubject: {tag}\r\n\r\nx\r\n"
+        ).encode()
+        submit(testbed.plan, USER, USER, address, ["nobody@carrier.example"], data)
+        dsn = until(
+            lambda: next(
+                (m for m in mailbox(testbed) if tag.encode() in m and b"delivery-status" in m),
+                None,
+            ),
+            what="the DSN in the sender's mailbox",
+        )
+    finally:
+        set_behaviour(testbed.state_dir, "carrier.example", "accept", seconds=0.0)
+    assert b"Action: failed" in dsn and b"Status: 5.1.1" in dsn
+    assert b"Final-Recipient: rfc822; nobody@carrier.example" in dsn
+    assert re.search(rb"Authentication-Results: [^\r\n]*spf=pass", dsn)  # HELO check of <>
