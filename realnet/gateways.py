@@ -35,12 +35,39 @@ SPF_REPLIES = {
 }
 
 
+def strip_forged_results(data: bytes, domains: frozenset[str]) -> bytes:
+    """Drop ``Authentication-Results`` headers claiming to come from our hosts.
+
+    RFC 8601 section 5: a border MTA removes results with its own authserv-id,
+    or a sender could forge ``spf=pass`` for the mailbox to see.
+    """
+    end = data.find(b"\r\n\r\n")
+    if end < 0 or b"authentication-results" not in data[:end].lower():
+        return data
+    kept: list[bytes] = []
+    dropping = False
+    for line in data[: end + 2].split(b"\r\n")[:-1]:
+        if line[:1] in (b" ", b"\t"):  # a folded continuation belongs to the header above
+            if not dropping:
+                kept.append(line)
+            continue
+        name, _, value = line.partition(b":")
+        dropping = False
+        if name.strip().lower() == b"authentication-results":
+            authserv = value.split(b";", 1)[0].strip().decode("ascii", "replace").lower()
+            dropping = any(authserv == d or authserv.endswith("." + d) for d in domains)
+        if not dropping:
+            kept.append(line)
+    return b"\r\n".join(kept) + b"\r\n" + data[end + 2 :]
+
+
 class InboundAuthPolicy(Policy):
     """Gateway0: SPF and DKIM verification, then an Authentication-Results header."""
 
-    def __init__(self, authserv_id: str, resolver: Any) -> None:
+    def __init__(self, authserv_id: str, resolver: Any, domains: frozenset[str] = frozenset()):
         self.authserv_id = authserv_id
         self.resolver = resolver
+        self.domains = domains
 
     async def check(self, msg: Incoming) -> Verdict | None:
         from realnet.checks import authentication_results, check_spf, verify_dkim
@@ -51,6 +78,7 @@ class InboundAuthPolicy(Policy):
         template = SPF_REPLIES.get(spf[0])
         if template:
             return Verdict.reject(template.format(explanation=spf[1] or spf[0]))
+        msg.data = strip_forged_results(msg.data, self.domains)
         dkim_results = await msg.stage("dkim_verify", verify_dkim, msg.data, self.resolver)
         value = authentication_results(
             self.authserv_id,
@@ -182,7 +210,11 @@ def build_gateway(
     policy: Policy
     if role == "inbound_auth":
         # our MX: anybody may send to our domains, nobody may relay through it
-        policy = InboundAuthPolicy(host_name(plan, host_id), resolver)
+        policy = InboundAuthPolicy(
+            host_name(plan, host_id),
+            resolver,
+            frozenset(d.lower() for d in scenario.population.domains),
+        )
     elif role == "inbound_av":
         policy = AntivirusPolicy(scanner, routing=True)
         extra["allowed_clients"] = _networks(ups)

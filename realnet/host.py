@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,9 @@ from sim.scenario import load
 from sim.topology import Scenario
 
 
-def build_service(scenario: Scenario, plan: AddressPlan, host_id: str, state_dir: Path) -> Any:
+def build_service(
+    scenario: Scenario, plan: AddressPlan, host_id: str, state_dir: Path, skip: tuple[str, ...] = ()
+) -> Any:
     """The object (with async start/stop) that plays ``host_id``."""
     if host_id == "dns":
         from realnet.dnsserver import DnsServer, build_zone
@@ -36,7 +39,7 @@ def build_service(scenario: Scenario, plan: AddressPlan, host_id: str, state_dir
     if host_id == "remote":
         from realnet.remote import RemoteSink
 
-        return RemoteSink(scenario, plan, state_dir)
+        return RemoteSink(scenario, plan, state_dir, skip)
     if host_id not in scenario.host_ids:
         raise SystemExit(f"unknown host {host_id!r}; expected one of {scenario.host_ids}")
     from realnet.mailbox_server import MailboxServer, is_mailbox
@@ -48,10 +51,12 @@ def build_service(scenario: Scenario, plan: AddressPlan, host_id: str, state_dir
     return build_gateway(scenario, plan, host_id, state_dir)
 
 
-async def serve(scenario: Scenario, host_id: str, state_dir: Path) -> None:
+async def serve(
+    scenario: Scenario, host_id: str, state_dir: Path, skip: tuple[str, ...] = ()
+) -> None:
     """Start the host, announce readiness, run until SIGTERM/SIGINT, stop."""
     plan = AddressPlan(scenario)
-    service = build_service(scenario, plan, host_id, state_dir)
+    service = build_service(scenario, plan, host_id, state_dir, skip)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -73,16 +78,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", required=True, help="host id, 'dns' or 'remote'")
     parser.add_argument("--state-dir", required=True)
     parser.add_argument("--overrides", default="{}", help="JSON of dotted scenario overrides")
+    parser.add_argument(
+        "--external-mx",
+        default="",
+        help="remote: comma-separated domains whose MX is a real MTA run elsewhere (no sink)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO,
         format=f"%(asctime)s {args.host} %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # aiosmtpd logs every connection at INFO: far too chatty for a relay under load
-    logging.getLogger("mail.log").setLevel(logging.WARNING)
+    # aiosmtpd logs every connection at INFO: far too chatty for a relay under load;
+    # AUTH without TLS is deliberate (loopback only), so its warning is noise here
+    logging.getLogger("mail.log").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
     scenario = load(args.scenario, json.loads(args.overrides))
-    asyncio.run(serve(scenario, args.host, Path(args.state_dir)))
+    skip = tuple(d for d in args.external_mx.split(",") if d)
+    asyncio.run(serve(scenario, args.host, Path(args.state_dir), skip))
     return 0
 
 

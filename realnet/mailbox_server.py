@@ -9,18 +9,26 @@ Three services on the host's own loopback address:
   PLAIN or LOGIN against ``realnet.users`` (scrypt hashes) and every message,
   our own domain's included, is relayed through the spool to Gateway2 (the
   source: the mailbox server relays *all* outgoing mail to Gateway2).
-- POP3 on ``realnet.pop3_port`` on the same Maildirs.
+- POP3 on ``realnet.pop3_port`` on the same Maildirs. Each RETR leaves a
+  ``HopRecord`` (outcome ``retrieved``) with the ``pop_session`` (login) and
+  ``pop_retrieve`` spans, joined to the message's trace id.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 from realnet.addresses import AddressPlan
 from realnet.gateways import relay_config
-from realnet.relay import Incoming, Policy, Relay
+from realnet.relay import Incoming, Policy, Relay, Tracer, parse_trace
+from sim.records import HopRecord, StageSpan
 from sim.topology import MAILBOX, Scenario
+
+#: Maildir file uids remembered for joining POP retrievals to trace ids.
+UID_MEMORY = 100_000
 
 
 class KnownUsers(Policy):
@@ -71,9 +79,19 @@ class MailboxServer:
         domains = frozenset(d.lower() for d in scenario.population.domains)
         users = mailbox_users(scenario)
         root = self.root
+        # uid -> (trace id, flow): POP events name the Maildir file, traces the message
+        self._uids: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        self._uid_lock = threading.Lock()
+        self._logins: dict[str, tuple[float, float]] = {}
 
         def file_message(user: str, data: bytes) -> None:
-            maildir.deliver(root, user.lower(), data)
+            path = maildir.deliver(root, user.lower(), data)
+            trace = parse_trace(data)
+            if trace is not None:
+                with self._uid_lock:  # runs in the relay's thread pool
+                    self._uids[path.name.split(":", 1)[0]] = trace
+                    while len(self._uids) > UID_MEMORY:
+                        self._uids.popitem(last=False)
 
         self.smtp = Relay(
             relay_config(scenario, plan, host_id, state_dir, local_delivery=file_message),
@@ -90,6 +108,7 @@ class MailboxServer:
             )
         )
         self.pop3: Any = None
+        self.tracer = Tracer(state_dir, host_id)
         self.scenario = scenario
         self.plan = plan
         self.host_id = host_id
@@ -105,6 +124,7 @@ class MailboxServer:
             users,
             self.plan.host_address(self.host_id),
             self.scenario.realnet.pop3_port,
+            on_event=self._pop_event,
         )
         await self.pop3.start()
 
@@ -113,6 +133,47 @@ class MailboxServer:
             await self.pop3.stop()
         await self.submission.stop()
         await self.smtp.stop()
+        self.tracer.close()
+
+    def _pop_event(self, kind: str, user: str, uid: str | None, start: float, end: float) -> None:
+        """POP3 events become HopRecords: login → pop_session, RETR → pop_retrieve."""
+        if kind == "login":
+            self._logins[user] = (start, end)
+            return
+        if kind != "retrieve" or uid is None:
+            return
+        with self._uid_lock:
+            trace = self._uids.get(uid)
+        if trace is None:
+            trace = self._trace_from_file(user, uid)
+        if trace is None:
+            return
+        login = self._logins.get(user, (start, start))
+        self.tracer.write(
+            HopRecord(
+                msg_id=trace[0],
+                flow=trace[1],
+                host=self.host_id,
+                size_kb=0.0,
+                arrived=login[0],
+                left=end,
+                outcome="retrieved",
+                next_hop="pop3",
+                stages={
+                    "pop_session": StageSpan(*login),
+                    "pop_retrieve": StageSpan(start, end),
+                },
+            )
+        )
+
+    def _trace_from_file(self, user: str, uid: str) -> tuple[str, str] | None:
+        """After a restart the uid map is empty: read the message's own header."""
+
+        for sub in ("cur", "new"):
+            for path in (self.root / user / sub).glob(f"{uid}*"):
+                with path.open("rb") as f:
+                    return parse_trace(f.read(65536))
+        return None
 
 
 def is_mailbox(host_id: str) -> bool:

@@ -9,6 +9,7 @@ CPU on purpose, so servers should call it off the event loop
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -40,7 +41,18 @@ def parse_hash(encoded: str) -> tuple[int, int, int, bytes, bytes]:
 
 
 def verify_password(password: str, encoded: str) -> bool:
-    """True if ``password`` matches ``encoded``; a malformed hash never matches."""
+    """True if ``password`` matches ``encoded``; a malformed hash never matches.
+
+    Verdicts are cached (like Dovecot's auth cache): a mail client polling POP3
+    every few seconds would otherwise pay the deliberately slow scrypt on every
+    login. Failures are cached too, so a repeated guess costs the same for known
+    and unknown users (``dummy_verify``).
+    """
+    return _verify_cached(password, encoded)
+
+
+@functools.lru_cache(maxsize=4096)
+def _verify_cached(password: str, encoded: str) -> bool:
     try:
         n, r, p, salt, digest = parse_hash(encoded)
         # maxmem: n=16384, r=8 needs 16 MiB; allow up to 64 MiB for stronger hashes.

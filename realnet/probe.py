@@ -241,7 +241,7 @@ def format_result(r: ProbeResult) -> str:
 def probe_command(args: Any) -> int:
     """``mailgate realnet probe SCENARIO [--count N] [--use-running] [--json]``."""
     from mailgate.cli import UserError
-    from realnet.supervisor import Testbed, running_state_dir
+    from realnet.supervisor import Testbed, TestbedError, running_state_dir
     from sim.scenario import load
 
     scenario = load(args.scenario)
@@ -255,7 +255,10 @@ def probe_command(args: Any) -> int:
             )
     else:
         testbed = Testbed(args.scenario, state_dir=args.state_dir)
-        testbed.__enter__()
+        try:
+            testbed.__enter__()
+        except TestbedError as e:
+            raise UserError(str(e)) from None
         state = testbed.state_dir
     try:
         results = []

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import email.utils
 import ipaddress
+import json
 import logging
 import random
 import re
@@ -211,6 +212,9 @@ class RelayConfig:
     authenticate: Callable[[str, str], bool] | None = None
     spool_name: str = "spool"
     fsync: bool = True
+    #: several worker processes may share the address (SO_REUSEPORT), each its own spool
+    reuse_port: bool = False
+    worker: int = 0
 
 
 # ---------------------------------------------------------------- the relay
@@ -225,7 +229,7 @@ class Tracer:
         self._out = (state_dir / "traces" / f"{host_id}.jsonl").open("a", buffering=1)
 
     def write(self, record: HopRecord) -> None:
-        self._out.write(record.to_json() + "\n")
+        self._out.write(json.dumps(_record_dict(record), separators=(",", ":")) + "\n")
 
     def close(self) -> None:
         self._out.close()
@@ -238,6 +242,18 @@ class _Protocol(SMTP):
         super().connection_made(transport)
         if self.session is not None:
             self.session.connected_at = time.time()  # type: ignore[attr-defined]
+            self.session.connected_cpu = time.thread_time()  # type: ignore[attr-defined]
+
+
+class _Hooks:
+    """The handler aiosmtpd sees: only the hooks, because aiosmtpd runs
+    ``inspect.getmembers`` over its handler on every connection."""
+
+    def __init__(self, relay: Relay) -> None:
+        self.handle_MAIL = relay.handle_MAIL
+        self.handle_RCPT = relay.handle_RCPT
+        self.handle_DATA = relay.handle_DATA
+        self.handle_exception = relay.handle_exception
 
 
 class Relay:
@@ -250,7 +266,9 @@ class Relay:
         self.spool = (
             None
             if config.local_delivery
-            else Spool(config.state_dir / config.spool_name / config.host_id, fsync=config.fsync)
+            else Spool(
+                config.state_dir / config.spool_name / _spool_leaf(config), fsync=config.fsync
+            )
         )
         self.pool = ConnectionPool(
             helo=config.hostname, source=config.bind, timeout=config.connect_timeout_s
@@ -262,6 +280,8 @@ class Relay:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._resolver: dns.asyncresolver.Resolver | None = None
         self._auth_cache: dict[tuple[str, str], bool] = {}
+        self._hooks = _Hooks(self)
+        self._quarantine_spool: Spool | None = None
         self.delivered = 0
 
     # -- lifecycle
@@ -278,13 +298,17 @@ class Relay:
             for entry in self.spool.recover():
                 self._schedule(entry, entry.next_retry)
         self._server = await loop.create_server(
-            self._make_protocol, self.config.bind, self.config.port, reuse_address=True
+            self._make_protocol,
+            self.config.bind,
+            self.config.port,
+            reuse_address=True,
+            reuse_port=self.config.reuse_port or None,
         )
 
     def _make_protocol(self) -> SMTP:
         c = self.config
         return _Protocol(
-            self,
+            self._hooks,
             hostname=c.hostname,
             ident="mailgate realnet",
             data_size_limit=c.message_size_limit,
@@ -305,8 +329,9 @@ class Relay:
         for task in list(self._tasks):
             task.cancel()
         await self.pool.close()
-        if self.spool is not None:
-            self.spool.close()
+        for spool in (self.spool, self._quarantine_spool):
+            if spool is not None:
+                spool.close()
         self.tracer.close()
 
     # -- aiosmtpd hooks
@@ -321,8 +346,13 @@ class Relay:
         # scrypt costs ~50 ms; like Dovecot's auth cache, remember verified pairs
         key = (login, password)
         if key not in self._auth_cache:
+            if len(self._auth_cache) > 10_000:  # bounded: a password-guessing client cannot grow it
+                self._auth_cache.clear()
             self._auth_cache[key] = self.config.authenticate(login, password)
-        return AuthResult(success=self._auth_cache[key], auth_data=login)
+        if not self._auth_cache[key]:
+            # handled=False: aiosmtpd answers 535 5.7.8 itself
+            return AuthResult(success=False, handled=False)
+        return AuthResult(success=True, auth_data=login)
 
     def _client_ip(self, session: Session) -> str:
         return session.peer[0] if session.peer else ""
@@ -338,9 +368,10 @@ class Relay:
         ip = self._client_ip(session)
         if self.config.allowed_clients and not self._in(ip, self.config.allowed_clients):
             return "550 5.7.1 Client host rejected: access denied"
-        envelope.mail_from = address
+        envelope.mail_from = address  # "<>" for a bounce: aiosmtpd needs it non-empty
         envelope.mail_options.extend(options)
         envelope.mail_at = time.time()  # type: ignore[attr-defined]
+        envelope.mail_cpu = time.thread_time()  # type: ignore[attr-defined]
         return "250 2.1.0 Ok"
 
     async def handle_RCPT(
@@ -372,7 +403,7 @@ class Relay:
             host=self.config.host_id,
             client_ip=self._client_ip(session),
             helo=session.host_name or "",
-            mail_from=envelope.mail_from or "",
+            mail_from=_reverse_path(envelope.mail_from),
             rcpt_tos=list(envelope.rcpt_tos),
             data=b"",
             trace_id="",
@@ -391,11 +422,13 @@ class Relay:
 
     async def _receive(self, session: Session, envelope: Envelope) -> str:
         c = self.config
-        t_data = time.time()
+        t_data, cpu_data = time.time(), time.thread_time()
         arrived = getattr(session, "connected_at", t_data)
-        mail_at = getattr(envelope, "mail_at", arrived)
+        cpu0 = getattr(session, "connected_cpu", cpu_data)
         if getattr(session, "messages_done", 0):
-            arrived = mail_at  # later transactions on a reused connection
+            # later transactions on a reused connection start at their MAIL
+            arrived = getattr(envelope, "mail_at", arrived)
+            cpu0 = getattr(envelope, "mail_cpu", cpu0)
         session.messages_done = getattr(session, "messages_done", 0) + 1  # type: ignore[attr-defined]
         raw = envelope.original_content or b""
         data = normalise_line_ends(raw)
@@ -413,7 +446,10 @@ class Relay:
             size_kb=len(data) / 1024,
             arrived=arrived,
         )
-        record.stages["smtp_receive"] = StageSpan(arrived, t_data)
+        # CPU: the event-loop thread's over the span, exact at idle (calibration fits
+        # the lowest load) and an over-estimate when sessions interleave
+        receive = "submission" if msg.authenticated else "smtp_receive"
+        record.stages[receive] = StageSpan(arrived, t_data, cpu_data - cpu0)
         msg.record = record
         if count_received(data) >= c.hopcount_limit:
             return self._reject(record, "554 5.4.6 Too many hops: mail loop detected")
@@ -441,10 +477,13 @@ class Relay:
             trace_id=msg.trace_id,
             flow=msg.flow,
         )
-        t0 = time.time()
+        t0, c0 = time.time(), time.thread_time()
+        # the record travels in the spool file, so a recovered message still gets its trace
+        entry.record = _record_dict(record)
+        entry.record["accepted"] = t0
         await self.spool.put(entry)
         record.accepted = time.time()
-        record.stages["spool"] = StageSpan(t0, record.accepted)
+        record.stages["spool"] = StageSpan(t0, record.accepted, time.thread_time() - c0)
         entry.record = _record_dict(record)
         self._schedule(entry, 0.0)
         return f"250 2.0.0 Ok: queued as {entry_id}"
@@ -472,7 +511,9 @@ class Relay:
         ).encode()
 
     async def _quarantine(self, entry_id: str, msg: Incoming, data: bytes, reason: str) -> None:
-        folder = self.config.state_dir / "quarantine" / self.config.host_id
+        if self._quarantine_spool is None:
+            folder = self.config.state_dir / "quarantine" / self.config.host_id
+            self._quarantine_spool = Spool(folder, fsync=self.config.fsync)
         meta = SpoolEntry(
             id=entry_id,
             mail_from=msg.mail_from,
@@ -482,7 +523,7 @@ class Relay:
             flow=msg.flow,
             record={"reason": reason},
         )
-        await Spool(folder, fsync=self.config.fsync).put(meta)
+        await self._quarantine_spool.put(meta)
 
     async def _deliver_locally(
         self, msg: Incoming, data: bytes, record: HopRecord, entry_id: str
@@ -625,7 +666,7 @@ class Relay:
         assert self.spool is not None
         c = self.config
         record = HopRecord.from_dict(entry.record) if entry.record else None
-        t0 = time.time()
+        t0, c0 = time.time(), time.thread_time()
         done, failed, pending, hop = await self._attempt(entry, list(entry.rcpt_tos), record)
         if pending and c.fallback:
             # like Postfix smtp_fallback_relay: every failed attempt is offered to the fallback
@@ -638,7 +679,7 @@ class Relay:
                 hop = c.fallback_name
         t1 = time.time()
         if record is not None:
-            record.stages["deliver"] = StageSpan(t0, t1)
+            record.stages["deliver"] = StageSpan(t0, t1, time.thread_time() - c0)
             record.next_hop = hop or record.next_hop
         self.delivered += len(done)
         if failed:
@@ -681,27 +722,52 @@ class Relay:
         if not entry.mail_from:
             log.warning("dropping failed bounce %s: %s", entry.id, failed)
             return
-        data = make_dsn(self.config.hostname, entry, failed)
+        # a bounce is one more message: to our own user it travels like internal mail,
+        # to anyone else like outbound; it carries its own trace id
+        trace_id = uuid.uuid4().hex[:16]
+        local = domain_of(entry.mail_from) in self.config.local_domains
+        flow = "internal" if local else "outbound"
+        data = trace_header(trace_id, flow) + make_dsn(self.config.hostname, entry, failed)
         dsn = SpoolEntry(
             id=SpoolEntry.new_id(),
             mail_from="",
             rcpt_tos=[entry.mail_from],
             data=data,
-            trace_id=uuid.uuid4().hex[:16],
-            flow="bounce",
+            trace_id=trace_id,
+            flow=flow,
         )
         now = time.time()
-        dsn.record = _record_dict(
-            HopRecord(dsn.trace_id, "bounce", self.config.host_id, len(data) / 1024, now, now)
-        )
+        record = HopRecord(trace_id, flow, self.config.host_id, len(data) / 1024, now, now)
+        dsn.record = _record_dict(record)
         await self.spool.put(dsn)  # type: ignore[union-attr]
         self._schedule(dsn, 0.0)
 
 
-def _record_dict(record: HopRecord) -> dict[str, Any]:
-    import json
+def _reverse_path(address: str | None) -> str:
+    """The null reverse-path (``MAIL FROM:<>``) is "" from here on."""
+    return "" if not address or address.strip() in ("<>", "") else address
 
-    return json.loads(record.to_json())
+
+def _spool_leaf(config: RelayConfig) -> str:
+    return config.host_id if not config.worker else f"{config.host_id}-w{config.worker}"
+
+
+def _record_dict(record: HopRecord) -> dict[str, Any]:
+    """``asdict(record)`` without its deep copies (a hot path: twice per message)."""
+    return {
+        "msg_id": record.msg_id,
+        "flow": record.flow,
+        "host": record.host,
+        "size_kb": record.size_kb,
+        "arrived": record.arrived,
+        "accepted": record.accepted,
+        "left": record.left,
+        "outcome": record.outcome,
+        "next_hop": record.next_hop,
+        "stages": {
+            k: {"start": v.start, "end": v.end, "cpu_s": v.cpu_s} for k, v in record.stages.items()
+        },
+    }
 
 
 def make_dsn(hostname: str, entry: SpoolEntry, failed: dict[str, SmtpError]) -> bytes:

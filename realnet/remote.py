@@ -8,7 +8,7 @@ temp-fails a first attempt with ``internet.temp_fail_prob``, and is down
 during ``failures.remote_outage`` windows (hours after start, scaled by
 ``realnet.time_scale``). Tests steer a sink at run time through
 ``remote/control.json`` (``set_behaviour``): ``{"domain": {"mode": "tempfail"
-| "down" | "accept", "until": epoch}}``, read on every connection.
+| "reject" | "down" | "accept", "until": epoch}}``, read on every connection.
 
 Remote senders send inbound mail from their domain's sender address
 (``AddressPlan.remote_sender_address``, the client socket is bound to it), so
@@ -37,7 +37,7 @@ CONTROL_FILE = "control.json"
 
 
 def set_behaviour(state_dir: Path, domain: str, mode: str, seconds: float = 1e9) -> None:
-    """Make ``domain``'s sink ``tempfail``, be ``down`` or ``accept`` for ``seconds``."""
+    """Make ``domain``'s sink ``tempfail``, ``reject``, be ``down`` or ``accept`` for ``seconds``."""
     path = Path(state_dir) / "remote" / CONTROL_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     control = json.loads(path.read_text()) if path.exists() else {}
@@ -64,6 +64,8 @@ class _SinkHandler:
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list
     ) -> str:
         mode = self.sink.mode(self.domain)
+        if mode == "reject":
+            return "550 5.1.1 No such user here (simulated remote refusal)"
         if mode == "tempfail" or (
             mode == "accept" and self.sink.rng.random() < self.sink.temp_fail_prob
         ):
@@ -96,7 +98,10 @@ class _SinkProtocol(SMTP):
 class RemoteSink:
     """Every remote domain's MX sink in one process."""
 
-    def __init__(self, scenario: Scenario, plan: AddressPlan, state_dir: Path) -> None:
+    def __init__(
+        self, scenario: Scenario, plan: AddressPlan, state_dir: Path, skip: tuple[str, ...] = ()
+    ) -> None:
+        self.skip = skip  # domains whose MX is a real MTA (a stock Postfix in a test)
         self.scenario = scenario
         self.plan = plan
         self.dir = Path(state_dir) / "remote"
@@ -162,6 +167,8 @@ class RemoteSink:
         loop = asyncio.get_running_loop()
         port = self.scenario.realnet.smtp_port
         for domain in self.plan.remote_domains:
+            if domain in self.skip:
+                continue
             address = self.plan.remote_mx_address(domain)
 
             def factory(domain: str = domain) -> SMTP:

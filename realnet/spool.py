@@ -24,7 +24,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +53,8 @@ class SpoolEntry:
         return f"{time.time_ns():x}-{uuid.uuid4().hex[:8]}"
 
     def header(self) -> bytes:
-        meta = asdict(self)
-        del meta["data"]
+        # by hand, not dataclasses.asdict: that deep-copies, and this runs for every message
+        meta = {name: getattr(self, name) for name in _META_FIELDS}
         return json.dumps(meta, separators=(",", ":")).encode() + b"\n"
 
     @classmethod
@@ -62,6 +62,9 @@ class SpoolEntry:
         head, _, data = raw.partition(b"\n")
         meta = json.loads(head)
         return cls(data=data, **meta)
+
+
+_META_FIELDS = tuple(f.name for f in fields(SpoolEntry) if f.name != "data")
 
 
 class Spool:

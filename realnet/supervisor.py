@@ -52,7 +52,9 @@ class Testbed:
         state_dir: str | Path | None = None,
         hosts: list[str] | None = None,
         start_timeout_s: float = 30.0,
+        external_mx: tuple[str, ...] = (),
     ) -> None:
+        self.external_mx = external_mx
         self.scenario_path = str(scenario_path)
         self.overrides = dict(overrides or {})
         self.scenario: Scenario = load(self.scenario_path, self.overrides)
@@ -78,9 +80,32 @@ class Testbed:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def check_free(self) -> None:
+        """Every address and port we will bind is free (else another testbed runs)."""
+        rn = self.scenario.realnet
+        wanted = [(h, *self.smtp_endpoint(h)) for h in self.hosts]
+        wanted += [("submission", *self.submission), ("pop3", *self.pop3)]
+        wanted += [("dns", self.plan.dns.host, self.plan.dns.port)]
+        wanted += [
+            (f"mx of {d}", self.plan.remote_mx_address(d), rn.smtp_port)
+            for d in self.plan.remote_domains
+            if d not in self.external_mx
+        ]
+        for name, host, port in wanted:
+            with socket.socket() as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    s.bind((host, port))
+                except OSError as e:
+                    raise TestbedError(
+                        f"{name} cannot bind {host}:{port} ({e.strerror}); is another realnet "
+                        "testbed running on these addresses? (realnet.address_prefix)"
+                    ) from None
+
     def start(self) -> None:
         from realnet.keys import DkimKey
 
+        self.check_free()
         rn = self.scenario.realnet
         DkimKey.load_or_generate(
             self.state_dir / "dkim",
@@ -116,6 +141,8 @@ class Testbed:
             str(self.state_dir),
             "--overrides",
             json.dumps(self.overrides),
+            "--external-mx",
+            ",".join(self.external_mx),
         ]
         self.procs[host] = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
@@ -252,6 +279,8 @@ def _alive(pid: int) -> bool:
 
 def up_command(args: Any) -> int:
     """``mailgate realnet up SCENARIO``: run every host until Ctrl-C or SIGTERM."""
+    from mailgate.cli import UserError
+
     testbed = Testbed(args.scenario, state_dir=args.state_dir)
     stop = {"now": False}
 
@@ -282,6 +311,8 @@ def up_command(args: Any) -> int:
             except KeyboardInterrupt:
                 pass
             print("stopping", flush=True)
+    except TestbedError as e:
+        raise UserError(str(e)) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
         testbed.cleanup()

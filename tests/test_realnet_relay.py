@@ -440,6 +440,22 @@ def test_bounce_after_queue_lifetime_and_none_for_null_sender(tmp_path: Path) ->
             await relay.stop()
         hops = list(read_hops(tmp_path / "traces" / "relay.0.jsonl"))
         outcomes = sorted((h.flow, h.outcome) for h in hops)
-        assert outcomes == [("bounce", "bounced"), ("inbound", "bounced")]
+        # the DSN to a@ours.example is internal mail; the original came in from outside
+        assert outcomes == [("inbound", "bounced"), ("internal", "bounced")]
 
     run(main())
+
+
+def test_forged_authentication_results_from_our_domain_are_removed() -> None:
+    from realnet.gateways import strip_forged_results
+
+    data = (
+        b"Authentication-Results: gw0-1.ours.example; spf=pass\r\n\tsmtp.mailfrom=x@y\r\n"
+        b"Authentication-Results: mx.other.example; spf=fail\r\n"
+        b"Subject: s\r\n\r\nAuthentication-Results: ours.example; body is untouched\r\n"
+    )
+    out = strip_forged_results(data, frozenset({"ours.example"}))
+    assert out == (
+        b"Authentication-Results: mx.other.example; spf=fail\r\n"
+        b"Subject: s\r\n\r\nAuthentication-Results: ours.example; body is untouched\r\n"
+    )
