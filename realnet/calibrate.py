@@ -980,7 +980,8 @@ def fit_measurement(m: Measurement, opts: Options) -> tuple[Fit, Path]:
     """Fit the lowest load's traces (+ /proc for untraced CPU) into ``fitted.toml``."""
     fit = fit_traces(m.low_hops, m.scenario)
     add_measured_stage(fit, MAILBOX, "pop_session", m.pop_cpu_s)
-    add_measured_stage(fit, MAILBOX, "submission", 0.0)  # AUTH is cached per user
+    if (MAILBOX, "submission") not in fit.stages:  # older realnet traced it as smtp_receive
+        add_measured_stage(fit, MAILBOX, "submission", 0.0)
     polls = m.low_point.extra.get("loadgen", {}).get("pop_polls", 0)
     residual = attribute_untraced_cpu(
         fit,

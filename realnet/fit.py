@@ -204,6 +204,8 @@ def fit_traces(hops: Iterable[HopRecord], scenario: Scenario | None = None) -> F
     rows: dict[tuple[str, str], list[tuple[float, float, float]]] = defaultdict(list)
     overheads: dict[str, list[float]] = defaultdict(list)
     for hop in hops:
+        if hop.outcome == "retrieved":
+            continue  # POP retrievals: per poll, not per hop (see add_measured_stage)
         tier = tier_of(hop.host)
         for stage, span in hop.stages.items():
             rows[(tier, stage)].append((hop.size_kb, span.cpu_s, span.elapsed))
@@ -263,9 +265,9 @@ def attribute_untraced_cpu(
 ) -> dict[str, float]:
     """Give each tier's untraced CPU to ``smtp_receive`` and ``deliver``.
 
-    realnet measures CPU only around the checks it runs in threads; the SMTP
-    dialogue, spooling and the delivery client run on the event loop and are
-    traced with elapsed time only. Their CPU is what /proc says the tier's
+    Traces that carry no CPU for the SMTP dialogue or the delivery client
+    (realnet before it timed its event-loop thread) still let the model
+    know their cost. Their CPU is what /proc says the tier's
     hosts used minus what the traced stages account for (the utilisation
     law, U = X·D, per hop): the per-hop SMTP overhead. It is split between
     the two sides of a hop: the receiving dialogue gets at most its own mean
@@ -281,6 +283,8 @@ def attribute_untraced_cpu(
     traced: dict[str, float] = defaultdict(float)
     hosts_of: dict[str, set[str]] = defaultdict(set)
     for hop in hops:
+        if hop.outcome == "retrieved":
+            continue  # POP: its CPU is in extra_cpu_s or stays in the residual
         tier = tier_of(hop.host)
         count[tier] += 1
         delivering[tier] += "deliver" in hop.stages
@@ -292,15 +296,16 @@ def attribute_untraced_cpu(
         total = max(used - traced[tier], 0.0)
         residual[tier] = total / n
         receive = _untraced(fit, tier, "smtp_receive")
-        deliver = _untraced(fit, tier, "deliver")
-        if receive is None:
-            continue
-        share = total / n if deliver is None or not delivering[tier] else None
-        if share is None:
+        deliver = _untraced(fit, tier, "deliver") if delivering[tier] else None
+        if receive is not None and deliver is not None:
             share = min(total / n, receive.cpu_fixed_s + receive.wait_mean_s)  # its elapsed
-            assert deliver is not None
+            _set_cpu(receive, share)
             _set_cpu(deliver, (total - share * n) / delivering[tier])
-        _set_cpu(receive, share)
+        elif receive is not None:
+            _set_cpu(receive, total / n)
+        elif deliver is not None:
+            _set_cpu(deliver, total / delivering[tier])
+        # both traced (realnet times the loop thread too): the residual is only reported
     return residual
 
 
