@@ -153,6 +153,8 @@ def stage_profile(
     stages: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     parts: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for hop in hops:
+        if hop.outcome == "retrieved":
+            continue  # POP retrievals are not a hop of the message's path
         tier = tier_of(hop.host)
         for name, span in hop.stages.items():
             stages[tier][name].append(span.elapsed)
@@ -991,7 +993,22 @@ def fit_measurement(m: Measurement, opts: Options) -> tuple[Fit, Path]:
     )
     m.low_point.extra["untraced_cpu_per_message_s"] = residual
     overlay = write_overlay(fit, Path(opts.scenario), opts.out / "fitted.toml", m.scenario)
+    parent = production_base(Path(opts.scenario))
+    if parent is not None:
+        # the planners' question: the same stage costs on the production deployment
+        write_overlay(
+            fit, parent, opts.out / "fitted-production.toml", m.scenario, stages_only=True
+        )
     return fit, overlay
+
+
+def production_base(testbed: Path) -> Path | None:
+    """The scenario the testbed file ``extends`` (its production original), if any."""
+    import tomllib
+
+    with testbed.open("rb") as f:
+        parent = tomllib.load(f).get("extends")
+    return testbed.parent / parent if isinstance(parent, str) else None
 
 
 def calibrate(opts: Options, log: Callable[[str], None] = print) -> tuple[dict[str, Any], int]:
@@ -999,11 +1016,13 @@ def calibrate(opts: Options, log: Callable[[str], None] = print) -> tuple[dict[s
     t_start = time.monotonic()
     m = measure_testbed(opts, log)
     fit, overlay = fit_measurement(m, opts)
+    x, who = utilisation_law_saturation(m.low_point, machine_cores(m.scenario))
+    law = {"throughput": x, "first_host": who, "at_rate": m.low_point.rate}
     sat = m.saturation
     if sat is None:
         # no ramp: estimate measured saturation from the utilisation law at the lowest load
-        x, who = utilisation_law_saturation(m.low_point, machine_cores(m.scenario))
         sat = Saturation(x, who, "utilisation law at the lowest load")
+    sat.steps = [*sat.steps, {"utilisation_law_estimate": law}]
     log("running the model at the same loads …")
     shares = flow_shares(m.scenario)
     horizon = max(opts.model_horizon_s, opts.duration_s)

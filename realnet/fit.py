@@ -256,6 +256,12 @@ def _lookups(scenario: Scenario | None, tier: str, stage: str) -> int:
     return cost.dns_lookups if cost else 0
 
 
+#: Stages that carry a hop's SMTP overhead: CPU no stage span covers (accepting
+#: the connection, the dialogue outside DATA, writing the trace, connection
+#: teardown) is given to them.
+OVERHEAD_STAGES = ("smtp_receive", "submission", "deliver")
+
+
 def attribute_untraced_cpu(
     fit: Fit,
     hops: Iterable[HopRecord],
@@ -263,64 +269,72 @@ def attribute_untraced_cpu(
     *,
     extra_cpu_s: Mapping[str, float] | None = None,
 ) -> dict[str, float]:
-    """Give each tier's untraced CPU to ``smtp_receive`` and ``deliver``.
+    """Give each tier's CPU that no stage span accounts for to its SMTP stages.
 
-    Traces that carry no CPU for the SMTP dialogue or the delivery client
-    (realnet before it timed its event-loop thread) still let the model
-    know their cost. Their CPU is what /proc says the tier's
-    hosts used minus what the traced stages account for (the utilisation
-    law, U = X·D, per hop): the per-hop SMTP overhead. It is split between
-    the two sides of a hop: the receiving dialogue gets at most its own mean
-    elapsed time (at low load a stage cannot use more CPU than wall time),
-    the delivery client the rest, per message it delivers. ``host_cpu_s`` is
-    each host's CPU over the run; ``extra_cpu_s`` per tier is CPU known to
-    belong to something else (POP logins at the mailbox server). Returns the
-    untraced CPU per hop of each tier.
+    What a tier's hosts used by /proc, minus what the traced stages account
+    for, is the per-hop SMTP overhead (the utilisation law, U = X·D, per
+    hop). It is shared among ``OVERHEAD_STAGES`` in proportion to the CPU
+    traced in each. When realnet traced no CPU there (before it timed its
+    event-loop thread), the receiving dialogue gets at most its own mean
+    elapsed time (at low load a stage cannot use more CPU than wall time) and
+    the delivery client the rest. ``host_cpu_s`` is each host's CPU over the
+    run; ``extra_cpu_s`` per tier is CPU known to belong to something else
+    (POP logins at the mailbox server). Returns the untraced CPU per hop of
+    each tier.
     """
     extra = dict(extra_cpu_s or {})
     count: dict[str, int] = defaultdict(int)
-    delivering: dict[str, int] = defaultdict(int)
     traced: dict[str, float] = defaultdict(float)
+    per_stage: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     hosts_of: dict[str, set[str]] = defaultdict(set)
     for hop in hops:
         if hop.outcome == "retrieved":
             continue  # POP: its CPU is in extra_cpu_s or stays in the residual
         tier = tier_of(hop.host)
         count[tier] += 1
-        delivering[tier] += "deliver" in hop.stages
         traced[tier] += sum(span.cpu_s for span in hop.stages.values())
+        for stage in OVERHEAD_STAGES:
+            if stage in hop.stages:
+                per_stage[tier][stage].append(hop.stages[stage].cpu_s)
         hosts_of[tier].add(hop.host)
     residual: dict[str, float] = {}
     for tier, n in count.items():
         used = sum(host_cpu_s.get(h, 0.0) for h in hosts_of[tier]) - extra.get(tier, 0.0)
         total = max(used - traced[tier], 0.0)
         residual[tier] = total / n
-        receive = _untraced(fit, tier, "smtp_receive")
-        deliver = _untraced(fit, tier, "deliver") if delivering[tier] else None
-        if receive is not None and deliver is not None:
-            share = min(total / n, receive.cpu_fixed_s + receive.wait_mean_s)  # its elapsed
-            _set_cpu(receive, share)
-            _set_cpu(deliver, (total - share * n) / delivering[tier])
-        elif receive is not None:
-            _set_cpu(receive, total / n)
-        elif deliver is not None:
-            _set_cpu(deliver, total / delivering[tier])
-        # both traced (realnet times the loop thread too): the residual is only reported
+        stages = {st: v for st, v in per_stage[tier].items() if (tier, st) in fit.stages}
+        weight = {st: sum(v) for st, v in stages.items()}
+        if sum(weight.values()) > 0:
+            for st, w in weight.items():
+                sf = fit.stages[(tier, st)]
+                _set_cpu(sf, sf.cpu_fixed_s + total * w / sum(weight.values()) / len(stages[st]))
+        else:
+            _split_untraced(fit, tier, total, {st: len(v) for st, v in stages.items()})
     return residual
 
 
-def _untraced(fit: Fit, tier: str, stage: str) -> StageFit | None:
-    """The stage's fit if realnet traced no CPU for it."""
-    sf = fit.stages.get((tier, stage))
-    if sf is None or sf.cpu_fixed_s > 0 or sf.cpu_per_kb_s > 0:
-        return None
-    return sf
+def _split_untraced(fit: Fit, tier: str, total: float, n: Mapping[str, int]) -> None:
+    """No CPU traced in the SMTP stages: receive up to its elapsed, deliver the rest."""
+    receive = fit.stages.get((tier, "smtp_receive"))
+    deliver = fit.stages.get((tier, "deliver"))
+    if receive is not None and deliver is not None and n.get("deliver"):
+        share = min(total / n["smtp_receive"], receive.wait_mean_s)  # its elapsed (cpu 0)
+        _set_cpu(receive, share)
+        _set_cpu(deliver, (total - share * n["smtp_receive"]) / n["deliver"])
+    elif receive is not None and n.get("smtp_receive"):
+        _set_cpu(receive, total / n["smtp_receive"])
+    elif deliver is not None and n.get("deliver"):
+        _set_cpu(deliver, total / n["deliver"])
 
 
 def _set_cpu(sf: StageFit, cpu_s: float) -> None:
-    sf.wait_mean_s = max(sf.wait_mean_s - cpu_s, 0.0)  # elapsed = cpu + wait still
-    sf.cpu_fixed_s, sf.cpu_per_kb_s, sf.cpu_sigma = max(cpu_s, 0.0), 0.0, 0.0
-    sf.source = "utilisation law"
+    """Set the fixed CPU of a stage (its per-KB part stays; its spread is rescaled)."""
+    traced = sf.cpu_fixed_s > 0 or sf.cpu_per_kb_s > 0
+    cpu_s = max(cpu_s, 0.0)
+    sf.wait_mean_s = max(sf.wait_mean_s - (cpu_s - sf.cpu_fixed_s), 0.0)  # elapsed stays
+    sf.cpu_fixed_s = cpu_s
+    sf.cpu_sigma = sigma_from_cv(sf.residual_std_s / cpu_s) if cpu_s > 0 else 0.0
+    sf.source = "trace + utilisation law" if traced else "utilisation law"
 
 
 def add_measured_stage(fit: Fit, tier: str, stage: str, cpu_s: float, n: int = 1) -> None:
@@ -345,8 +359,14 @@ def add_measured_stage(fit: Fit, tier: str, stage: str, cpu_s: float, n: int = 1
 # ---------------------------------------------------------------- overlay
 
 
-def overlay_table(fit: Fit, scenario: Scenario | None = None) -> dict[str, Any]:
-    """The overlay as a TOML-shaped dict (without ``extends``)."""
+def overlay_table(
+    fit: Fit, scenario: Scenario | None = None, *, stages_only: bool = False
+) -> dict[str, Any]:
+    """The overlay as a TOML-shaped dict (without ``extends``).
+
+    ``stages_only``: just the stage costs, not this machine's disk and DNS
+    times (for an overlay on a production deployment).
+    """
     table: dict[str, Any] = {}
     for (tier, stage), sf in fit.stages.items():
         cost = sf.cpu_table()
@@ -357,6 +377,8 @@ def overlay_table(fit: Fit, scenario: Scenario | None = None) -> dict[str, Any]:
             remote = sf.wait_mean_s - lookups * fit.dns_s
             cost["wait_s"] = _wait(remote)
         _tier_table(table, tier).setdefault("stages", {})[stage] = cost
+    if stages_only:
+        return table
     for tier, (mean, sigma) in fit.fsync_s.items():
         fsync: Any = _wait(mean)
         if sigma > 0 and fsync > 0:
@@ -377,21 +399,28 @@ def _tier_table(table: dict[str, Any], tier: str) -> dict[str, Any]:
     return table.setdefault("gateways", {}).setdefault(tier, {})
 
 
-def write_overlay(fit: Fit, base: Path, out: Path, scenario: Scenario | None = None) -> Path:
+def write_overlay(
+    fit: Fit,
+    base: Path,
+    out: Path,
+    scenario: Scenario | None = None,
+    *,
+    stages_only: bool = False,
+) -> Path:
     """Write the overlay TOML at ``out``; it ``extends`` ``base``."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        extends = os.path.relpath(base.resolve(), out.parent.resolve())
-    except ValueError:  # another drive (not on Linux, but be safe)
-        extends = str(base.resolve())
+    extends = os.path.relpath(base.resolve(), out.parent.resolve())
+    if extends.startswith(os.pardir + os.sep + os.pardir):
+        extends = str(base.resolve())  # far away: an absolute path survives moving ``out``
     lines = [
         "# Stage costs fitted by `mailgate calibrate` from a low-load realnet run.",
         "# CPU: fixed + per KB by least squares; spread as a lognormal sigma;",
         "# waits = elapsed - cpu (DNS per lookup in network.dns_s, disk in host.fsync_s).",
-        f"extends = {_toml_value(extends)}",
-        "",
     ]
-    lines += _toml_tables(overlay_table(fit, scenario), [])
+    if stages_only:
+        lines.append("# Stage costs only: the hosts, disks and network are the base scenario's.")
+    lines += [f"extends = {_toml_value(extends)}", ""]
+    lines += _toml_tables(overlay_table(fit, scenario, stages_only=stages_only), [])
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return out
 

@@ -216,3 +216,11 @@ def test_short_end_to_end_calibration(tmp_path: Path) -> None:
     fitted = load(tmp_path / "cal" / "fitted.toml")  # the overlay loads on the testbed
     assert fitted.deployment.machines[0].cores == 2
     assert data["departures"]["3"], "names where the model departs"
+    # the same stage costs on the production deployment (the planners' question)
+    production = load(tmp_path / "cal" / "fitted-production.toml")
+    assert production.scenario.name == load(ROOT / "scenarios" / "drive-network.toml").scenario.name
+    assert not production.deployment.machines
+    stage = ("gateway0", "spf")
+    assert production.gateways[stage[0]].cost(stage[1]).cpu_s.mean == pytest.approx(
+        fitted.gateways[stage[0]].cost(stage[1]).cpu_s.mean
+    )

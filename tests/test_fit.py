@@ -146,3 +146,20 @@ def test_untraced_cpu_comes_from_proc_and_is_split_between_receive_and_deliver()
     assert receive.cpu_fixed_s == pytest.approx(0.001)  # capped at its elapsed time
     assert deliver.cpu_fixed_s == pytest.approx(0.004 - 0.001)  # the rest, per delivery
     assert receive.source == deliver.source == "utilisation law"
+
+
+def test_cpu_no_span_covers_is_shared_in_proportion_to_traced_smtp_cpu() -> None:
+    # receive traced 1 ms, deliver 3 ms per hop; /proc says 2 ms more per hop
+    hops = []
+    for i in range(50):
+        hop = HopRecord(f"m{i}", "inbound", "gateway0.0", 4.0, arrived=float(i))
+        hop.stages["smtp_receive"] = StageSpan(i, i + 0.002, 0.001)
+        hop.stages["deliver"] = StageSpan(i + 0.003, i + 0.01, 0.003)
+        hop.accepted, hop.left = i + 0.002, i + 0.01
+        hops.append(hop)
+    fit = fit_traces(hops)
+    attribute_untraced_cpu(fit, hops, {"gateway0.0": 50 * 0.006})
+    receive, deliver = fit.stages[("gateway0", "smtp_receive")], fit.stages[("gateway0", "deliver")]
+    assert receive.cpu_fixed_s == pytest.approx(0.001 + 0.002 * 1 / 4)
+    assert deliver.cpu_fixed_s == pytest.approx(0.003 + 0.002 * 3 / 4)
+    assert receive.source == "trace + utilisation law"
