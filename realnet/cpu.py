@@ -35,6 +35,17 @@ def process_cpu_s(pid: int) -> float:
     return (utime + stime) / CLOCK_TICKS
 
 
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has been busy (all cores, all processes).
+
+    From the ``cpu`` line of ``/proc/stat``: everything but idle and iowait.
+    """
+    with open("/proc/stat", encoding="ascii") as f:
+        fields = f.readline().split()
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[1:9])
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
+
+
 @dataclass
 class CpuSampler:
     """Utilisation of named processes between ``start()`` and ``stop()``.
@@ -47,9 +58,11 @@ class CpuSampler:
     _t0: float = 0.0
     _cpu0: dict[str, float] = field(default_factory=dict)
     _last: dict[str, float] = field(default_factory=dict)
+    _machine0: float = 0.0
 
     def start(self) -> None:
         self._t0 = time.monotonic()
+        self._machine0 = machine_busy_s()
         self._cpu0 = {name: self._read(name, pid) for name, pid in self.pids.items()}
         self._last = dict(self._cpu0)
 
@@ -75,6 +88,13 @@ class CpuSampler:
             name: self._read(name, pid) - self._cpu0.get(name, 0.0)
             for name, pid in self.pids.items()
         }
+
+    def machine_seconds(self) -> float:
+        """CPU seconds the whole machine was busy since ``start()`` (anyone's)."""
+        return machine_busy_s() - self._machine0
+
+    def wall_seconds(self) -> float:
+        return time.monotonic() - self._t0
 
     def stop(self) -> dict[str, float]:
         """Utilisation over the whole window (same as a last ``sample()``)."""
