@@ -179,6 +179,8 @@ class Host:
         # With a shared machine a host first needs one of its own processes,
         # then a core of the machine; on its own machine processes = cores.
         self.procs = Pool(self.env, processes, f"{hid}.procs") if shared else None
+        #: remote domain -> time until which it is throttled (dead site) on this host
+        self.dead: dict[int, float] = {}
         self.disk = Pool(self.env, 1, f"{hid}.disk")  # busy time: pulses in _got_disk
         self.fsync = fsync
         self.trace = model.trace is not None

@@ -168,3 +168,25 @@ def test_spam_failing_spf_is_rejected_after_spf() -> None:
     assert hop.left - hop.arrived == pytest.approx(
         stage_time(s, s.mx, "smtp_receive") + stage_time(s, s.mx, "spf"), abs=1e-12
     )
+
+
+def test_dead_site_is_throttled_after_a_connect_timeout() -> None:
+    s = scenario(**{
+        "failures.remote_outage": [
+            {"domain": "bigmail.example", "start_h": 0.0, "duration_h": 100.0}
+        ],
+        "retry.max_queue_lifetime_s": 600.0,  # both bounce soon: their hop records end
+    })  # fmt: skip
+    bigmail = [d.name for d in s.internet.domains].index("bigmail.example")
+    p = Probe(s, "outbound", horizon=7200.0)
+    p.msg.domain = bigmail
+    p.model.run(until=100.0)  # the first message has timed out at gateway3 by now
+    second = p.model.new_message("outbound", False, 100.0, size=SIZE, probe=True)
+    second.domain = bigmail
+    p.run()
+    g3_first, g3_second = (t for h, t in p.attempts if h.startswith("gateway3"))
+    throttle_end = g3_first + s.tiers["gateway3"].connect_timeout_s + s.retry.minimal_backoff_s
+    assert g3_second < throttle_end
+    hop = next(h for h in p.hops if h.msg_id == f"m{second.id}" and h.host.startswith("gateway4"))
+    # no connect timeout this time: straight to the fallback over the LAN
+    assert hop.arrived == pytest.approx(g3_second + lan(s), abs=1e-9)
