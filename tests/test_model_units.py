@@ -176,6 +176,7 @@ def test_dead_site_is_throttled_after_a_connect_timeout() -> None:
             {"domain": "bigmail.example", "start_h": 0.0, "duration_h": 100.0}
         ],
         "retry.max_queue_lifetime_s": 600.0,  # both bounce soon: their hop records end
+        "gateways.gateway3.hosts": 1,  # the throttle is per host: make both use the same one
     })  # fmt: skip
     bigmail = [d.name for d in s.internet.domains].index("bigmail.example")
     p = Probe(s, "outbound", horizon=7200.0)
