@@ -149,12 +149,12 @@ class Mailboxes:
         self.next_poll = [u() * self.interval() for _ in range(self.active)]
         self.pending: dict[int, list[tuple[float, str, bool, float]]] = {}
         self.pick = model.streams.uniforms("pop.mailbox")
-        tier = s.mailbox_server
         self.session = model.stage_cost_sampler(MAILBOX, "pop_session")
         self.retrieve = model.stage_cost_sampler(MAILBOX, "pop_retrieve")
         self.hosts = model.tiers[MAILBOX]
         mean = s.pop.interval_s.mean
         self.empty_rate = self.active / mean if mean > 0 and self.active else 0.0
+
         # Empty polls come in batches: the Poisson number of them in each
         # POP_BATCH_S window is served as one CPU burst (one event instead
         # of one per poll; a poll's session costs about a millisecond).
@@ -162,7 +162,6 @@ class Mailboxes:
         self.count = model.streams.poisson("pop.empty", self.empty_rate * self.batch_s)
         self.sessions = 0
         self.retrievals = 0
-        del tier
 
     def start(self) -> None:
         if self.empty_rate > 0:
@@ -175,7 +174,9 @@ class Mailboxes:
             if box >= self.active:
                 continue
             t = self.next_poll[box]
-            while t <= now:
+            if self.empty_rate <= 0:
+                t = now  # a client that never waits (interval 0) fetches at once
+            while t <= now and self.empty_rate > 0:
                 t += self.interval()
             self.next_poll[box] = t
             copy = (m.sent, m.flow, m.counted, m.size)
@@ -638,7 +639,6 @@ class Model:
 
     def _finish(self, host: Host | None, m: Msg, result: str, outcome: str = "") -> None:
         """A terminal outcome at ``host`` (None: after leaving every host)."""
-        now = self.env._now
         if host is not None:
             self._left(host, m.entered, m.hop, outcome or result, "")
         if m.counted:
@@ -657,7 +657,6 @@ class Model:
                     outcome=outcome or result,
                 )
             )
-        del now
 
     # ------------------------------------------------------------ delivering
 

@@ -191,3 +191,35 @@ def test_dead_site_is_throttled_after_a_connect_timeout() -> None:
     hop = next(h for h in p.hops if h.msg_id == f"m{second.id}" and h.host.startswith("gateway4"))
     # no connect timeout this time: straight to the fallback over the LAN
     assert hop.arrived == pytest.approx(g3_second + lan(s), abs=1e-9)
+
+
+def test_pop_poll_costs_and_retrieval_time() -> None:
+    """The copy is fetched at the mailbox's next poll, after the POP CPU work."""
+    interval = 600.0
+    s = load(BASE, {  # no other mail, but every mailbox has a polling client
+        "population.mailboxes": 10, "pop.active_share": 1.0, "pop.interval_s": interval,
+        "workload.inbound_per_mailbox_day": 0.0, "workload.outbound_per_mailbox_day": 0.0,
+    })  # fmt: skip
+    p = Probe(s, "inbound", horizon=3000.0)
+    p.msg.counted = True  # so that its retrieval lands in the histogram
+    boxes = p.model.mailboxes
+    polls: list[float] = []
+    real_poll = boxes._poll
+
+    def spy(box: int) -> None:
+        polls.append(p.model.env.now)
+        real_poll(box)
+
+    boxes._poll = spy  # type: ignore[method-assign]
+    p.run()
+    (msg,) = p.msgs
+    assert msg.in_mailbox is not None
+    (poll,) = polls
+    assert msg.in_mailbox < poll <= msg.in_mailbox + interval
+    cost = s.mailbox_server.cost
+    cpu = cost("pop_session").cpu_s.mean + cost("pop_retrieve").cpu_s.mean
+    cpu += cost("pop_retrieve").cpu_per_kb_s * SIZE
+    h = p.model.hists["inbound"]["sent_to_retrieved"]
+    assert h.count == 1
+    assert h.max == pytest.approx(poll + cpu - msg.sent, abs=1e-12)
+    assert boxes.pending == {}
