@@ -87,3 +87,19 @@ def test_replications_give_confidence_intervals() -> None:
     lo, hi = lat["mean_ci95"]
     assert lo <= lat["mean"] <= hi
     assert d["hosts"]["gateway1.0"]["utilisation"]["cpu"]["mean_ci95"] is not None
+
+
+def test_shared_machine_carries_its_hosts_cpu() -> None:
+    """On the loopback testbed every host shares one machine's cores."""
+    s = load(SCENARIOS / "loopback-testbed.toml", {"population.mailboxes": 100_000})
+    d = simulate(s).to_dict()
+    (machine,) = d["machines"].values()
+    hosts_busy = sum(
+        h["utilisation"]["cpu"]["mean"] * h["utilisation"]["cpu"]["capacity"]
+        for h in d["hosts"].values()
+    )
+    assert hosts_busy > 0.1
+    assert machine["mean"] * machine["cores"] == pytest.approx(hosts_busy, rel=0.01)
+    for h in d["hosts"].values():
+        assert h["machine"] == "loopback"
+        assert h["utilisation"]["cpu"]["capacity"] == 1  # processes_per_host

@@ -223,3 +223,15 @@ def test_pop_poll_costs_and_retrieval_time() -> None:
     assert h.count == 1
     assert h.max == pytest.approx(poll + cpu - msg.sent, abs=1e-12)
     assert boxes.pending == {}
+
+
+def test_dns_slow_adds_to_every_lookup() -> None:
+    extra = 0.25
+    s = scenario(**{"failures.dns_slow": [{"start_h": 0.0, "duration_h": 1.0, "extra_s": extra}]})
+    p = Probe(s, "inbound")
+    p.run()
+    hop = next(h for h in p.hops if h.host.startswith(s.mx))
+    for stage in ("spf", "dkim_verify"):
+        lookups = s.tiers[s.mx].cost(stage).dns_lookups
+        expected = stage_time(s, s.mx, stage) + lookups * extra
+        assert hop.stages[stage].elapsed == pytest.approx(expected, abs=1e-12)
