@@ -8,7 +8,7 @@
    reported as measured on those.
 2. A full simulated day of ``drive-network.toml`` at 30,000 and 100,000
    mailboxes, each in a fresh subprocess: wall time, simulated messages per
-   second, SimPy events, peak resident memory (``ru_maxrss``).
+   second, SimPy events, peak resident memory (the child's own VmHWM).
 
 Usage (from the repository root)::
 
@@ -112,6 +112,19 @@ def timed_rounds(
 
 DAY = """
 import json, resource, sys, time
+
+def peak_mib():
+    # VmHWM is this process's own high-water mark; ru_maxrss would carry the
+    # parent's (the tandem runs) across fork + exec on Linux.
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
 from sim.scenario import load
 from sim.simulate import simulate
 s = load(sys.argv[1], {"population.mailboxes": int(sys.argv[2])})
@@ -121,7 +134,7 @@ wall = time.perf_counter() - t
 c = d["counts"]
 print(json.dumps({"wall_s": wall, "generated": c["generated"], "events": d["events"],
     "simulated_h": d["measured_s"] / 3600 + d["warmup_s"] / 3600,
-    "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    "maxrss_mib": peak_mib()}))
 """
 
 
