@@ -10,8 +10,9 @@ A message visiting a host goes through two plans of stages:
   held until the next hop answers.
 
 Each stage first waits (DNS round trips, remote services: no core held),
-then computes (one core, FIFO), then, for ``spool`` and ``maildir``, writes
-durably (the host's disk, one fsync at a time). Costs come from the
+then computes (one core, FIFO; stages that follow without waiting keep the
+same core, as one process would), then, for ``spool`` and ``maildir``,
+writes durably (the host's disk, one fsync at a time). Costs come from the
 scenario's ``StageCost``; nothing here knows a number.
 
 The topology glue (who talks to whom, outcomes, retries) lives in
