@@ -10,8 +10,9 @@ A message visiting a host goes through two plans of stages:
   held until the next hop answers.
 
 Each stage first waits (DNS round trips, remote services: no core held),
-then computes (one core, FIFO), then, for ``spool`` and ``maildir``, writes
-durably (the host's disk, one fsync at a time). Costs come from the
+then computes (one core, FIFO; stages that follow without waiting keep the
+same core, as one process would), then, for ``spool`` and ``maildir``,
+writes durably (the host's disk, one fsync at a time). Costs come from the
 scenario's ``StageCost``; nothing here knows a number.
 
 The topology glue (who talks to whom, outcomes, retries) lives in
@@ -179,6 +180,8 @@ class Host:
         # With a shared machine a host first needs one of its own processes,
         # then a core of the machine; on its own machine processes = cores.
         self.procs = Pool(self.env, processes, f"{hid}.procs") if shared else None
+        #: remote domain -> time until which it is throttled (dead site) on this host
+        self.dead: dict[int, float] = {}
         self.disk = Pool(self.env, 1, f"{hid}.disk")  # busy time: pulses in _got_disk
         self.fsync = fsync
         self.trace = model.trace is not None

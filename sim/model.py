@@ -16,7 +16,9 @@ drives them with callbacks on one SimPy clock:
   dead the sender retries after ``retry.queue_run_delay_s``. A host that dies
   keeps its spool: queued mail waits for its recovery.
 - **Failures and retries**: a first Internet delivery meeting a 4xx
-  (``internet.temp_fail_prob``) or a remote outage goes to the tier's
+  (``internet.temp_fail_prob``) or a remote outage (a connect timeout,
+  after which the host throttles that domain for ``minimal_backoff_s`` as
+  Postfix's queue manager does) goes to the tier's
   ``fallback``; the fallback tries at once, then on Postfix's schedule
   (backoff from ``minimal_backoff_s`` doubling to ``maximal_backoff_s``,
   attempts at queue runs every ``queue_run_delay_s``, bounce when older than
@@ -147,12 +149,12 @@ class Mailboxes:
         self.next_poll = [u() * self.interval() for _ in range(self.active)]
         self.pending: dict[int, list[tuple[float, str, bool, float]]] = {}
         self.pick = model.streams.uniforms("pop.mailbox")
-        tier = s.mailbox_server
         self.session = model.stage_cost_sampler(MAILBOX, "pop_session")
         self.retrieve = model.stage_cost_sampler(MAILBOX, "pop_retrieve")
         self.hosts = model.tiers[MAILBOX]
         mean = s.pop.interval_s.mean
         self.empty_rate = self.active / mean if mean > 0 and self.active else 0.0
+
         # Empty polls come in batches: the Poisson number of them in each
         # POP_BATCH_S window is served as one CPU burst (one event instead
         # of one per poll; a poll's session costs about a millisecond).
@@ -160,7 +162,6 @@ class Mailboxes:
         self.count = model.streams.poisson("pop.empty", self.empty_rate * self.batch_s)
         self.sessions = 0
         self.retrievals = 0
-        del tier
 
     def start(self) -> None:
         if self.empty_rate > 0:
@@ -173,7 +174,9 @@ class Mailboxes:
             if box >= self.active:
                 continue
             t = self.next_poll[box]
-            while t <= now:
+            if self.empty_rate <= 0:
+                t = now  # a client that never waits (interval 0) fetches at once
+            while t <= now and self.empty_rate > 0:
                 t += self.interval()
             self.next_poll[box] = t
             copy = (m.sent, m.flow, m.counted, m.size)
@@ -636,7 +639,6 @@ class Model:
 
     def _finish(self, host: Host | None, m: Msg, result: str, outcome: str = "") -> None:
         """A terminal outcome at ``host`` (None: after leaving every host)."""
-        now = self.env._now
         if host is not None:
             self._left(host, m.entered, m.hop, outcome or result, "")
         if m.counted:
@@ -655,7 +657,6 @@ class Model:
                     outcome=outcome or result,
                 )
             )
-        del now
 
     # ------------------------------------------------------------ delivering
 
@@ -694,9 +695,13 @@ class Model:
         assert host is not None
         now = self.env._now
         tier = self.s.tiers[host.tier]
-        if m.domain >= 0 and self.outages and self._outage(m.domain, now):
-            self.sched.after(tier.connect_timeout_s, self._remote_failed, m)
-            return
+        if m.domain >= 0 and self.outages:
+            if host.dead.get(m.domain, -1.0) > now:
+                self._remote_failed(m)  # site throttled: deferred without an attempt
+                return
+            if self._outage(m.domain, now):
+                self.sched.after(tier.connect_timeout_s, self._remote_dead, m)
+                return
         fallback_role = tier.role == "fallback_mx"
         inet = self.s.internet
         p_ok = inet.retry_success_prob if fallback_role else 1 - inet.temp_fail_prob
@@ -706,6 +711,19 @@ class Model:
             self.sched.after(
                 self.s.network.internet_rtt_s + self.remote_mta(), self._remote_failed, m
             )
+
+    def _remote_dead(self, m: Msg) -> None:
+        """The connection timed out: like Postfix's queue manager, throttle the site.
+
+        Until ``retry.minimal_backoff_s`` from now, mail for that domain on
+        this host fails at once instead of holding a delivery slot through
+        another connect timeout (qmgr_queue_throttle / "delivery temporarily
+        suspended").
+        """
+        host = m.host
+        assert host is not None
+        host.dead[m.domain] = self.env._now + self.s.retry.minimal_backoff_s
+        self._remote_failed(m)
 
     def _remote_ok(self, m: Msg) -> None:
         host = m.host

@@ -14,6 +14,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.ticker import FuncFormatter, MultipleLocator
 
 from sim.stats import LogHistogram
 
@@ -25,10 +26,25 @@ SPAN_LABELS = {
 }
 
 
+SPAN_COLOURS = dict(
+    zip(SPAN_LABELS, ("tab:blue", "tab:orange", "tab:green", "tab:grey"), strict=True)
+)
+
+
 def _hours(d: dict[str, Any], n: int) -> list[float]:
     """Clock hour at the middle of each bucket (may exceed 24: the next day)."""
     start = d["start_hour"] + d["warmup_s"] / 3600.0
     return [start + (i + 0.5) * d["bucket_s"] / 3600.0 for i in range(n)]
+
+
+def _clock_axis(ax: Any) -> None:
+    """Label an axis of hours (possibly past 24) as clock times."""
+    low, high = ax.get_xlim()
+    if high - low >= 6:
+        ax.xaxis.set_major_locator(MultipleLocator(3 if high - low <= 30 else 6))
+    ax.xaxis.set_major_formatter(
+        FuncFormatter(lambda x, _: f"{int(x) % 24:02d}:{round(x % 1 * 60) % 60:02d}")
+    )
 
 
 def _cdf(hist: dict[str, Any]) -> tuple[list[float], list[float]]:
@@ -51,7 +67,8 @@ def write_plots(d: dict[str, Any], folder: Path) -> list[Path]:
             hist = d["histograms"][flow][span]
             if hist["count"]:
                 xs, ps = _cdf(hist)
-                ax.step(xs, ps, where="post", label=f"{label} (n={hist['count']})")
+                ax.step(xs, ps, where="post", color=SPAN_COLOURS[span],
+                        label=f"{label} (n={hist['count']})")  # fmt: skip
         ax.set_xscale("log")
         ax.set_xlabel("seconds")
         ax.set_ylabel("P(latency ≤ x)")
@@ -74,6 +91,7 @@ def write_plots(d: dict[str, Any], folder: Path) -> list[Path]:
     axes[1].set_xlabel("clock hour")
     for ax in axes:
         ax.grid(True, alpha=0.3)
+        _clock_axis(ax)
     axes[0].legend(fontsize=7, ncol=4)
     fig.suptitle(f"{d['name']}: utilisation per host (bucket {d['bucket_s'] / 60:g} min)")
     fig.tight_layout()
@@ -85,6 +103,7 @@ def write_plots(d: dict[str, Any], folder: Path) -> list[Path]:
         ax.plot(_hours(d, len(q)), q, marker=".", label=hid)
     ax.set_ylabel("messages waiting for a delivery slot (mean)")
     ax.set_xlabel("clock hour")
+    _clock_axis(ax)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, ncol=4)
     ax.set_title(f"{d['name']}: delivery queue per host")
@@ -97,6 +116,7 @@ def write_plots(d: dict[str, Any], folder: Path) -> list[Path]:
     ax.plot(_hours(d, len(dq["bucket_max"])), dq["bucket_max"], ls="--", label="max")
     ax.set_ylabel("messages in the deferred queue")
     ax.set_xlabel("clock hour")
+    _clock_axis(ax)
     ax.grid(True, alpha=0.3)
     ax.legend()
     ax.set_title(f"{d['name']}: fallback MX deferred queue (peak {dq['peak']:g})")

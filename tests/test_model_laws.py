@@ -87,3 +87,40 @@ def test_replications_give_confidence_intervals() -> None:
     lo, hi = lat["mean_ci95"]
     assert lo <= lat["mean"] <= hi
     assert d["hosts"]["gateway1.0"]["utilisation"]["cpu"]["mean_ci95"] is not None
+
+
+def test_shared_machine_carries_its_hosts_cpu() -> None:
+    """On the loopback testbed every host shares one machine's cores."""
+    s = load(SCENARIOS / "loopback-testbed.toml", {"population.mailboxes": 100_000})
+    d = simulate(s).to_dict()
+    (machine,) = d["machines"].values()
+    hosts_busy = sum(
+        h["utilisation"]["cpu"]["mean"] * h["utilisation"]["cpu"]["capacity"]
+        for h in d["hosts"].values()
+    )
+    assert hosts_busy > 0.1
+    assert machine["mean"] * machine["cores"] == pytest.approx(hosts_busy, rel=0.01)
+    for h in d["hosts"].values():
+        assert h["machine"] == "loopback"
+        assert h["utilisation"]["cpu"]["capacity"] == 1  # processes_per_host
+
+
+def test_tier_rates_and_cpu_match_the_offered_load_on_paper() -> None:
+    """Independent check against sim.offered (mean rates and mean CPU per message)."""
+    from sim.offered import tier_loads
+
+    s = load(SCENARIOS / "drive-network.toml", {
+        "workload.diurnal.inbound": "flat", "workload.diurnal.outbound": "flat",
+        "scenario.duration_h": 2.0, "scenario.warmup_h": 0.2, "population.mailboxes": 30_000,
+    })  # fmt: skip
+    d = simulate(s, seed=5).to_dict()
+    for name, offered in tier_loads(s).items():
+        hosts = [h for h in d["hosts"].values() if h["tier"] == name]
+        rate = sum(h["messages"] for h in hosts) / d["measured_s"]
+        if offered.mean > 0.5:  # enough messages for a tight estimate
+            assert rate == pytest.approx(offered.mean, rel=0.03), name
+    # gateway3: every message runs every stage, sizes are legit mail: U = X·S exactly on paper
+    g3 = [h for h in d["hosts"].values() if h["tier"] == "gateway3"]
+    busy = sum(h["utilisation"]["cpu"]["mean"] * h["utilisation"]["cpu"]["capacity"] for h in g3)
+    paper = tier_loads(s)["gateway3"]
+    assert busy == pytest.approx(paper.mean * paper.cpu_s_per_message, rel=0.05)

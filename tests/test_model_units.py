@@ -168,3 +168,70 @@ def test_spam_failing_spf_is_rejected_after_spf() -> None:
     assert hop.left - hop.arrived == pytest.approx(
         stage_time(s, s.mx, "smtp_receive") + stage_time(s, s.mx, "spf"), abs=1e-12
     )
+
+
+def test_dead_site_is_throttled_after_a_connect_timeout() -> None:
+    s = scenario(**{
+        "failures.remote_outage": [
+            {"domain": "bigmail.example", "start_h": 0.0, "duration_h": 100.0}
+        ],
+        "retry.max_queue_lifetime_s": 600.0,  # both bounce soon: their hop records end
+        "gateways.gateway3.hosts": 1,  # the throttle is per host: make both use the same one
+    })  # fmt: skip
+    bigmail = [d.name for d in s.internet.domains].index("bigmail.example")
+    p = Probe(s, "outbound", horizon=7200.0)
+    p.msg.domain = bigmail
+    p.model.run(until=100.0)  # the first message has timed out at gateway3 by now
+    second = p.model.new_message("outbound", False, 100.0, size=SIZE, probe=True)
+    second.domain = bigmail
+    p.run()
+    g3_first, g3_second = (t for h, t in p.attempts if h.startswith("gateway3"))
+    throttle_end = g3_first + s.tiers["gateway3"].connect_timeout_s + s.retry.minimal_backoff_s
+    assert g3_second < throttle_end
+    hop = next(h for h in p.hops if h.msg_id == f"m{second.id}" and h.host.startswith("gateway4"))
+    # no connect timeout this time: straight to the fallback over the LAN
+    assert hop.arrived == pytest.approx(g3_second + lan(s), abs=1e-9)
+
+
+def test_pop_poll_costs_and_retrieval_time() -> None:
+    """The copy is fetched at the mailbox's next poll, after the POP CPU work."""
+    interval = 600.0
+    s = load(BASE, {  # no other mail, but every mailbox has a polling client
+        "population.mailboxes": 10, "pop.active_share": 1.0, "pop.interval_s": interval,
+        "workload.inbound_per_mailbox_day": 0.0, "workload.outbound_per_mailbox_day": 0.0,
+    })  # fmt: skip
+    p = Probe(s, "inbound", horizon=3000.0)
+    p.msg.counted = True  # so that its retrieval lands in the histogram
+    boxes = p.model.mailboxes
+    polls: list[float] = []
+    real_poll = boxes._poll
+
+    def spy(box: int) -> None:
+        polls.append(p.model.env.now)
+        real_poll(box)
+
+    boxes._poll = spy  # type: ignore[method-assign]
+    p.run()
+    (msg,) = p.msgs
+    assert msg.in_mailbox is not None
+    (poll,) = polls
+    assert msg.in_mailbox < poll <= msg.in_mailbox + interval
+    cost = s.mailbox_server.cost
+    cpu = cost("pop_session").cpu_s.mean + cost("pop_retrieve").cpu_s.mean
+    cpu += cost("pop_retrieve").cpu_per_kb_s * SIZE
+    h = p.model.hists["inbound"]["sent_to_retrieved"]
+    assert h.count == 1
+    assert h.max == pytest.approx(poll + cpu - msg.sent, abs=1e-12)
+    assert boxes.pending == {}
+
+
+def test_dns_slow_adds_to_every_lookup() -> None:
+    extra = 0.25
+    s = scenario(**{"failures.dns_slow": [{"start_h": 0.0, "duration_h": 1.0, "extra_s": extra}]})
+    p = Probe(s, "inbound")
+    p.run()
+    hop = next(h for h in p.hops if h.host.startswith(s.mx))
+    for stage in ("spf", "dkim_verify"):
+        lookups = s.tiers[s.mx].cost(stage).dns_lookups
+        expected = stage_time(s, s.mx, stage) + lookups * extra
+        assert hop.stages[stage].elapsed == pytest.approx(expected, abs=1e-12)
