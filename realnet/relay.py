@@ -177,8 +177,13 @@ class Relay:
                 config.state_dir / config.spool_name / _spool_leaf(config), fsync=config.fsync
             )
         )
+        # as many idle connections per next hop as deliveries may run at once, so that a
+        # burst does not close connections only to open them again
         self.pool = ConnectionPool(
-            helo=config.hostname, source=config.bind, timeout=config.connect_timeout_s
+            helo=config.hostname,
+            source=config.bind,
+            timeout=config.connect_timeout_s,
+            max_idle=config.delivery_concurrency,
         )
         self._server: asyncio.AbstractServer | None = None
         self._sem: asyncio.Semaphore | None = None
