@@ -222,7 +222,7 @@ def format_result(r: ProbeResult) -> str:
         f"  SPF {r.spf}, DKIM {r.dkim}"
         + (f" (signed by d={r.dkim_signer})" if r.dkim_signer else ""),
         f"  Authentication-Results: {r.authentication_results}",
-        f"  {'hop':<24}{'arrived':>9}{'250 at':>9}{'left':>9}  {'outcome':<9} stages (ms)",
+        f"  {'hop':<36}{'arrived':>9}{'250 at':>9}{'left':>9}  {'outcome':<9} stages (ms)",
     ]
     for h in r.hops:
         stages = ", ".join(f"{k} {v:.2f}" for k, v in h.stages_ms.items())
@@ -231,7 +231,7 @@ def format_result(r: ProbeResult) -> str:
             return "-" if v is None else f"{v:.1f}"
 
         lines.append(
-            f"  {h.host + ' -> ' + (h.next_hop or '?'):<24}{f(h.arrived_ms):>9}"
+            f"  {h.host + ' -> ' + (h.next_hop or '?'):<36}{f(h.arrived_ms):>9}"
             f"{f(h.accepted_ms):>9}{f(h.left_ms):>9}  {h.outcome:<9} {stages}"
         )
     lines.append("  (times in ms after the PC started sending)")

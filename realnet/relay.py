@@ -618,7 +618,7 @@ class Relay:
             return
         await self.spool.remove(entry.id)
         if record is not None:
-            record.left = time.time()
+            record.left = t1  # the next hop's 250 (HopRecord.left), not our removal after it
             if not done:
                 record.outcome = "bounced"
             elif not c.next_hop and hop != c.fallback_name and hop not in c.local_domains:
