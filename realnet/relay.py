@@ -43,6 +43,8 @@ from typing import Any
 
 import dns.asyncresolver
 import dns.exception
+import dns.name
+import dns.rdatatype
 import dns.resolver
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
@@ -487,8 +489,17 @@ class Relay:
         try:
             answer = await self._resolver.resolve(domain, "MX")
             mxs = sorted(answer, key=lambda r: (r.preference, random.random()))
+            # the server sends the MX hosts' A records along (additional section):
+            # use them and ask only for the ones it left out
+            glue: dict[dns.name.Name, list[str]] = {}
+            for rrset in answer.response.additional:
+                if rrset.rdtype == dns.rdatatype.A:
+                    glue.setdefault(rrset.name, []).extend(r.address for r in rrset)
             addresses: list[str] = []
             for mx in mxs:
+                if mx.exchange in glue:
+                    addresses.extend(glue[mx.exchange])
+                    continue
                 a = await self._resolver.resolve(mx.exchange.to_text(), "A")
                 addresses.extend(r.address for r in a)
         except dns.resolver.NXDOMAIN:
