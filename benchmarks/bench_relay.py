@@ -42,9 +42,9 @@ sys.path.insert(0, str(ROOT))
 
 from realnet.stockpostfix import StockPostfix, available  # noqa: E402
 
-SINK = ("127.71.0.9", 2626)
-OURS = ("127.71.0.1", 2625)
-POSTFIX = ("127.71.0.2", 2625)
+SINK = ("127.121.0.9", 2626)
+OURS = ("127.121.0.1", 2625)
+POSTFIX = ("127.121.0.2", 2625)
 
 
 def wait_port(host: str, port: int, timeout: float = 20.0) -> None:
@@ -184,7 +184,7 @@ def probe_p50(count: int) -> dict[str, float]:
 
     bed = Testbed(
         ROOT / "scenarios" / "loopback-testbed.toml",
-        overrides={"realnet.address_prefix": "127.72", "realnet.dns_address": "127.72.255.53"},
+        overrides={"realnet.address_prefix": "127.122", "realnet.dns_address": "127.122.255.53"},
     )
     with bed:
         probe_once(bed.scenario, bed.state_dir)  # warm-up: AUTH cache, connections
