@@ -128,7 +128,7 @@ class Testbed:
         logs = self.state_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log = (logs / f"{host}.log").open("ab")
-        env = {**os.environ, "PYTHONPATH": _pythonpath()}
+        env = {**os.environ, "PYTHONPATH": _pythonpath(), "MAILGATE_SUPERVISED": "1"}
         cmd = [
             sys.executable,
             "-m",
@@ -145,7 +145,12 @@ class Testbed:
             ",".join(self.external_mx),
         ]
         self.procs[host] = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            preexec_fn=_die_with_parent,
         )
         log.close()
         if wait:
@@ -246,6 +251,18 @@ class Testbed:
         (self.state_dir / "realnet.json").write_text(json.dumps(state, indent=2))
         RUNNING_DIR.mkdir(exist_ok=True)
         (RUNNING_DIR / f"{self.scenario.scenario.name}.json").write_text(json.dumps(state))
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM us if the supervisor dies (Linux prctl).
+
+    So a supervisor killed with SIGKILL still leaves no host behind.
+    """
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _pythonpath() -> str:
