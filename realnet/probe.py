@@ -101,23 +101,32 @@ def submit(
 def fetch(
     plan: AddressPlan, user: str, password: str, marker: bytes, timeout_s: float
 ) -> bytes | None:
-    """Poll POP3 until a message containing ``marker`` is there; retrieve and delete it."""
+    """Poll POP3 until a message whose headers contain ``marker`` is there; RETR + DELE it.
+
+    Messages seen in an earlier poll are skipped by UIDL, new ones are looked at
+    with ``TOP n 0`` (headers only), so a full maildrop does not slow the probe.
+    """
     rn = plan.scenario.realnet
     host = plan.host_address(f"{MAILBOX}.0")
     deadline = time.monotonic() + timeout_s
+    seen: set[bytes] = set()
     while time.monotonic() < deadline:
         pop = poplib.POP3(host, rn.pop3_port, timeout=10)
         try:
             pop.user(user)
             pop.pass_(password)
-            count, _ = pop.stat()
-            for i in range(count, 0, -1):  # newest last in the listing
-                _, lines, _ = pop.retr(i)
-                raw = b"\r\n".join(lines)
-                if marker in raw:
-                    pop.dele(i)
+            _, listing, _ = pop.uidl()
+            for line in reversed(listing):  # newest last in the listing
+                number, uid = line.split(maxsplit=1)
+                if uid in seen:
+                    continue
+                seen.add(uid)
+                _, head, _ = pop.top(int(number), 0)
+                if marker in b"\r\n".join(head):
+                    _, lines, _ = pop.retr(int(number))
+                    pop.dele(int(number))
                     pop.quit()
-                    return raw
+                    return b"\r\n".join(lines)
             pop.quit()
         finally:
             with contextlib.suppress(Exception):
