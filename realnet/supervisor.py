@@ -304,7 +304,9 @@ def up_command(args: Any) -> int:
     def on_signal(signum: int, frame: Any) -> None:
         stop["now"] = True
 
-    previous = signal.signal(signal.SIGTERM, on_signal)
+    # both signals only set a flag: a Ctrl-C landing anywhere (even mid-start) ends in
+    # the same orderly stop, never in a KeyboardInterrupt half-way through it
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         with testbed:
             print(f"realnet {testbed.scenario.scenario.name}: state dir {testbed.state_dir}")
@@ -318,19 +320,17 @@ def up_command(args: Any) -> int:
                 f"POP3 {testbed.pop3[0]}:{rn.pop3_port}"
             )
             print("running; Ctrl-C to stop", flush=True)
-            try:
-                while not stop["now"]:
-                    for host, proc in testbed.procs.items():
-                        if proc.poll() is not None:
-                            print(f"{host} exited with {proc.returncode}", file=sys.stderr)
-                            return 1
-                    time.sleep(0.2)
-            except KeyboardInterrupt:
-                pass
+            while not stop["now"]:
+                for host, proc in testbed.procs.items():
+                    if proc.poll() is not None:
+                        print(f"{host} exited with {proc.returncode}", file=sys.stderr)
+                        return 1
+                time.sleep(0.2)
             print("stopping", flush=True)
     except TestbedError as e:
         raise UserError(str(e)) from None
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         testbed.cleanup()
     return 0
