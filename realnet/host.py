@@ -4,7 +4,9 @@
 authoritative DNS server) or ``remote`` (every remote MX sink). The process
 binds its own loopback address from the ``AddressPlan``, so killing it is a
 host failure. When its servers listen it writes ``run/<ID>.ready`` (its pid)
-in the state dir; it stops cleanly on SIGTERM or SIGINT.
+in the state dir; it stops cleanly on SIGTERM (or SIGINT when run by hand;
+under the supervisor, which sets ``MAILGATE_SUPERVISED``, Ctrl-C is the
+supervisor's to handle).
 """
 
 from __future__ import annotations
@@ -59,8 +61,13 @@ async def serve(
     service = build_service(scenario, plan, host_id, state_dir, skip)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    if os.environ.get("MAILGATE_SUPERVISED"):
+        # Ctrl-C in the terminal reaches the whole process group: the supervisor
+        # alone decides, and stops us by PID with SIGTERM
+        loop.add_signal_handler(signal.SIGINT, lambda: None)
+    else:
+        loop.add_signal_handler(signal.SIGINT, stop.set)
     await service.start()
     run = state_dir / "run"
     run.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,10 @@ from typing import Any
 
 from realnet.addresses import AddressPlan
 from realnet.gateways import relay_config
-from realnet.relay import Incoming, Policy, Relay, Tracer, parse_trace
+from realnet.message import parse_trace
+from realnet.policy import Incoming, Policy
+from realnet.relay import Relay
+from realnet.tracing import Tracer
 from sim.records import HopRecord, StageSpan
 from sim.topology import MAILBOX, Scenario
 

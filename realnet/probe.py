@@ -101,23 +101,32 @@ def submit(
 def fetch(
     plan: AddressPlan, user: str, password: str, marker: bytes, timeout_s: float
 ) -> bytes | None:
-    """Poll POP3 until a message containing ``marker`` is there; retrieve and delete it."""
+    """Poll POP3 until a message whose headers contain ``marker`` is there; RETR + DELE it.
+
+    Messages seen in an earlier poll are skipped by UIDL, new ones are looked at
+    with ``TOP n 0`` (headers only), so a full maildrop does not slow the probe.
+    """
     rn = plan.scenario.realnet
     host = plan.host_address(f"{MAILBOX}.0")
     deadline = time.monotonic() + timeout_s
+    seen: set[bytes] = set()
     while time.monotonic() < deadline:
         pop = poplib.POP3(host, rn.pop3_port, timeout=10)
         try:
             pop.user(user)
             pop.pass_(password)
-            count, _ = pop.stat()
-            for i in range(count, 0, -1):  # newest last in the listing
-                _, lines, _ = pop.retr(i)
-                raw = b"\r\n".join(lines)
-                if marker in raw:
-                    pop.dele(i)
+            _, listing, _ = pop.uidl()
+            for line in reversed(listing):  # newest last in the listing
+                number, uid = line.split(maxsplit=1)
+                if uid in seen:
+                    continue
+                seen.add(uid)
+                _, head, _ = pop.top(int(number), 0)
+                if marker in b"\r\n".join(head):
+                    _, lines, _ = pop.retr(int(number))
+                    pop.dele(int(number))
                     pop.quit()
-                    return raw
+                    return b"\r\n".join(lines)
             pop.quit()
         finally:
             with contextlib.suppress(Exception):
@@ -222,7 +231,7 @@ def format_result(r: ProbeResult) -> str:
         f"  SPF {r.spf}, DKIM {r.dkim}"
         + (f" (signed by d={r.dkim_signer})" if r.dkim_signer else ""),
         f"  Authentication-Results: {r.authentication_results}",
-        f"  {'hop':<24}{'arrived':>9}{'250 at':>9}{'left':>9}  {'outcome':<9} stages (ms)",
+        f"  {'hop':<36}{'arrived':>9}{'250 at':>9}{'left':>9}  {'outcome':<9} stages (ms)",
     ]
     for h in r.hops:
         stages = ", ".join(f"{k} {v:.2f}" for k, v in h.stages_ms.items())
@@ -231,7 +240,7 @@ def format_result(r: ProbeResult) -> str:
             return "-" if v is None else f"{v:.1f}"
 
         lines.append(
-            f"  {h.host + ' -> ' + (h.next_hop or '?'):<24}{f(h.arrived_ms):>9}"
+            f"  {h.host + ' -> ' + (h.next_hop or '?'):<36}{f(h.arrived_ms):>9}"
             f"{f(h.accepted_ms):>9}{f(h.left_ms):>9}  {h.outcome:<9} {stages}"
         )
     lines.append("  (times in ms after the PC started sending)")

@@ -1,5 +1,10 @@
 """The relay core every realnet gateway is built from (aiosmtpd, asyncio).
 
+(Its parts live next door: ``realnet.policy`` what checks see and decide,
+``realnet.spool`` durability, ``realnet.smtpclient`` the next-hop client,
+``realnet.message`` header facts, ``realnet.tracing`` trace files,
+``realnet.dsn`` bounces.)
+
 One ``Relay`` is one SMTP service on one address: it receives a message,
 runs its gateway's ``Policy`` before answering (milter-style: the policy may
 reject with 550/451, quarantine or add headers), prepends ``Received:``,
@@ -26,153 +31,56 @@ import asyncio
 import contextlib
 import email.utils
 import ipaddress
-import json
 import logging
 import random
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import dns.asyncresolver
 import dns.exception
+import dns.name
+import dns.rdatatype
 import dns.resolver
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
+from realnet.dsn import make_dsn
+from realnet.message import (
+    TRACE_HEADER,
+    count_received,
+    domain_of,
+    header_block,
+    normalise_line_ends,
+    parse_trace,
+    trace_header,
+)
+from realnet.policy import Incoming, Policy, Verdict, in_thread
 from realnet.smtpclient import ConnectError, ConnectionPool, SmtpError
 from realnet.spool import Spool, SpoolEntry
+from realnet.tracing import Tracer, record_dict
 from sim.records import HopRecord, StageSpan
 
 log = logging.getLogger("realnet.relay")
 
-TRACE_HEADER = "X-Mailgate-Trace"
-_LINE_END = re.compile(rb"\r\n|\r|\n")
-_TRACE_RE = re.compile(rb"^X-Mailgate-Trace:[ \t]*([^\r\n]*)", re.IGNORECASE | re.MULTILINE)
-
-#: CPU-bound and blocking checks (pyspf, dkimpy, scanning, Maildir writes) run here,
-#: off the event loop, so one slow check does not stall every other session.
-_checks = ThreadPoolExecutor(max_workers=4, thread_name_prefix="checks")
-
-
-# ---------------------------------------------------------------- small helpers
-
-
-def normalise_line_ends(data: bytes) -> bytes:
-    """Every bare CR, bare LF or CRLF becomes CRLF."""
-    if b"\r" not in data.replace(b"\r\n", b"") and b"\n" not in data.replace(b"\r\n", b""):
-        return data
-    return _LINE_END.sub(b"\r\n", data)
-
-
-def header_block(data: bytes) -> bytes:
-    """The header section of a CRLF message (without the blank line)."""
-    end = data.find(b"\r\n\r\n")
-    return data if end < 0 else data[: end + 2]
-
-
-def count_received(data: bytes) -> int:
-    head = header_block(data)
-    return sum(1 for line in head.split(b"\r\n") if line[:9].lower() == b"received:")
-
-
-def domain_of(address: str) -> str:
-    return address.rpartition("@")[2].lower().rstrip(">")
-
-
-def parse_trace(data: bytes) -> tuple[str, str] | None:
-    """(trace id, flow) from the X-Mailgate-Trace header, if there is one."""
-    m = _TRACE_RE.search(header_block(data))
-    if not m:
-        return None
-    parts = m.group(1).decode("ascii", "replace").split(";")
-    flow = "inbound"
-    for part in parts[1:]:
-        key, _, value = part.strip().partition("=")
-        if key == "flow" and value:
-            flow = value
-    return parts[0].strip(), flow
-
-
-def trace_header(trace_id: str, flow: str) -> bytes:
-    return f"{TRACE_HEADER}: {trace_id}; flow={flow}\r\n".encode()
-
-
-async def in_thread(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
-    """Run ``fn`` in the checks pool; return its result and the CPU time it took."""
-
-    def timed() -> tuple[Any, float]:
-        c0 = time.thread_time()
-        result = fn(*args)
-        return result, time.thread_time() - c0
-
-    return await asyncio.get_running_loop().run_in_executor(_checks, timed)
-
-
-# ---------------------------------------------------------------- policy interface
-
-
-@dataclass
-class Verdict:
-    """What a policy decided: ``accept`` (default), ``reject`` or ``quarantine``."""
-
-    action: str = "accept"
-    reply: str = ""
-    reason: str = ""
-
-    @classmethod
-    def reject(cls, reply: str) -> Verdict:
-        return cls("reject", reply)
-
-    @classmethod
-    def quarantine(cls, reason: str) -> Verdict:
-        return cls("quarantine", reason=reason)
-
-
-@dataclass
-class Incoming:
-    """A message being received, as a policy sees it before the 250."""
-
-    host: str
-    client_ip: str
-    helo: str
-    mail_from: str
-    rcpt_tos: list[str]
-    data: bytes
-    trace_id: str
-    flow: str
-    authenticated: str | None = None
-    record: HopRecord | None = None
-    prepend: list[bytes] = field(default_factory=list)
-
-    async def stage(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run a blocking check in the thread pool and record it as stage ``name``."""
-        t0 = time.time()
-        result, cpu = await in_thread(fn, *args)
-        self.add_span(name, t0, time.time(), cpu)
-        return result
-
-    def add_span(self, name: str, start: float, end: float, cpu: float = 0.0) -> None:
-        if self.record is not None:
-            self.record.stages[name] = StageSpan(start, end, cpu)
-
-
-class Policy:
-    """A gateway's checks. The default accepts everything."""
-
-    async def check_rcpt(self, msg: Incoming, address: str) -> str | None:
-        """A reply to refuse one recipient (e.g. ``550 5.1.1``), or None."""
-        return None
-
-    async def check(self, msg: Incoming) -> Verdict | None:
-        """Run before the 250; may set ``msg.data`` and add ``msg.prepend`` headers."""
-        return None
-
-
-# ---------------------------------------------------------------- configuration
+# re-exported: gateways, tests and tools import these from the relay
+__all__ = [
+    "TRACE_HEADER",
+    "Incoming",
+    "Policy",
+    "Relay",
+    "RelayConfig",
+    "Tracer",
+    "Verdict",
+    "count_received",
+    "domain_of",
+    "header_block",
+    "normalise_line_ends",
+    "parse_trace",
+]
 
 
 @dataclass
@@ -220,23 +128,24 @@ class RelayConfig:
 # ---------------------------------------------------------------- the relay
 
 
-class Tracer:
-    """Appends HopRecords as JSON lines to ``traces/<host>.jsonl``."""
-
-    def __init__(self, state_dir: Path, host_id: str) -> None:
-        (state_dir / "traces").mkdir(parents=True, exist_ok=True)
-        # line-buffered: a killed host loses at most a partial line, never earlier ones
-        self._out = (state_dir / "traces" / f"{host_id}.jsonl").open("a", buffering=1)
-
-    def write(self, record: HopRecord) -> None:
-        self._out.write(json.dumps(_record_dict(record), separators=(",", ":")) + "\n")
-
-    def close(self) -> None:
-        self._out.close()
+#: ``<local@domain>`` in its plain form: the common case, parsed without the email package
+_SIMPLE_PATH = re.compile(r"<([A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.-]+)>")
 
 
 class _Protocol(SMTP):
     """aiosmtpd's SMTP with the connection time remembered (HopRecord.arrived)."""
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        # aiosmtpd parses every MAIL/RCPT path with email._header_value_parser (~10 % of a
+        # relay's CPU); plain <local@domain> paths take this fast path, the rest (quoted
+        # local parts, source routes, "<>") still go through aiosmtpd's own parser
+        m = _SIMPLE_PATH.match(arg.lstrip())
+        if m is None:
+            return super()._getaddr(arg)
+        local = m.group(1).rpartition("@")[0]
+        if self.local_part_limit and len(local) > self.local_part_limit:
+            return super()._getaddr(arg)
+        return m.group(1), arg.lstrip()[m.end() :].lstrip()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -270,8 +179,13 @@ class Relay:
                 config.state_dir / config.spool_name / _spool_leaf(config), fsync=config.fsync
             )
         )
+        # as many idle connections per next hop as deliveries may run at once, so that a
+        # burst does not close connections only to open them again
         self.pool = ConnectionPool(
-            helo=config.hostname, source=config.bind, timeout=config.connect_timeout_s
+            helo=config.hostname,
+            source=config.bind,
+            timeout=config.connect_timeout_s,
+            max_idle=config.delivery_concurrency,
         )
         self._server: asyncio.AbstractServer | None = None
         self._sem: asyncio.Semaphore | None = None
@@ -479,12 +393,12 @@ class Relay:
         )
         t0, c0 = time.time(), time.thread_time()
         # the record travels in the spool file, so a recovered message still gets its trace
-        entry.record = _record_dict(record)
+        entry.record = record_dict(record)
         entry.record["accepted"] = t0
         await self.spool.put(entry)
         record.accepted = time.time()
         record.stages["spool"] = StageSpan(t0, record.accepted, time.thread_time() - c0)
-        entry.record = _record_dict(record)
+        entry.record = record_dict(record)
         self._schedule(entry, 0.0)
         return f"250 2.0.0 Ok: queued as {entry_id}"
 
@@ -575,8 +489,17 @@ class Relay:
         try:
             answer = await self._resolver.resolve(domain, "MX")
             mxs = sorted(answer, key=lambda r: (r.preference, random.random()))
+            # the server sends the MX hosts' A records along (additional section):
+            # use them and ask only for the ones it left out
+            glue: dict[dns.name.Name, list[str]] = {}
+            for rrset in answer.response.additional:
+                if rrset.rdtype == dns.rdatatype.A:
+                    glue.setdefault(rrset.name, []).extend(r.address for r in rrset)
             addresses: list[str] = []
             for mx in mxs:
+                if mx.exchange in glue:
+                    addresses.extend(glue[mx.exchange])
+                    continue
                 a = await self._resolver.resolve(mx.exchange.to_text(), "A")
                 addresses.extend(r.address for r in a)
         except dns.resolver.NXDOMAIN:
@@ -700,13 +623,13 @@ class Relay:
             entry.rcpt_tos = pending
             entry.next_retry = t1 + self._backoff(entry.attempts)
             if record is not None:
-                entry.record = _record_dict(record)
+                entry.record = record_dict(record)
             await self.spool.update(entry)
             self._schedule(entry, entry.next_retry)
             return
         await self.spool.remove(entry.id)
         if record is not None:
-            record.left = time.time()
+            record.left = t1  # the next hop's 250 (HopRecord.left), not our removal after it
             if not done:
                 record.outcome = "bounced"
             elif not c.next_hop and hop != c.fallback_name and hop not in c.local_domains:
@@ -738,7 +661,7 @@ class Relay:
         )
         now = time.time()
         record = HopRecord(trace_id, flow, self.config.host_id, len(data) / 1024, now, now)
-        dsn.record = _record_dict(record)
+        dsn.record = record_dict(record)
         await self.spool.put(dsn)  # type: ignore[union-attr]
         self._schedule(dsn, 0.0)
 
@@ -750,59 +673,3 @@ def _reverse_path(address: str | None) -> str:
 
 def _spool_leaf(config: RelayConfig) -> str:
     return config.host_id if not config.worker else f"{config.host_id}-w{config.worker}"
-
-
-def _record_dict(record: HopRecord) -> dict[str, Any]:
-    """``asdict(record)`` without its deep copies (a hot path: twice per message)."""
-    return {
-        "msg_id": record.msg_id,
-        "flow": record.flow,
-        "host": record.host,
-        "size_kb": record.size_kb,
-        "arrived": record.arrived,
-        "accepted": record.accepted,
-        "left": record.left,
-        "outcome": record.outcome,
-        "next_hop": record.next_hop,
-        "stages": {
-            k: {"start": v.start, "end": v.end, "cpu_s": v.cpu_s} for k, v in record.stages.items()
-        },
-    }
-
-
-def make_dsn(hostname: str, entry: SpoolEntry, failed: dict[str, SmtpError]) -> bytes:
-    """A delivery status notification: human text, per-recipient status, original headers."""
-    boundary = uuid.uuid4().hex
-    per_rcpt = "".join(
-        f"Final-Recipient: rfc822; {r}\r\nAction: failed\r\n"
-        f"Status: {_status(e)}\r\nDiagnostic-Code: smtp; {e.code} {e.text}\r\n\r\n"
-        for r, e in failed.items()
-    )
-    text = "".join(f"<{r}>: {e.code} {e.text}\r\n" for r, e in failed.items())
-    head = header_block(entry.data)
-    out = (
-        f"From: Mail Delivery System <MAILER-DAEMON@{hostname}>\r\n"
-        f"To: <{entry.mail_from}>\r\n"
-        f"Subject: Undelivered Mail Returned to Sender\r\n"
-        f"Date: {email.utils.formatdate()}\r\n"
-        f"Message-ID: <{uuid.uuid4().hex}@{hostname}>\r\n"
-        f"Auto-Submitted: auto-replied\r\n"
-        f"MIME-Version: 1.0\r\n"
-        f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"\r\n'
-        f"\r\n--{boundary}\r\nContent-Type: text/plain\r\n\r\n"
-        f"Your message could not be delivered to these recipients:\r\n\r\n{text}"
-        f"\r\n--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n"
-        f"Reporting-MTA: dns; {hostname}\r\n\r\n{per_rcpt}"
-        f"--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n"
-    ).encode()
-    return out + head + f"\r\n--{boundary}--\r\n".encode()
-
-
-def _status(e: SmtpError) -> str:
-    m = re.match(r"([245]\.\d{1,3}\.\d{1,3})", e.text)
-    if m:
-        return m.group(1)
-    return "5.0.0" if e.permanent else "4.0.0"
-
-
-AsyncCheck = Callable[[Incoming], Awaitable[Verdict | None]]

@@ -29,7 +29,7 @@ import numpy as np
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from realnet.addresses import AddressPlan
-from realnet.relay import normalise_line_ends, parse_trace
+from realnet.message import normalise_line_ends, parse_trace
 from sim.records import HopRecord, StageSpan
 from sim.topology import Scenario
 
@@ -37,7 +37,7 @@ CONTROL_FILE = "control.json"
 
 
 def set_behaviour(state_dir: Path, domain: str, mode: str, seconds: float = 1e9) -> None:
-    """Make ``domain``'s sink ``tempfail``, ``reject``, be ``down`` or ``accept`` for ``seconds``."""
+    """Make ``domain``'s sink ``tempfail``, ``reject``, be ``down`` or ``accept`` a while."""
     path = Path(state_dir) / "remote" / CONTROL_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     control = json.loads(path.read_text()) if path.exists() else {}

@@ -128,7 +128,7 @@ class Testbed:
         logs = self.state_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log = (logs / f"{host}.log").open("ab")
-        env = {**os.environ, "PYTHONPATH": _pythonpath()}
+        env = {**os.environ, "PYTHONPATH": _pythonpath(), "MAILGATE_SUPERVISED": "1"}
         cmd = [
             sys.executable,
             "-m",
@@ -145,7 +145,12 @@ class Testbed:
             ",".join(self.external_mx),
         ]
         self.procs[host] = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            preexec_fn=_die_with_parent,
         )
         log.close()
         if wait:
@@ -248,6 +253,18 @@ class Testbed:
         (RUNNING_DIR / f"{self.scenario.scenario.name}.json").write_text(json.dumps(state))
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM us if the supervisor dies (Linux prctl).
+
+    So a supervisor killed with SIGKILL still leaves no host behind.
+    """
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def _pythonpath() -> str:
     parts = [str(PROJECT_ROOT)]
     if os.environ.get("PYTHONPATH"):
@@ -287,7 +304,9 @@ def up_command(args: Any) -> int:
     def on_signal(signum: int, frame: Any) -> None:
         stop["now"] = True
 
-    previous = signal.signal(signal.SIGTERM, on_signal)
+    # both signals only set a flag: a Ctrl-C landing anywhere (even mid-start) ends in
+    # the same orderly stop, never in a KeyboardInterrupt half-way through it
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         with testbed:
             print(f"realnet {testbed.scenario.scenario.name}: state dir {testbed.state_dir}")
@@ -301,19 +320,17 @@ def up_command(args: Any) -> int:
                 f"POP3 {testbed.pop3[0]}:{rn.pop3_port}"
             )
             print("running; Ctrl-C to stop", flush=True)
-            try:
-                while not stop["now"]:
-                    for host, proc in testbed.procs.items():
-                        if proc.poll() is not None:
-                            print(f"{host} exited with {proc.returncode}", file=sys.stderr)
-                            return 1
-                    time.sleep(0.2)
-            except KeyboardInterrupt:
-                pass
+            while not stop["now"]:
+                for host, proc in testbed.procs.items():
+                    if proc.poll() is not None:
+                        print(f"{host} exited with {proc.returncode}", file=sys.stderr)
+                        return 1
+                time.sleep(0.2)
             print("stopping", flush=True)
     except TestbedError as e:
         raise UserError(str(e)) from None
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         testbed.cleanup()
     return 0

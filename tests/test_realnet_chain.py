@@ -348,3 +348,16 @@ def test_permanent_refusal_bounces_a_dsn_back_to_the_sender(testbed: Testbed) ->
     assert b"Action: failed" in dsn and b"Status: 5.1.1" in dsn
     assert b"Final-Recipient: rfc822; nobody@carrier.example" in dsn
     assert re.search(rb"Authentication-Results: [^\r\n]*spf=pass", dsn)  # HELO check of <>
+
+
+def test_ed25519_signing_is_selectable(tmp_path: Path) -> None:
+    prefix = f"127.{random.randrange(100, 120)}"
+    overrides = {
+        "realnet.address_prefix": prefix,
+        "realnet.dns_address": f"{prefix}.255.53",
+        "realnet.dkim_algorithm": "ed25519-sha256",
+    }
+    hosts = ["mailbox.0", "gateway0.0", "gateway1.0", "gateway2.0", "gateway3.0"]
+    with Testbed(SCENARIO, overrides=overrides, state_dir=tmp_path, hosts=hosts) as bed:
+        result = probe_once(bed.scenario, bed.state_dir)
+    assert result.dkim == "pass" and "header.a=ed25519-sha256" in result.authentication_results

@@ -112,3 +112,39 @@ def test_up_then_probe_use_running_then_stop_leaves_nothing(tmp_path: Path) -> N
 def test_probe_without_running_testbed_is_a_user_error(tmp_path: Path) -> None:
     run = mailgate("realnet", "probe", str(overlay(tmp_path)), "--use-running")
     assert run.returncode == 2 and "no running testbed" in run.stderr
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "supervisor-killed"])
+def test_up_leaves_nothing_behind(tmp_path: Path, how: str) -> None:
+    """Ctrl-C reaches the whole process group; a SIGKILLed supervisor takes its hosts along."""
+    up = subprocess.Popen(
+        [sys.executable, "-m", "mailgate", "realnet", "up", str(overlay(tmp_path))],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        start_new_session=True,  # its own process group, like a terminal's foreground job
+    )
+    try:
+        assert up.stdout is not None
+        for line in up.stdout:
+            if line.startswith("running"):
+                break
+        hosts = children_of(up.pid)
+        assert hosts
+        if how == "ctrl-c":
+            os.killpg(up.pid, signal.SIGINT)
+            assert up.wait(timeout=30) == 0
+        else:
+            up.kill()
+            up.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in hosts):
+            time.sleep(0.1)
+        assert [p for p in hosts if Path(f"/proc/{p}").exists()] == []
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+        if up.stdout is not None:
+            up.stdout.close()

@@ -459,3 +459,27 @@ def test_forged_authentication_results_from_our_domain_are_removed() -> None:
         b"Authentication-Results: mx.other.example; spf=fail\r\n"
         b"Subject: s\r\n\r\nAuthentication-Results: ours.example; body is untouched\r\n"
     )
+
+
+def test_fast_path_parser_agrees_with_aiosmtpd() -> None:
+    from aiosmtpd.smtp import SMTP
+
+    from realnet.relay import _Protocol
+
+    loop = asyncio.new_event_loop()
+    try:
+        ours, theirs = _Protocol(object(), loop=loop), SMTP(object(), loop=loop)
+        for arg in [
+            "<a@b.example>",
+            "<a@b.example> SIZE=123 BODY=8BITMIME",
+            " <x.y+z@q-r.example>  SIZE=1",
+            "<a@b.example>SIZE=1",
+            "<>",
+            '<"q x"@b.example>',
+            "a@b.example",
+            "<@route:a@b.example>",
+            "<" + "l" * 70 + "@b.example>",
+        ]:
+            assert ours._getaddr(arg) == theirs._getaddr(arg), arg
+    finally:
+        loop.close()
