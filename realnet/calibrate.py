@@ -457,30 +457,31 @@ def find_saturation(
     start_rate: float = 4.0,
     factor: float = 1.5,
     max_steps: int = 10,
+    refine: int = 2,
     follow: float = 0.85,
     explode: float = 10.0,
     host_busy: float = 0.9,
 ) -> Saturation:
-    """Ramp the offered load until completed throughput stops following it
-    (below ``follow`` × the messages actually scheduled) or p95 send → in
-    mailbox exceeds ``explode`` × its value at the first step (and 1 s).
-    Bounded by ``max_steps``.
+    """Ramp the offered load ×``factor`` until completed throughput stops
+    following it (below ``follow`` × the messages actually scheduled) or p95
+    send → in mailbox exceeds ``explode`` × its value at the first step (and
+    1 s); then ``refine`` bisection steps between the last good and the first
+    failing rate. Bounded: at most ``max_steps + refine`` runs.
 
-    The saturation throughput is the largest completed throughput seen; what
+    The saturation throughput is the largest completed throughput of a step
+    that kept up, or of one that lagged (its throughput is the ceiling); what
     saturates first is the host whose process was at least ``host_busy`` of a
-    core at the last step, else ``machine`` (see ``saturated_first``).
+    core at the first failing step, else ``machine`` (see ``saturated_first``).
     """
     steps: list[dict[str, Any]] = []
-    rate, base_p95 = start_rate, None
-    best = 0.0
-    last: Point | None = None
-    for _ in range(max_steps):
+    base: list[float] = []
+
+    def step(rate: float) -> tuple[bool, Point]:
         point = run(rate)
-        last = point
         p95 = _pooled_p95(point)
-        base_p95 = base_p95 if base_p95 is not None else p95
-        best = max(best, point.throughput)
-        exploded = p95 is not None and base_p95 is not None and p95 > max(explode * base_p95, 1.0)
+        if not base and p95 is not None:
+            base.append(p95)
+        exploded = p95 is not None and bool(base) and p95 > max(explode * base[0], 1.0)
         lagging = point.throughput < follow * point.extra.get("offered", rate)
         steps.append(
             {
@@ -492,11 +493,27 @@ def find_saturation(
                 "exploded": exploded,
             }
         )
-        if lagging or exploded:
+        return lagging or exploded, point
+
+    good, bad, failed = 0.0, math.inf, None
+    rate = start_rate
+    for _ in range(max_steps):
+        failing, point = step(rate)
+        if failing:
+            bad, failed = rate, point
             break
+        good, failed = rate, point
         rate *= factor
-    assert last is not None
-    return Saturation(best, saturated_first(last.utilisation, host_busy), "ramp", steps)
+    for _ in range(refine if good and math.isfinite(bad) else 0):
+        mid = math.sqrt(good * bad)
+        failing, point = step(mid)
+        if failing:
+            bad, failed = mid, point
+        else:
+            good = mid
+    best = max((s["throughput"] for s in steps if s["lagging"] or not s["exploded"]), default=0.0)
+    assert failed is not None
+    return Saturation(best, saturated_first(failed.utilisation, host_busy), "ramp", steps)
 
 
 def saturated_first(utilisation: Mapping[str, float], host_busy: float = 0.9) -> str:

@@ -123,7 +123,9 @@ def test_find_saturation_ramps_until_throughput_stops_following() -> None:
     sat = find_saturation(fake, start_rate=4, factor=1.5, max_steps=10)
     assert sat.throughput == pytest.approx(capacity)
     assert sat.first_host == "mailbox.0"
-    assert calls[-1] * 0.85 > capacity and len(calls) <= 10
+    assert max(calls) * 0.85 > capacity and len(calls) <= 10 + 2  # ramp + bisection
+    assert len(calls) == len(sat.steps)
+    assert any(abs(r - capacity) / capacity < 0.1 for r in calls)  # bisection got close
     few = find_saturation(fake, start_rate=1, factor=1.01, max_steps=3)
     assert len(few.steps) == 3  # bounded
     assert few.first_host == "machine"  # no host near a full core: the machine ran out
