@@ -165,7 +165,12 @@ def stage_profile(
         for name, span in hop.stages.items():
             stages[tier][name].append(span.elapsed)
         if hop.accepted is not None:
-            parts[tier]["receive"].append(hop.accepted - hop.arrived)
+            receive = hop.accepted - hop.arrived
+            parts[tier]["receive"].append(receive)
+            # per hop: a tier's hops do not all run the same stages (mailbox: submission
+            # or delivery into a Maildir), so this cannot come from the stage means
+            staged = sum(sp.elapsed for n, sp in hop.stages.items() if n not in DELIVERY_STAGES)
+            parts[tier]["unattributed"].append(receive - staged)
             path[hop.msg_id].append(hop)
     for visits in path.values():
         visits.sort(key=lambda h: h.arrived)
@@ -292,15 +297,9 @@ def departures(meas: Point, mod: Point, top: int = 3) -> list[dict[str, Any]]:
             if stage != "deliver" and stage in model_stages:
                 row(tier, stage, m, model_stages[stage])
         m_parts, d_parts = meas.residence.get(tier, {}), mod.residence.get(tier, {})
-        if "receive" in m_parts and "receive" in d_parts:
+        if "unattributed" in m_parts and "unattributed" in d_parts:
             # before the 250, not inside any stage: dialogue gaps, waiting for a core
-            m_rest = m_parts["receive"] - sum(
-                v for k, v in stages.items() if k not in DELIVERY_STAGES
-            )
-            d_rest = d_parts["receive"] - sum(
-                v for k, v in model_stages.items() if k not in DELIVERY_STAGES
-            )
-            row(tier, "(unattributed before 250)", m_rest, d_rest)
+            row(tier, "(unattributed before 250)", m_parts["unattributed"], d_parts["unattributed"])
         if "handoff" in m_parts and "handoff" in d_parts:
             row(tier, "(hand-off: queue + deliver)", m_parts["handoff"], d_parts["handoff"])
     out.sort(key=lambda r: abs(r["gap_s"]), reverse=True)

@@ -26,11 +26,13 @@ from realnet.calibrate import (
     model_saturation,
     parse_rates,
     relative_error,
+    stage_profile,
     utilisation_law_saturation,
     write_outputs,
 )
 from realnet.fit import Fit
 from realnet.loadgen import flow_shares
+from sim.records import HopRecord, StageSpan
 from sim.scenario import load
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,16 +88,31 @@ def test_compare_does_not_judge_a_handful_of_samples() -> None:
 def test_departures_name_the_stage_that_is_off() -> None:
     stage_m = {"gateway3": {"smtp_receive": 0.002, "dkim_sign": 0.007, "spool": 0.003}}
     stage_d = {"gateway3": {"smtp_receive": 0.002, "dkim_sign": 0.020, "spool": 0.003}}
-    parts_m = {"gateway3": {"receive": 0.013, "handoff": 0.010}}
-    parts_d = {"gateway3": {"receive": 0.026, "handoff": 0.010}}
+    parts_m = {"gateway3": {"receive": 0.013, "unattributed": 0.001, "handoff": 0.010}}
+    parts_d = {"gateway3": {"receive": 0.026, "unattributed": 0.001, "handoff": 0.010}}
     m = point(10, 0.01, 0.02, stage_means=stage_m, residence=parts_m)
     d = point(10, 0.01, 0.02, stage_means=stage_d, residence=parts_d)
-    top = departures(m, d)
+    top = departures(m, d, top=10)
     assert (top[0]["tier"], top[0]["stage"]) == ("gateway3", "dkim_sign")
     assert top[0]["gap_s"] == pytest.approx(0.013)
     # the stages explain the whole receive time: nothing unattributed differs
     rest = next(r for r in top if r["stage"].startswith("(unattributed"))
     assert rest["gap_s"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_stage_profile_per_hop_unattributed_and_hand_off_to_next_250() -> None:
+    g0 = HopRecord("m1", "inbound", "gateway0.0", 4.0, 0.0, accepted=0.010, left=0.025)
+    g0.stages = {"smtp_receive": StageSpan(0.0, 0.003), "spf": StageSpan(0.004, 0.006)}
+    g0.stages["deliver"] = StageSpan(0.011, 0.021)  # after the 250: not in unattributed
+    g1 = HopRecord("m1", "inbound", "gateway1.1", 4.0, 0.012, accepted=0.020, left=0.030)
+    g1.stages = {"smtp_receive": StageSpan(0.012, 0.020)}
+    pop = HopRecord("m1", "inbound", "mailbox.0", 0.0, 0.5, left=0.6, outcome="retrieved")
+    pop.stages = {"pop_retrieve": StageSpan(0.55, 0.6)}
+    means, parts = stage_profile([g1, pop, g0])
+    assert parts["gateway0"]["unattributed"] == pytest.approx(0.010 - 0.005)
+    assert parts["gateway0"]["handoff"] == pytest.approx(0.020 - 0.010)  # to the next 250
+    assert parts["gateway1"]["handoff"] == pytest.approx(0.030 - 0.020)  # last hop: to left
+    assert "mailbox" not in means  # POP retrievals are not a hop of the path
 
 
 def test_utilisation_law_saturation_host_or_machine() -> None:
