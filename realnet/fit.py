@@ -66,6 +66,7 @@ class StageFit:
     residual_std_s: float
     wait_mean_s: float  # elapsed - cpu
     wait_p95_s: float
+    wait_median_s: float
     wait_kind: str  # dns | disk | peer | other
     source: str = "trace"  # trace | utilisation law | measured in-process
 
@@ -179,6 +180,7 @@ def fit_stage(tier: str, stage: str, rows: list[tuple[float, float, float]]) -> 
         residual_std_s=residual_std,
         wait_mean_s=float(waits.mean()),
         wait_p95_s=float(np.quantile(waits, 0.95)),
+        wait_median_s=float(np.median(waits)),
         wait_kind=_wait_kind(stage),
     )
 
@@ -340,18 +342,19 @@ def _set_cpu(sf: StageFit, cpu_s: float) -> None:
 def add_measured_stage(fit: Fit, tier: str, stage: str, cpu_s: float, n: int = 1) -> None:
     """A stage the traces do not show, measured another way (e.g. POP login's scrypt)."""
     fit.stages[(tier, stage)] = StageFit(
-        tier,
-        stage,
-        n,
-        cpu_s,
-        0.0,
-        0.0,
-        0.0,
-        float("nan"),
-        0.0,
-        0.0,
-        0.0,
-        "peer",
+        tier=tier,
+        stage=stage,
+        n=n,
+        cpu_fixed_s=cpu_s,
+        cpu_per_kb_s=0.0,
+        cpu_cv=0.0,
+        cpu_sigma=0.0,
+        r2=float("nan"),
+        residual_std_s=0.0,
+        wait_mean_s=0.0,
+        wait_p95_s=0.0,
+        wait_median_s=0.0,
+        wait_kind="peer",
         source="measured in-process",
     )
 
@@ -372,9 +375,12 @@ def overlay_table(
         cost = sf.cpu_table()
         lookups = _lookups(scenario, tier, stage)
         if sf.wait_kind == "other":
-            cost["wait_s"] = _wait(sf.wait_mean_s)
+            # waits inside a host (thread hand-off, the GIL) grow with contention from
+            # other processes, which the model queues for explicitly: the median
+            # is the uncontended part
+            cost["wait_s"] = _wait(sf.wait_median_s)
         elif sf.wait_kind == "dns" and fit.dns_s is not None:
-            remote = sf.wait_mean_s - lookups * fit.dns_s
+            remote = sf.wait_median_s - lookups * fit.dns_s
             cost["wait_s"] = _wait(remote)
         _tier_table(table, tier).setdefault("stages", {})[stage] = cost
     if stages_only:
