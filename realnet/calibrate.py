@@ -278,13 +278,19 @@ def _pct(err: float) -> str:
     return f"{err:+.0%}" if math.isfinite(err) else "no model value"
 
 
+#: Stages whose realnet span and model span mean different things: realnet's
+#: ``deliver`` is the whole transaction with the next hop (the model's is the
+#: client's CPU; compared through the hand-off) and its ``submission`` the
+#: whole AUTH session (the model's is the AUTH on top of ``smtp_receive``).
+NOT_COMPARABLE = ("deliver", "submission")
+
+
 def departures(meas: Point, mod: Point, top: int = 3) -> list[dict[str, Any]]:
     """Where the model's time goes wrong at one load: the stages whose modelled
     mean time differs most from the measured one, together with each hop's
     unattributed time before its 250 and its hand-off to the next hop.
 
-    ``deliver`` is compared only through the hand-off: realnet times the
-    whole SMTP transaction with the next hop, the model only the client's CPU.
+    ``NOT_COMPARABLE`` stages count only through the hop's totals.
     """
     out = []
 
@@ -294,7 +300,7 @@ def departures(meas: Point, mod: Point, top: int = 3) -> list[dict[str, Any]]:
     for tier, stages in meas.stage_means.items():
         model_stages = mod.stage_means.get(tier, {})
         for stage, m in stages.items():
-            if stage != "deliver" and stage in model_stages:
+            if stage not in NOT_COMPARABLE and stage in model_stages:
                 row(tier, stage, m, model_stages[stage])
         m_parts, d_parts = meas.residence.get(tier, {}), mod.residence.get(tier, {})
         if "unattributed" in m_parts and "unattributed" in d_parts:
