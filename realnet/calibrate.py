@@ -986,6 +986,8 @@ class Options:
     model_horizon_s: float = 300.0
     seed: int = 1
     command: str = "mailgate calibrate"
+    #: dotted overrides for the testbed only (e.g. another address prefix)
+    testbed_overrides: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -1006,7 +1008,7 @@ def measure_testbed(opts: Options, log: Callable[[str], None] = print) -> Measur
 
     with tempfile.TemporaryDirectory(prefix="mailgate-calibrate-") as tmp:
         state = Path(tmp)
-        with Testbed(opts.scenario, state_dir=state) as testbed:
+        with Testbed(opts.scenario, overrides=opts.testbed_overrides, state_dir=state) as testbed:
             bench = bench_from_testbed(testbed, opts.user)
             log("warming up the testbed …")
             warm_up(bench)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from pathlib import Path
 
 import numpy as np
@@ -216,12 +217,16 @@ def test_report_and_json_from_synthetic_points(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_short_end_to_end_calibration(tmp_path: Path) -> None:
     """Two loads, a few seconds each, on the real loopback testbed, then the model."""
+    prefix = f"127.{random.randrange(130, 150)}"
+    dns = f"{prefix}.255.53"
     opts = Options(
         scenario=str(TESTBED),
         rates=[3.0, 8.0],
         duration_s=4.0,
         out=tmp_path / "cal",
         model_horizon_s=60.0,
+        # addresses no other test picks from (a running `realnet up` keeps 127.25)
+        testbed_overrides={"realnet.address_prefix": prefix, "realnet.dns_address": dns},
     )
     report, code = calibrate(opts, log=lambda s: None)
     assert code in (0, 3)
