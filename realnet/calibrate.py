@@ -810,14 +810,14 @@ def format_report(report: Mapping[str, Any]) -> str:
         )
         lines.append(f"- {rate} msg/s: {text or 'no stage data'}")
     lines += ["", "## Fit (lowest load)", ""]
-    lines += ["| tier | stage | n | cpu fixed ms | cpu µs/KB | sigma | R² | wait ms |"]
-    lines += ["|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines += ["| tier | stage | n | cpu fixed ms | cpu µs/KB | sigma | R² | wait ms | from |"]
+    lines += ["|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for s in report["fit"]["stages"]:
         r2 = "—" if s["r2"] is None else f"{s['r2']:.2f}"
         lines.append(
             f"| {s['tier']} | {s['stage']} | {s['n']} | {s['cpu_fixed_s'] * 1e3:.3f} | "
             f"{s['cpu_per_kb_s'] * 1e6:.2f} | {s['cpu_sigma']:.2f} | {r2} | "
-            f"{s['wait_mean_s'] * 1e3:.3f} |"
+            f"{s['wait_mean_s'] * 1e3:.3f} | {s.get('source', '')} |"
         )
     lines += ["", "## Verdict", ""]
     if report["ok"]:
