@@ -163,3 +163,38 @@ def test_cpu_no_span_covers_is_shared_in_proportion_to_traced_smtp_cpu() -> None
     assert receive.cpu_fixed_s == pytest.approx(0.001 + 0.002 * 1 / 4)
     assert deliver.cpu_fixed_s == pytest.approx(0.003 + 0.002 * 3 / 4)
     assert receive.source == "trace + utilisation law"
+
+
+def test_recovers_the_models_own_costs_from_its_trace() -> None:
+    """The model (sim.simulate) with known costs writes HopRecords; the fitter
+    must give those costs back: means and per-KB slopes within 5 %, the
+    lognormal sigma within 0.1, DNS and fsync times within 5 %."""
+    from realnet.calibrate import model_overrides
+    from realnet.loadgen import flow_shares
+    from sim.simulate import simulate
+
+    base = load(TESTBED)
+    overrides = model_overrides(base, 5.0, flow_shares(base), 1.0, 600.0)
+    overrides["gateways.gateway3.stages.dkim_sign.cpu_s"] = {
+        "dist": "lognormal",
+        "median": 0.006,
+        "sigma": 0.4,
+    }
+    scenario = load(TESTBED, overrides)
+    hops: list[HopRecord] = []
+    simulate(scenario, seed=3, trace=lambda r: hops.append(r) if isinstance(r, HopRecord) else None)
+    fit = fit_traces(hops, scenario)
+    checked = 0
+    for (tier, stage), sf in fit.stages.items():
+        cost = scenario.tiers[tier].cost(stage)
+        if cost is None or sf.n < 100:
+            continue
+        assert sf.cpu_fixed_s == pytest.approx(cost.cpu_s.mean, rel=0.05, abs=1e-7), (tier, stage)
+        assert sf.cpu_per_kb_s == pytest.approx(cost.cpu_per_kb_s, rel=0.05, abs=1e-8)
+        checked += 1
+    assert checked >= 15
+    assert fit.stages[("gateway3", "dkim_sign")].cpu_sigma == pytest.approx(0.4, abs=0.1)
+    assert fit.dns_s == pytest.approx(scenario.network.dns_s.mean, rel=0.05)
+    assert fit.fsync_s["gateway0"][0] == pytest.approx(
+        scenario.gateways["gateway0"].hosts[0].fsync_s.mean, rel=0.05
+    )
