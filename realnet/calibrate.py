@@ -1169,9 +1169,23 @@ def bench_from_testbed(testbed: Any, user: Auth) -> Bench:
 
 
 def calibrate_command(args: Any) -> int:
-    """``mailgate calibrate SCENARIO [--rates R,…|--auto] [--duration S] …``."""
+    """``mailgate calibrate SCENARIO [--rates R,…|--auto] [--duration S] …``.
+
+    The PC user is the scenario's first ``[[realnet.users]]``; its password
+    comes from ``MAILGATE_PROBE_PASSWORD`` or is the user name (as for the
+    probe; the testbed's self-test user has password "selftest").
+    """
+    import os
+
+    from mailgate.cli import UserError
+
+    users = load(args.scenario).realnet.users
+    if not users:
+        raise UserError(f"{args.scenario}: no [[realnet.users]] to submit mail and read POP as")
+    name = users[0].name
     opts = Options(
         scenario=args.scenario,
+        user=Auth(name, os.environ.get("MAILGATE_PROBE_PASSWORD", name)),
         rates=parse_rates(args.rates) if args.rates else None,
         duration_s=args.duration,
         tolerance=args.tolerance,

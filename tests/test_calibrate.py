@@ -248,3 +248,14 @@ def test_short_end_to_end_calibration(tmp_path: Path) -> None:
     assert production.gateways[stage[0]].cost(stage[1]).cpu_s.mean == pytest.approx(
         fitted.gateways[stage[0]].cost(stage[1]).cpu_s.mean
     )
+
+
+def test_cli_user_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mailgate.cli import main
+
+    assert main(["calibrate", str(TESTBED), "--rates", "0,5"]) == 2
+    assert "--rates" in capsys.readouterr().err
+    no_users = tmp_path / "no-users.toml"
+    no_users.write_text(f'extends = "{TESTBED}"\n[realnet]\nusers = []\n')
+    assert main(["calibrate", str(no_users), "--rates", "5"]) == 2
+    assert "realnet.users" in capsys.readouterr().err
