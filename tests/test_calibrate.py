@@ -25,10 +25,12 @@ from realnet.calibrate import (
     model_overrides,
     model_point,
     model_saturation,
+    outside_cpu_per_message,
     parse_rates,
     relative_error,
     stage_profile,
     utilisation_law_saturation,
+    with_outside_cpu,
     write_outputs,
 )
 from realnet.fit import Fit
@@ -125,6 +127,17 @@ def test_utilisation_law_saturation_host_or_machine() -> None:
     even = {f"h{i}": 0.1 for i in range(8)}  # 8 equal hosts, 2 cores: the machine
     x, who = utilisation_law_saturation(point(10, 0.01, 0.02, utilisation=even), 2)
     assert (x, who) == (pytest.approx(2 / (8 * 0.01)), "machine")
+
+
+def test_machine_saturation_with_the_testbeds_processes_outside_the_model() -> None:
+    machine = Saturation(100.0, "machine", "model")
+    # 2 cores / 100 msg/s = 20 ms per message; 5 ms more outside: 2 / 0.025
+    assert with_outside_cpu(machine, 0.005, 2).throughput == pytest.approx(80.0)
+    host = Saturation(100.0, "mailbox.0", "model")
+    assert with_outside_cpu(host, 0.005, 2) is host  # its own process limits it
+    p = point(10, 0.01, 0.02, utilisation={"gateway0.0": 0.1, "dns": 0.01, "remote": 0.01})
+    p.extra["loadgen"] = {"loadgen_cpu_share": 0.05, "wall_s": 12.0, "messages": 100}
+    assert outside_cpu_per_message(p) == pytest.approx(0.02 / 10 + 0.05 * 12 / 100)
 
 
 def test_find_saturation_ramps_until_throughput_stops_following() -> None:
