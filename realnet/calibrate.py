@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import sys
 import tempfile
 import time
@@ -285,7 +286,7 @@ def _pct(err: float) -> str:
 NOT_COMPARABLE = ("deliver", "submission")
 
 
-def departures(meas: Point, mod: Point, top: int = 3) -> list[dict[str, Any]]:
+def departures(meas: Point, mod: Point, top: int = 5) -> list[dict[str, Any]]:
     """Where the model's time goes wrong at one load: the stages whose modelled
     mean time differs most from the measured one, together with each hop's
     unattributed time before its 250 and its hand-off to the next hop.
@@ -776,16 +777,22 @@ def build_report(
 
 
 def _blame(failure: str, where: Mapping[str, list[dict[str, Any]]]) -> str:
-    """Append the stage whose model is most off at the failing load."""
+    """Append the stage whose model is most off, in the direction of the error."""
     rate = failure.split(" ", 1)[0]
-    gaps = where.get(rate)
-    if not gaps:
+    sign = re.search(r"\(([+-])\d+%\)$", failure)
+    g = most_off(where.get(rate) or [], -1.0 if sign and sign.group(1) == "-" else 1.0)
+    if g is None:
         return failure
-    g = gaps[0]
     return (
         f"{failure} — most off: {g['tier']}/{g['stage']} (measured "
         f"{g['measured_s'] * 1e3:.2f} ms, modelled {g['modelled_s'] * 1e3:.2f} ms)"
     )
+
+
+def most_off(gaps: Sequence[Mapping[str, Any]], sign: float) -> Mapping[str, Any] | None:
+    """The largest gap that errs the same way as the latency (model too low: sign < 0)."""
+    same = [g for g in gaps if g["gap_s"] * sign > 0]
+    return same[0] if same else (gaps[0] if gaps else None)
 
 
 def _sat_json(s: Saturation) -> dict[str, Any]:
@@ -856,8 +863,53 @@ def format_report(report: Mapping[str, Any]) -> str:
         lines.append("All targets met.")
     else:
         lines += [f"- {f}" for f in report["failures"]]
+        lines += ["", "## Why", ""] + [f"- {w}" for w in closing_notes(report)]
     lines.append("")
     return "\n".join(lines)
+
+
+def closing_notes(report: Mapping[str, Any]) -> list[str]:
+    """Why the model departs where a target is missed, from the measurements."""
+    notes = []
+    failing = {r["rate"] for r in report["latency"] if r["ok"] is False}
+    for level in report["loads"]:
+        m = level["measured"]
+        if m["rate"] not in failing:
+            continue
+        errs = [
+            r["relative_error"]
+            for r in report["latency"]
+            if r["rate"] == m["rate"] and r["ok"] is False
+        ]
+        g = most_off(report["departures"].get(f"{m['rate']:g}") or [], errs[0] if errs else 1.0)
+        where = (
+            f"{g['tier']}/{g['stage']} (measured {g['measured_s'] * 1e3:.1f} ms, modelled "
+            f"{g['modelled_s'] * 1e3:.1f} ms)"
+            if g
+            else "no stage data"
+        )
+        foreign = m.get("foreign_busy_cores") or 0.0
+        if foreign > 0.25:
+            notes.append(
+                f"{m['rate']:g} msg/s: other processes used {foreign:.2f} cores of the machine "
+                f"the model gives the testbed whole; the waiting for a core shows most in {where}."
+            )
+        else:
+            notes.append(f"{m['rate']:g} msg/s: the model of {where} is off.")
+    sat = report["saturation"]
+    if sat["relative_error"] is not None and abs(sat["relative_error"]) > SATURATION_TOLERANCE:
+        notes.append(
+            "saturation: the measured value is where throughput stopped following the offered "
+            "load or p95 passed 1 s; the model's is where its busiest resource reaches 100 % "
+            "(with the measured CPU of the processes outside the model). Other processes on the "
+            "machine (table above) lower the first and not the second."
+        )
+    if not sat["same_first_host"]:
+        notes.append(
+            "first to saturate: the model's per-host CPU (table above) ranks the hosts "
+            "differently from /proc."
+        )
+    return notes
 
 
 #: Hosts of the testbed that are not in the model (they still use the machine's cores).

@@ -25,6 +25,7 @@ from realnet.calibrate import (
     model_overrides,
     model_point,
     model_saturation,
+    most_off,
     outside_cpu_per_message,
     parse_rates,
     relative_error,
@@ -101,6 +102,16 @@ def test_departures_name_the_stage_that_is_off() -> None:
     # the stages explain the whole receive time: nothing unattributed differs
     rest = next(r for r in top if r["stage"].startswith("(unattributed"))
     assert rest["gap_s"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_blame_follows_the_direction_of_the_error() -> None:
+    gaps = [
+        {"tier": "mailbox", "stage": "maildir", "measured_s": 0.003, "modelled_s": 0.009, "gap_s": 0.006},
+        {"tier": "gateway3", "stage": "dkim_sign", "measured_s": 0.012, "modelled_s": 0.008, "gap_s": -0.004},
+    ]  # fmt: skip
+    assert most_off(gaps, -0.3)["stage"] == "dkim_sign"  # model too fast: a stage it underrates
+    assert most_off(gaps, +0.3)["stage"] == "maildir"
+    assert most_off([], 1.0) is None
 
 
 def test_stage_profile_per_hop_unattributed_and_hand_off_to_next_250() -> None:
