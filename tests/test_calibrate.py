@@ -105,10 +105,11 @@ def test_departures_name_the_stage_that_is_off() -> None:
 
 
 def test_blame_follows_the_direction_of_the_error() -> None:
-    gaps = [
-        {"tier": "mailbox", "stage": "maildir", "measured_s": 0.003, "modelled_s": 0.009, "gap_s": 0.006},
-        {"tier": "gateway3", "stage": "dkim_sign", "measured_s": 0.012, "modelled_s": 0.008, "gap_s": -0.004},
-    ]  # fmt: skip
+    def gap(tier: str, stage: str, measured: float, modelled: float) -> dict:
+        return {"tier": tier, "stage": stage, "measured_s": measured, "modelled_s": modelled,
+                "gap_s": modelled - measured}  # fmt: skip
+
+    gaps = [gap("mailbox", "maildir", 0.003, 0.009), gap("gateway3", "dkim_sign", 0.012, 0.008)]
     assert most_off(gaps, -0.3)["stage"] == "dkim_sign"  # model too fast: a stage it underrates
     assert most_off(gaps, +0.3)["stage"] == "maildir"
     assert most_off([], 1.0) is None
