@@ -107,6 +107,9 @@ class RelayConfig:
     fallback: tuple[str, ...] = ()
     fallback_name: str = ""
     delivery_concurrency: int = 20
+    #: concurrent SMTP sessions (0 = no limit); more wait for their greeting, as
+    #: connections beyond Postfix's process_limit wait in the listen queue
+    session_limit: int = 0
     connect_timeout_s: float = 30.0
     minimal_backoff_s: float = 300.0
     maximal_backoff_s: float = 4000.0
@@ -146,6 +149,16 @@ class _Protocol(SMTP):
         if self.local_part_limit and len(local) > self.local_part_limit:
             return super()._getaddr(arg)
         return m.group(1), arg.lstrip()[m.end() :].lstrip()
+
+    #: the relay's session slots (set per connection by ``Relay._make_protocol``)
+    session_slots: asyncio.Semaphore | None = None
+
+    async def _handle_client(self) -> None:
+        # the whole dialogue, greeting included, runs inside one session slot
+        if self.session_slots is None:
+            return await super()._handle_client()
+        async with self.session_slots:
+            return await super()._handle_client()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -196,6 +209,7 @@ class Relay:
         self._auth_cache: dict[tuple[str, str], bool] = {}
         self._hooks = _Hooks(self)
         self._quarantine_spool: Spool | None = None
+        self._session_slots: asyncio.Semaphore | None = None
         self.delivered = 0
 
     # -- lifecycle
@@ -203,6 +217,8 @@ class Relay:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._sem = asyncio.Semaphore(self.config.delivery_concurrency)
+        if self.config.session_limit:
+            self._session_slots = asyncio.Semaphore(self.config.session_limit)
         if self.config.dns:
             self._resolver = dns.asyncresolver.Resolver(configure=False)
             self._resolver.nameservers = [self.config.dns[0]]
@@ -221,7 +237,7 @@ class Relay:
 
     def _make_protocol(self) -> SMTP:
         c = self.config
-        return _Protocol(
+        protocol = _Protocol(
             self._hooks,
             hostname=c.hostname,
             ident="mailgate realnet",
@@ -232,6 +248,8 @@ class Relay:
             authenticator=self._authenticator if c.authenticate else None,
             loop=asyncio.get_running_loop(),
         )
+        protocol.session_slots = self._session_slots
+        return protocol
 
     async def stop(self) -> None:
         if self._server is not None:

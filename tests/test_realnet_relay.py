@@ -483,3 +483,31 @@ def test_fast_path_parser_agrees_with_aiosmtpd() -> None:
             assert ours._getaddr(arg) == theirs._getaddr(arg), arg
     finally:
         loop.close()
+
+
+def test_session_limit_makes_extra_connections_wait_for_their_greeting(tmp_path: Path) -> None:
+    async def main() -> None:
+        port = free_port("127.0.0.1")
+        relay = Relay(
+            config(
+                tmp_path, "mx.0", "127.61.0.1", port, local_delivery=Collector(), session_limit=1
+            )
+        )
+        await relay.start()
+        try:
+            r1, w1 = await asyncio.open_connection("127.61.0.1", port)
+            assert (await r1.readline()).startswith(b"220")
+            r2, w2 = await asyncio.open_connection("127.61.0.1", port)
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(r2.readline(), 0.3)  # no slot: no greeting yet
+            w1.write(b"QUIT\r\n")
+            assert (await r1.readline()).startswith(b"221")
+            w1.close()
+            assert (await asyncio.wait_for(r2.readline(), 5)).startswith(b"220")
+            w2.write(b"QUIT\r\n")
+            await r2.readline()
+            w2.close()
+        finally:
+            await relay.stop()
+
+    run(main())
