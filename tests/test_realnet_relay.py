@@ -511,3 +511,51 @@ def test_session_limit_makes_extra_connections_wait_for_their_greeting(tmp_path:
             await relay.stop()
 
     run(main())
+
+
+def test_a_host_that_greets_with_554_or_hangs_is_skipped_for_its_twin(tmp_path: Path) -> None:
+    async def main() -> None:
+        port = free_port("127.0.0.1")
+
+        async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(b"554 no service here\r\n")
+            await writer.drain()
+            writer.close()
+
+        hung: list[asyncio.StreamWriter] = []
+
+        async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            hung.append(writer)  # accepts, never greets; closed by the test
+
+        bad = await asyncio.start_server(refuse, "127.61.0.2", port)
+        slow = await asyncio.start_server(hang, "127.61.0.4", port)
+        sink = Collector()
+        twin = Relay(config(tmp_path, "next.1", "127.61.0.3", port, local_delivery=sink))
+        relay = Relay(
+            config(
+                tmp_path,
+                "relay.0",
+                "127.61.0.1",
+                port,
+                balance="round_robin",
+                next_hop=("127.61.0.2", "127.61.0.4", "127.61.0.3"),
+                next_hop_name="next",
+                connect_timeout_s=0.5,
+            )
+        )
+        await twin.start()
+        await relay.start()
+        try:
+            for _ in range(3):
+                await send("127.61.0.1", port, ["b@ours.example"])
+            await until(lambda: len(sink.got) == 3)
+        finally:
+            await relay.stop()
+            await twin.stop()
+            for writer in hung:
+                writer.close()
+            for server in (bad, slow):
+                server.close()
+                await server.wait_closed()
+
+    run(main())
