@@ -51,7 +51,7 @@ class Testbed:
         overrides: Mapping[str, Any] | None = None,
         state_dir: str | Path | None = None,
         hosts: list[str] | None = None,
-        start_timeout_s: float = 30.0,
+        start_timeout_s: float = 60.0,
         external_mx: tuple[str, ...] = (),
     ) -> None:
         self.external_mx = external_mx
