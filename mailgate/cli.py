@@ -158,10 +158,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ScenarioError, UserError) as e:
         print(f"mailgate: error: {e}", file=sys.stderr)
         return EXIT_USER
+    except BrokenPipeError:
+        # the reader (e.g. `| head`) went away: not an error of ours
+        sys.stdout = None  # type: ignore[assignment]  # keep interpreter shutdown quiet
+        return EXIT_OK
     except KeyboardInterrupt:
         print("mailgate: interrupted", file=sys.stderr)
         return 130
-    except Exception:  # noqa: BLE001 - the last line of defence: say it is our bug
+    except Exception:
         traceback.print_exc()
         print("mailgate: internal error (a bug in mailgate; please report it)", file=sys.stderr)
         return EXIT_INTERNAL

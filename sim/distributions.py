@@ -262,9 +262,7 @@ def parse_distribution(value: Any) -> Distribution:
     unknown = set(value) - set(params) - {"dist"}
     if unknown:
         key = sorted(unknown)[0]
-        raise DistributionError(
-            key, f"unknown parameter for {kind}; expected {', '.join(params)}"
-        )
+        raise DistributionError(key, f"unknown parameter for {kind}; expected {', '.join(params)}")
     args: dict[str, float] = {}
     for key, arg in params.items():
         if key not in value:

@@ -200,7 +200,9 @@ def check(s: Scenario) -> None:
 
 def _check_tier(name: str, tier: Any, base: str, tiers: Mapping[str, Any]) -> None:
     if name == MAILBOX and tier.role != MAILBOX:
-        raise SchemaError(join(base, "role"), f"the mailbox server's role is 'mailbox', not {tier.role!r}")
+        raise SchemaError(
+            join(base, "role"), f"the mailbox server's role is 'mailbox', not {tier.role!r}"
+        )
     if name != MAILBOX and tier.role not in GATEWAY_ROLES:
         raise SchemaError(
             join(base, "role"), f"a gateway's role is one of {', '.join(GATEWAY_ROLES)}"

@@ -60,8 +60,8 @@ def build(cls: type, table: Any, path: str = "") -> Any:
     for key in table:
         if key not in fields:
             raise SchemaError(
-                join(path, key), f"unknown key{suggest(key, fields)}; expected one of "
-                f"{', '.join(fields)}"
+                join(path, key),
+                f"unknown key{suggest(key, fields)}; expected one of {', '.join(fields)}",
             )
     hints = _hints(cls)
     values: dict[str, Any] = {}

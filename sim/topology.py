@@ -17,7 +17,14 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import Any
 
-from sim.distributions import Constant, Distribution, Geometric, LognormalPareto, Uniform
+from sim.distributions import (
+    Constant,
+    Distribution,
+    Geometric,
+    Lognormal,
+    LognormalPareto,
+    Uniform,
+)
 
 
 def spec(default: Any = None, *, doc: str = "", factory: Any = None, **limits: Any) -> Any:
@@ -297,7 +304,9 @@ class Internet:
     """[internet]: the remote side."""
 
     remote_mta_s: Distribution = spec(
-        Constant(0.3), doc="time a remote MTA takes to accept a message, s", parse="distribution"
+        Lognormal(0.3, 0.6),
+        doc="time a remote MTA takes to accept a message, s",
+        parse="distribution",
     )
     temp_fail_prob: float = spec(
         0.03, doc="probability a first delivery attempt meets a 4xx (assumed)", min=0, max=1
