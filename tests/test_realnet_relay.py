@@ -559,3 +559,52 @@ def test_a_host_that_greets_with_554_or_hangs_is_skipped_for_its_twin(tmp_path: 
                 await server.wait_closed()
 
     run(main())
+
+
+def test_dot_stuffing_and_terminator() -> None:
+    from realnet.smtpclient import dot_stuff
+
+    assert dot_stuff(b".a\r\nb\r\n.\r\n..c\r\n") == b"..a\r\nb\r\n..\r\n...c\r\n.\r\n"
+    assert dot_stuff(b"no final newline") == b"no final newline\r\n.\r\n"
+
+
+def test_spool_acknowledges_only_after_file_rename_and_directory_are_synced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The order a crash-safe store needs: write, fsync file, rename, fsync directory, 250."""
+    import os
+
+    import realnet.spool as spool_module
+
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        kind = "dir" if os.path.isdir(f"/proc/self/fd/{fd}") else "file"
+        events.append(f"fsync-{kind}")
+        real_fsync(fd)
+
+    def replace(src: str, dst: object) -> None:
+        events.append("rename")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(spool_module.os, "fsync", fsync)
+    monkeypatch.setattr(spool_module.os, "replace", replace)
+
+    async def main() -> None:
+        spool = Spool(tmp_path)
+        await spool.put(SpoolEntry("one", "a@x", ["b@y"], b"x\r\n"))
+        events.append("acknowledged")
+        await spool.remove("one")
+        events.append("removed")
+        spool.close()
+
+    run(main())
+    assert events == [
+        "fsync-file",
+        "rename",
+        "fsync-dir",
+        "acknowledged",
+        "fsync-dir",
+        "removed",
+    ]
