@@ -1,17 +1,13 @@
 """The relay core every realnet gateway is built from (aiosmtpd, asyncio).
 
-(Its parts live next door: ``realnet.policy`` what checks see and decide,
-``realnet.spool`` durability, ``realnet.smtpclient`` the next-hop client,
-``realnet.message`` header facts, ``realnet.tracing`` trace files,
-``realnet.dsn`` bounces.)
-
 One ``Relay`` is one SMTP service on one address: it receives a message,
 runs its gateway's ``Policy`` before answering (milter-style: the policy may
 reject with 550/451, quarantine or add headers), prepends ``Received:``,
 writes the message durably to its ``Spool`` and only then answers 250; a
 delivery task hands it to the next hop (one of the twin hosts of the next
 tier, or the recipient domain's MX) and retries temporary failures with
-backoff, hands it to the fallback tier after a failed first attempt, and
+backoff, offers what an attempt could not deliver to the fallback tier
+(Postfix ``smtp_fallback_relay``: the first failed attempt hands it over), and
 bounces it to the reverse-path after the queue lifetime.
 
 Protocol hygiene: SIZE is advertised and enforced (552); more ``Received:``
@@ -23,6 +19,11 @@ message — no SMTP smuggling); an internal error answers 451, never 500.
 
 Every message leaves one ``HopRecord`` JSON line in ``traces/<host>.jsonl``;
 the ``X-Mailgate-Trace`` header carries the trace id from hop to hop.
+
+Its parts live next door: ``realnet.policy`` (what checks see and decide),
+``realnet.spool`` (durability), ``realnet.smtpclient`` (the next-hop client),
+``realnet.message`` (header facts), ``realnet.tracing`` (trace files) and
+``realnet.dsn`` (bounces).
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ class RelayConfig:
     next_hop_name: str = "internet"
     next_hop_port: int = 25
     balance: str = "mx_random"
-    #: tier that takes mail whose first attempt failed (Gateway3 → Gateway4)
+    #: tier offered what an attempt could not deliver (Gateway3 → Gateway4)
     fallback: tuple[str, ...] = ()
     fallback_name: str = ""
     delivery_concurrency: int = 20
