@@ -82,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print results.json to stdout too")
+    p.add_argument(
+        "--trace",
+        metavar="FILE",
+        help="write every HopRecord to FILE (JSON lines) and MessageRecords to "
+        "FILE's stem + .messages.jsonl (slow; for calibration tests)",
+    )
 
     p = sub.add_parser(
         "selftest",

@@ -1,0 +1,237 @@
+"""Exact timestamps: one message through idle hosts, twin failover, the retry schedule.
+
+Expected times are computed here from the scenario's own costs (all
+constants in drive-network.toml except the remote MTA, which these tests
+do not need or make constant), never typed in.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from sim.model import DELIVERY_STAGES, FSYNC_STAGES, Model
+from sim.records import HopRecord, MessageRecord
+from sim.scenario import load
+from sim.selftest import idle
+from sim.topology import MAILBOX, ROLE_STAGES, Scenario, StageCost
+
+BASE = Path(__file__).resolve().parents[1] / "scenarios" / "drive-network.toml"
+SIZE = 2.0
+
+
+def scenario(**overrides: object) -> Scenario:
+    return idle(load(BASE, {"population.mailboxes": 10, **overrides}))
+
+
+def stage_time(s: Scenario, tier: str, stage: str, size: float = SIZE) -> float:
+    """Wait + CPU + fsync of one stage at idle, from the scenario's constants."""
+    cost = s.tiers[tier].cost(stage) or StageCost()
+    t = cost.wait_s.mean + cost.dns_lookups * s.network.dns_s.mean
+    t += cost.cpu_s.mean + cost.cpu_per_kb_s * size
+    if stage in FSYNC_STAGES:
+        t += s.tiers[tier].hosts[0].fsync_s.mean
+    return t
+
+
+def receive_stages(s: Scenario, tier: str, from_pc: bool) -> list[str]:
+    if tier == MAILBOX:
+        return ["smtp_receive", "submission", "spool"] if from_pc else ["smtp_receive", "maildir"]
+    return [st for st in ROLE_STAGES[s.tiers[tier].role] if st not in DELIVERY_STAGES]
+
+
+def lan(s: Scenario, size: float = SIZE) -> float:
+    return s.network.lan_rtt_s + size * 8192 / (s.network.lan_mbps * 1e6)
+
+
+class Probe:
+    """One message through a model with no other traffic, traced."""
+
+    def __init__(self, s: Scenario, flow: str, horizon: float = 86400.0) -> None:
+        self.hops: list[HopRecord] = []
+        self.msgs: list[MessageRecord] = []
+        self.model = Model(s, 1, trace=self._trace)
+        self.model.t_end = horizon
+        self.attempts: list[tuple[str, float]] = []
+        real = self.model._remote_attempt
+
+        def spy(m: object) -> None:
+            self.attempts.append((m.host.id, self.model.env.now))  # type: ignore[attr-defined]
+            real(m)  # type: ignore[arg-type]
+
+        self.model._remote_attempt = spy  # type: ignore[method-assign]
+        self.model.start()
+        self.msg = self.model.new_message(flow, False, 0.0, size=SIZE, probe=True)
+
+    def _trace(self, record: HopRecord | MessageRecord) -> None:
+        (self.hops if isinstance(record, HopRecord) else self.msgs).append(record)
+
+    def run(self) -> None:
+        self.model.run()
+
+
+def test_one_message_exact_times_per_host_and_stage() -> None:
+    s = scenario()
+    p = Probe(s, "internal")
+    p.run()
+    hops = sorted(p.hops, key=lambda h: h.arrived)
+    tiers = [h.host.split(".")[0] for h in hops]
+    assert tiers == [MAILBOX, *s.outbound_path[1:], *s.inbound_path]
+    # PC -> mailbox server over the Internet link
+    inet = s.network.internet_rtt_s + SIZE * 8192 / (s.network.internet_mbps * 1e6)
+    assert hops[0].arrived == pytest.approx(inet, abs=1e-12)
+    for i, (hop, tier) in enumerate(zip(hops, tiers, strict=True)):
+        names = receive_stages(s, tier, from_pc=i == 0)
+        expected = sum(stage_time(s, tier, st) for st in names)
+        assert hop.accepted - hop.arrived == pytest.approx(expected, abs=1e-12), hop.host
+        for st in names:
+            span = hop.stages[st]
+            assert span.elapsed == pytest.approx(stage_time(s, tier, st), abs=1e-12), (tier, st)
+        if i + 1 < len(hops):
+            # delivery stages, then the LAN link; the next hop's 250 ends our visit
+            deliver = [st for st in DELIVERY_STAGES if st in ROLE_STAGES[s.tiers[tier].role]]
+            out = sum(stage_time(s, tier, st) for st in deliver)
+            assert hops[i + 1].arrived - hop.accepted == pytest.approx(out + lan(s), abs=1e-12)
+            assert hop.left == pytest.approx(hops[i + 1].accepted, abs=1e-12)
+    (msg,) = p.msgs
+    assert msg.outcome == "mailbox"
+    assert msg.in_mailbox == pytest.approx(hops[-1].accepted, abs=1e-12)
+
+
+def test_twin_failover_costs_the_connect_timeout() -> None:
+    s = scenario(**{
+        "gateways.gateway1.balance": "round_robin",  # the first pick is host 0
+        "failures.host_down": [{"host": "gateway1.0", "start_h": 0.0}],
+    })  # fmt: skip
+    p = Probe(s, "inbound")
+    p.run()
+    hops = {h.host.split(".")[0]: h for h in p.hops}
+    g0, g1 = hops["gateway0"], hops["gateway1"]
+    assert g1.host == "gateway1.1"
+    deliver = sum(stage_time(s, "gateway0", st) for st in ("deliver",))
+    timeout = s.tiers["gateway1"].connect_timeout_s
+    assert g1.arrived - g0.accepted == pytest.approx(deliver + timeout + lan(s), abs=1e-9)
+
+
+def _postfix_next(fail_at: float, backoff: float, s: Scenario) -> float:
+    r = s.retry
+    return math.ceil((fail_at + backoff) / r.queue_run_delay_s - 1e-9) * r.queue_run_delay_s
+
+
+def test_fallback_retry_schedule_and_bounce() -> None:
+    lifetime = 5000.0
+    s = scenario(**{
+        "failures.remote_outage": [
+            {"domain": "bigmail.example", "start_h": 0.0, "duration_h": 100.0}
+        ],
+        "retry.max_queue_lifetime_s": lifetime,
+    })  # fmt: skip
+    p = Probe(s, "outbound", horizon=2 * 86400.0)
+    p.msg.domain = [d.name for d in s.internet.domains].index("bigmail.example")
+    p.run()
+    first, *fallback = p.attempts
+    assert first[0].startswith("gateway3")
+    assert all(h.startswith("gateway4") for h, _ in fallback)
+    g4 = next(h for h in p.hops if h.host.startswith("gateway4"))
+    # gateway3 waits its connect timeout, then hands the message to gateway4
+    ct3 = s.tiers["gateway3"].connect_timeout_s
+    assert g4.arrived == pytest.approx(first[1] + ct3 + lan(s), abs=1e-9)
+    # gateway4 tries at once (after its delivery stages), then on Postfix's schedule
+    deliver4 = sum(stage_time(s, "gateway4", st) for st in ("mx_lookup", "deliver"))
+    assert fallback[0][1] == pytest.approx(g4.accepted + deliver4, abs=1e-9)
+    ct4, r = s.tiers["gateway4"].connect_timeout_s, s.retry
+    backoff, expected = 0.0, [fallback[0][1]]
+    while True:
+        fail = expected[-1] + ct4
+        if fail - g4.accepted >= lifetime:
+            break
+        backoff = r.minimal_backoff_s if not backoff else min(2 * backoff, r.maximal_backoff_s)
+        expected.append(_postfix_next(fail, backoff, s) + deliver4)
+    assert [t for _, t in fallback] == pytest.approx(expected, abs=1e-9)
+    assert len(expected) >= 4  # the schedule really doubled a few times
+    (msg,) = p.msgs
+    assert msg.outcome == "bounced"
+    assert g4.left == pytest.approx(expected[-1] + ct4, abs=1e-9)
+
+
+def test_spam_failing_spf_is_rejected_after_spf() -> None:
+    s = scenario()
+    p = Probe(s, "inbound")
+    p.msg.spf_fail = True
+    p.run()
+    (hop,) = p.hops
+    assert hop.outcome == "rejected"
+    assert hop.accepted is None
+    assert list(hop.stages) == ["smtp_receive", "spf"]
+    assert hop.left - hop.arrived == pytest.approx(
+        stage_time(s, s.mx, "smtp_receive") + stage_time(s, s.mx, "spf"), abs=1e-12
+    )
+
+
+def test_dead_site_is_throttled_after_a_connect_timeout() -> None:
+    s = scenario(**{
+        "failures.remote_outage": [
+            {"domain": "bigmail.example", "start_h": 0.0, "duration_h": 100.0}
+        ],
+        "retry.max_queue_lifetime_s": 600.0,  # both bounce soon: their hop records end
+        "gateways.gateway3.hosts": 1,  # the throttle is per host: make both use the same one
+    })  # fmt: skip
+    bigmail = [d.name for d in s.internet.domains].index("bigmail.example")
+    p = Probe(s, "outbound", horizon=7200.0)
+    p.msg.domain = bigmail
+    p.model.run(until=100.0)  # the first message has timed out at gateway3 by now
+    second = p.model.new_message("outbound", False, 100.0, size=SIZE, probe=True)
+    second.domain = bigmail
+    p.run()
+    g3_first, g3_second = (t for h, t in p.attempts if h.startswith("gateway3"))
+    throttle_end = g3_first + s.tiers["gateway3"].connect_timeout_s + s.retry.minimal_backoff_s
+    assert g3_second < throttle_end
+    hop = next(h for h in p.hops if h.msg_id == f"m{second.id}" and h.host.startswith("gateway4"))
+    # no connect timeout this time: straight to the fallback over the LAN
+    assert hop.arrived == pytest.approx(g3_second + lan(s), abs=1e-9)
+
+
+def test_pop_poll_costs_and_retrieval_time() -> None:
+    """The copy is fetched at the mailbox's next poll, after the POP CPU work."""
+    interval = 600.0
+    s = load(BASE, {  # no other mail, but every mailbox has a polling client
+        "population.mailboxes": 10, "pop.active_share": 1.0, "pop.interval_s": interval,
+        "workload.inbound_per_mailbox_day": 0.0, "workload.outbound_per_mailbox_day": 0.0,
+    })  # fmt: skip
+    p = Probe(s, "inbound", horizon=3000.0)
+    p.msg.counted = True  # so that its retrieval lands in the histogram
+    boxes = p.model.mailboxes
+    polls: list[float] = []
+    real_poll = boxes._poll
+
+    def spy(box: int) -> None:
+        polls.append(p.model.env.now)
+        real_poll(box)
+
+    boxes._poll = spy  # type: ignore[method-assign]
+    p.run()
+    (msg,) = p.msgs
+    assert msg.in_mailbox is not None
+    (poll,) = polls
+    assert msg.in_mailbox < poll <= msg.in_mailbox + interval
+    cost = s.mailbox_server.cost
+    cpu = cost("pop_session").cpu_s.mean + cost("pop_retrieve").cpu_s.mean
+    cpu += cost("pop_retrieve").cpu_per_kb_s * SIZE
+    h = p.model.hists["inbound"]["sent_to_retrieved"]
+    assert h.count == 1
+    assert h.max == pytest.approx(poll + cpu - msg.sent, abs=1e-12)
+    assert boxes.pending == {}
+
+
+def test_dns_slow_adds_to_every_lookup() -> None:
+    extra = 0.25
+    s = scenario(**{"failures.dns_slow": [{"start_h": 0.0, "duration_h": 1.0, "extra_s": extra}]})
+    p = Probe(s, "inbound")
+    p.run()
+    hop = next(h for h in p.hops if h.host.startswith(s.mx))
+    for stage in ("spf", "dkim_verify"):
+        lookups = s.tiers[s.mx].cost(stage).dns_lookups
+        expected = stage_time(s, s.mx, stage) + lookups * extra
+        assert hop.stages[stage].elapsed == pytest.approx(expected, abs=1e-12)
