@@ -253,16 +253,27 @@ class Testbed:
         (RUNNING_DIR / f"{self.scenario.scenario.name}.json").write_text(json.dumps(state))
 
 
+def _load_prctl() -> Any:
+    """libc's prctl, looked up once in the parent (no dynamic loading after fork)."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()
+_PR_SET_PDEATHSIG = 1
+
+
 def _die_with_parent() -> None:
     """In the child before exec: SIGTERM us if the supervisor dies (Linux prctl).
 
     So a supervisor killed with SIGKILL still leaves no host behind.
     """
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _pythonpath() -> str:
