@@ -122,7 +122,12 @@ class Testbed:
         self.write_state()
 
     def spawn(self, host: str, *, wait: bool = True) -> None:
-        """Start ``host``'s process (after making sure its address is free)."""
+        """Start ``host``'s process.
+
+        The child gets SIGTERM when the *thread* that spawned it ends (Linux's
+        parent-death signal follows the forking thread): call ``start``,
+        ``spawn`` and ``restart`` from a thread that lives as long as the testbed.
+        """
         ready = self.state_dir / "run" / f"{host}.ready"
         ready.unlink(missing_ok=True)
         logs = self.state_dir / "logs"
