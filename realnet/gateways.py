@@ -165,6 +165,7 @@ def relay_config(
         "message_size_limit": scenario.limits.message_size_limit_bytes,
         "hopcount_limit": scenario.limits.hopcount_limit,
         "dns": (plan.dns.host, plan.dns.port),
+        "host_ids": {plan.host_address(h): h for h in scenario.host_ids},
     }
     settings.update(extra)
     return RelayConfig(**settings)

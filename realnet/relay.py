@@ -38,7 +38,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +104,9 @@ class RelayConfig:
     next_hop_name: str = "internet"
     next_hop_port: int = 25
     balance: str = "mx_random"
+    #: host id of every address of ours, so HopRecord.next_hop names the host, as the
+    #: model does ("gateway1.0"); an address not listed is the rest of the Internet
+    host_ids: dict[str, str] = field(default_factory=dict)
     #: tier offered what an attempt could not deliver (Gateway3 → Gateway4)
     fallback: tuple[str, ...] = ()
     fallback_name: str = ""
@@ -471,7 +474,6 @@ class Relay:
         record.accepted = record.left = time.time()
         record.stages["maildir"] = StageSpan(t0, record.left, cpu)
         record.outcome = "mailbox"
-        record.next_hop = "maildir"
         self.tracer.write(record)
         return f"250 2.0.0 Ok: delivered as {entry_id}"
 
@@ -540,9 +542,8 @@ class Relay:
 
     async def _try_hosts(
         self, hosts: list[str], entry: SpoolEntry, rcpts: list[str]
-    ) -> tuple[list[str], dict[str, SmtpError], SmtpError | None]:
-        """Try each host until one takes the message: (accepted, permanent refusals, last temp)."""
-        last: SmtpError | None = None
+    ) -> tuple[list[str], dict[str, SmtpError], str]:
+        """Try each host until one takes the message: (accepted, permanent refusals, host)."""
         for host in hosts:
             try:
                 result = await self.pool.send(
@@ -550,20 +551,20 @@ class Relay:
                 )
             except SmtpError as e:
                 if e.permanent and not isinstance(e, ConnectError):
-                    return [], dict.fromkeys(rcpts, e), None
-                last = e  # connect failure or 4xx: try the twin / next MX
-                continue
+                    return [], dict.fromkeys(rcpts, e), host
+                continue  # connect failure or 4xx: try the twin / next MX
             permanent = {r: e for r, e in result.refused.items() if e.permanent}
-            temp = [r for r, e in result.refused.items() if not e.permanent]
-            if temp:
-                last = result.refused[temp[0]]
-            return result.accepted, permanent, last if temp else None
-        return [], {}, last or SmtpError(451, "4.4.1 no host to try")
+            return result.accepted, permanent, host
+        return [], {}, ""
 
     async def _attempt(
         self, entry: SpoolEntry, rcpts: list[str], record: HopRecord | None
     ) -> tuple[list[str], dict[str, SmtpError], list[str], str]:
-        """One delivery attempt: (delivered, permanently failed, still pending, next hop)."""
+        """One delivery attempt: (delivered, permanently failed, still pending, next hop).
+
+        The next hop is named like the model names it: the host id of the host that
+        took the message (``gateway1.0``), or "" when it left our system (a remote MX).
+        """
         c = self.config
         if c.next_hop:
             groups = [(c.next_hop_name, self._ordered(c.next_hop), rcpts)]
@@ -578,19 +579,27 @@ class Relay:
                 except SmtpError as e:
                     groups.append((domain, [], group))
                     if e.permanent:
-                        return [], dict.fromkeys(group, e), [], domain
+                        return [], dict.fromkeys(group, e), [], ""
         done: list[str] = []
         failed: dict[str, SmtpError] = {}
         pending: list[str] = []
         hop = ""
-        for name, hosts, group in groups:
-            accepted, perm, _ = await self._try_hosts(hosts, entry, group)
+        for _name, hosts, group in groups:
+            accepted, perm, host = await self._try_hosts(hosts, entry, group)
             done += accepted
             failed.update(perm)
             pending += [r for r in group if r not in accepted and r not in perm]
             if accepted:
-                hop = name
+                hop = self._hop_name(host)
         return done, failed, pending, hop
+
+    def _hop_name(self, address: str) -> str:
+        """Our host's id for an address we delivered to; "" for the rest of the Internet."""
+        known = self.config.host_ids
+        if address in known:
+            return known[address]
+        # not one of ours: a remote MX (or, without an address map, the configured tier)
+        return self.config.next_hop_name if self.config.next_hop else ""
 
     async def _deliver(self, entry: SpoolEntry) -> None:
         assert self._sem is not None and self.spool is not None
@@ -613,12 +622,12 @@ class Relay:
         if pending and c.fallback:
             # like Postfix smtp_fallback_relay: every failed attempt is offered to the fallback
             entry.fallback_tried = True
-            accepted, perm, _ = await self._try_hosts(self._ordered(c.fallback), entry, pending)
+            accepted, perm, host = await self._try_hosts(self._ordered(c.fallback), entry, pending)
             done += accepted
             failed.update(perm)
             pending = [r for r in pending if r not in accepted and r not in perm]
             if accepted:
-                hop = c.fallback_name
+                hop = c.host_ids.get(host, c.fallback_name)
         t1 = time.time()
         if record is not None:
             record.stages["deliver"] = StageSpan(t0, t1, time.thread_time() - c0)
@@ -651,7 +660,7 @@ class Relay:
             record.left = t1  # the next hop's 250 (HopRecord.left), not our removal after it
             if not done:
                 record.outcome = "bounced"
-            elif not c.next_hop and hop != c.fallback_name and hop not in c.local_domains:
+            elif not hop:
                 record.outcome = "remote"  # handed to a remote domain's MX
             self.tracer.write(record)
 
