@@ -267,7 +267,11 @@ def probe_command(args: Any) -> int:
         try:
             testbed.__enter__()
         except TestbedError as e:
+            testbed.cleanup()
             raise UserError(str(e)) from None
+        except BaseException:
+            testbed.cleanup()
+            raise
         state = testbed.state_dir
     try:
         results = []
