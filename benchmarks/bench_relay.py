@@ -82,7 +82,10 @@ def serve_relay(state: Path, worker: int = 0) -> None:
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         await relay.start()
         await stop.wait()
+        assert relay.spool is not None
+        stats = {"commits": relay.spool.commits, "batches": relay.spool.batches}
         await relay.stop()
+        (state / f"spool-stats-{worker}.json").write_text(json.dumps(stats))
 
     if os.environ.get("BENCH_PROFILE"):
         import cProfile
@@ -151,8 +154,13 @@ def run_ours(messages: int, sessions: int, size: int, workers: int = 1) -> dict[
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        stats = [json.loads(p.read_text()) for p in state.glob("spool-stats-*.json")]
         shutil.rmtree(state, ignore_errors=True)
+    commits = sum(x["commits"] for x in stats)
+    batches = sum(x["batches"] for x in stats)
     return {
+        # group commit: spool operations (puts + removals) per directory fsync
+        "spool_ops_per_commit": commits / batches if batches else 0.0,
         "msgs_per_s": messages / (t_end - t0),
         "accept_per_s": messages / (t_accepted - t0),
         "relay_cpu_share": cpu / (t_end - t0),

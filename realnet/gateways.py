@@ -156,6 +156,7 @@ def relay_config(
         "fallback": fallback,
         "fallback_name": tier.fallback,
         "delivery_concurrency": host.delivery_concurrency,
+        "session_limit": host.session_limit,
         # a dead twin refuses at once on loopback; the timeout guards a hung one
         "connect_timeout_s": max(1.0, min(tier.connect_timeout_s, 30.0)),
         "minimal_backoff_s": scenario.retry.minimal_backoff_s * scale,
@@ -164,6 +165,7 @@ def relay_config(
         "message_size_limit": scenario.limits.message_size_limit_bytes,
         "hopcount_limit": scenario.limits.hopcount_limit,
         "dns": (plan.dns.host, plan.dns.port),
+        "host_ids": {plan.host_address(h): h for h in scenario.host_ids},
     }
     settings.update(extra)
     return RelayConfig(**settings)

@@ -161,7 +161,6 @@ class MailboxServer:
                 arrived=login[0],
                 left=end,
                 outcome="retrieved",
-                next_hop="pop3",
                 stages={
                     "pop_session": StageSpan(*login),
                     "pop_retrieve": StageSpan(start, end),

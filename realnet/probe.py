@@ -210,7 +210,7 @@ def _wait_for_traces(state_dir: Path, trace_id: str, timeout_s: float = 2.0) -> 
         hops = read_traces(state_dir, trace_id)
         if all(h.left is not None for h in hops) and any(h.outcome == "mailbox" for h in hops):
             # the hop before the mailbox logs after the mailbox's 250: give it a moment
-            relayed_to_mailbox = any(h.next_hop == MAILBOX for h in hops)
+            relayed_to_mailbox = any(h.next_hop.startswith(f"{MAILBOX}.") for h in hops)
             if relayed_to_mailbox or time.monotonic() > deadline:
                 return hops
         if time.monotonic() > deadline:
@@ -240,7 +240,7 @@ def format_result(r: ProbeResult) -> str:
             return "-" if v is None else f"{v:.1f}"
 
         lines.append(
-            f"  {h.host + ' -> ' + (h.next_hop or '?'):<36}{f(h.arrived_ms):>9}"
+            f"  {h.host + ' -> ' + (h.next_hop or h.outcome):<36}{f(h.arrived_ms):>9}"
             f"{f(h.accepted_ms):>9}{f(h.left_ms):>9}  {h.outcome:<9} {stages}"
         )
     lines.append("  (times in ms after the PC started sending)")
@@ -267,7 +267,11 @@ def probe_command(args: Any) -> int:
         try:
             testbed.__enter__()
         except TestbedError as e:
+            testbed.cleanup()
             raise UserError(str(e)) from None
+        except BaseException:
+            testbed.cleanup()
+            raise
         state = testbed.state_dir
     try:
         results = []

@@ -1,17 +1,13 @@
 """The relay core every realnet gateway is built from (aiosmtpd, asyncio).
 
-(Its parts live next door: ``realnet.policy`` what checks see and decide,
-``realnet.spool`` durability, ``realnet.smtpclient`` the next-hop client,
-``realnet.message`` header facts, ``realnet.tracing`` trace files,
-``realnet.dsn`` bounces.)
-
 One ``Relay`` is one SMTP service on one address: it receives a message,
 runs its gateway's ``Policy`` before answering (milter-style: the policy may
 reject with 550/451, quarantine or add headers), prepends ``Received:``,
 writes the message durably to its ``Spool`` and only then answers 250; a
 delivery task hands it to the next hop (one of the twin hosts of the next
 tier, or the recipient domain's MX) and retries temporary failures with
-backoff, hands it to the fallback tier after a failed first attempt, and
+backoff, offers what an attempt could not deliver to the fallback tier
+(Postfix ``smtp_fallback_relay``: the first failed attempt hands it over), and
 bounces it to the reverse-path after the queue lifetime.
 
 Protocol hygiene: SIZE is advertised and enforced (552); more ``Received:``
@@ -23,6 +19,11 @@ message — no SMTP smuggling); an internal error answers 451, never 500.
 
 Every message leaves one ``HopRecord`` JSON line in ``traces/<host>.jsonl``;
 the ``X-Mailgate-Trace`` header carries the trace id from hop to hop.
+
+Its parts live next door: ``realnet.policy`` (what checks see and decide),
+``realnet.spool`` (durability), ``realnet.smtpclient`` (the next-hop client),
+``realnet.message`` (header facts), ``realnet.tracing`` (trace files) and
+``realnet.dsn`` (bounces).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -103,10 +104,16 @@ class RelayConfig:
     next_hop_name: str = "internet"
     next_hop_port: int = 25
     balance: str = "mx_random"
-    #: tier that takes mail whose first attempt failed (Gateway3 → Gateway4)
+    #: host id of every address of ours, so HopRecord.next_hop names the host, as the
+    #: model does ("gateway1.0"); an address not listed is the rest of the Internet
+    host_ids: dict[str, str] = field(default_factory=dict)
+    #: tier offered what an attempt could not deliver (Gateway3 → Gateway4)
     fallback: tuple[str, ...] = ()
     fallback_name: str = ""
     delivery_concurrency: int = 20
+    #: concurrent SMTP sessions (0 = no limit); more wait for their greeting, as
+    #: connections beyond Postfix's process_limit wait in the listen queue
+    session_limit: int = 0
     connect_timeout_s: float = 30.0
     minimal_backoff_s: float = 300.0
     maximal_backoff_s: float = 4000.0
@@ -146,6 +153,16 @@ class _Protocol(SMTP):
         if self.local_part_limit and len(local) > self.local_part_limit:
             return super()._getaddr(arg)
         return m.group(1), arg.lstrip()[m.end() :].lstrip()
+
+    #: the relay's session slots (set per connection by ``Relay._make_protocol``)
+    session_slots: asyncio.Semaphore | None = None
+
+    async def _handle_client(self) -> None:
+        # the whole dialogue, greeting included, runs inside one session slot
+        if self.session_slots is None:
+            return await super()._handle_client()
+        async with self.session_slots:
+            return await super()._handle_client()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -196,6 +213,7 @@ class Relay:
         self._auth_cache: dict[tuple[str, str], bool] = {}
         self._hooks = _Hooks(self)
         self._quarantine_spool: Spool | None = None
+        self._session_slots: asyncio.Semaphore | None = None
         self.delivered = 0
 
     # -- lifecycle
@@ -203,6 +221,8 @@ class Relay:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._sem = asyncio.Semaphore(self.config.delivery_concurrency)
+        if self.config.session_limit:
+            self._session_slots = asyncio.Semaphore(self.config.session_limit)
         if self.config.dns:
             self._resolver = dns.asyncresolver.Resolver(configure=False)
             self._resolver.nameservers = [self.config.dns[0]]
@@ -221,7 +241,7 @@ class Relay:
 
     def _make_protocol(self) -> SMTP:
         c = self.config
-        return _Protocol(
+        protocol = _Protocol(
             self._hooks,
             hostname=c.hostname,
             ident="mailgate realnet",
@@ -232,6 +252,8 @@ class Relay:
             authenticator=self._authenticator if c.authenticate else None,
             loop=asyncio.get_running_loop(),
         )
+        protocol.session_slots = self._session_slots
+        return protocol
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -452,7 +474,6 @@ class Relay:
         record.accepted = record.left = time.time()
         record.stages["maildir"] = StageSpan(t0, record.left, cpu)
         record.outcome = "mailbox"
-        record.next_hop = "maildir"
         self.tracer.write(record)
         return f"250 2.0.0 Ok: delivered as {entry_id}"
 
@@ -521,9 +542,8 @@ class Relay:
 
     async def _try_hosts(
         self, hosts: list[str], entry: SpoolEntry, rcpts: list[str]
-    ) -> tuple[list[str], dict[str, SmtpError], SmtpError | None]:
-        """Try each host until one takes the message: (accepted, permanent refusals, last temp)."""
-        last: SmtpError | None = None
+    ) -> tuple[list[str], dict[str, SmtpError], str]:
+        """Try each host until one takes the message: (accepted, permanent refusals, host)."""
         for host in hosts:
             try:
                 result = await self.pool.send(
@@ -531,20 +551,20 @@ class Relay:
                 )
             except SmtpError as e:
                 if e.permanent and not isinstance(e, ConnectError):
-                    return [], dict.fromkeys(rcpts, e), None
-                last = e  # connect failure or 4xx: try the twin / next MX
-                continue
+                    return [], dict.fromkeys(rcpts, e), host
+                continue  # connect failure or 4xx: try the twin / next MX
             permanent = {r: e for r, e in result.refused.items() if e.permanent}
-            temp = [r for r, e in result.refused.items() if not e.permanent]
-            if temp:
-                last = result.refused[temp[0]]
-            return result.accepted, permanent, last if temp else None
-        return [], {}, last or SmtpError(451, "4.4.1 no host to try")
+            return result.accepted, permanent, host
+        return [], {}, ""
 
     async def _attempt(
         self, entry: SpoolEntry, rcpts: list[str], record: HopRecord | None
     ) -> tuple[list[str], dict[str, SmtpError], list[str], str]:
-        """One delivery attempt: (delivered, permanently failed, still pending, next hop)."""
+        """One delivery attempt: (delivered, permanently failed, still pending, next hop).
+
+        The next hop is named like the model names it: the host id of the host that
+        took the message (``gateway1.0``), or "" when it left our system (a remote MX).
+        """
         c = self.config
         if c.next_hop:
             groups = [(c.next_hop_name, self._ordered(c.next_hop), rcpts)]
@@ -559,19 +579,27 @@ class Relay:
                 except SmtpError as e:
                     groups.append((domain, [], group))
                     if e.permanent:
-                        return [], dict.fromkeys(group, e), [], domain
+                        return [], dict.fromkeys(group, e), [], ""
         done: list[str] = []
         failed: dict[str, SmtpError] = {}
         pending: list[str] = []
         hop = ""
-        for name, hosts, group in groups:
-            accepted, perm, _ = await self._try_hosts(hosts, entry, group)
+        for _name, hosts, group in groups:
+            accepted, perm, host = await self._try_hosts(hosts, entry, group)
             done += accepted
             failed.update(perm)
             pending += [r for r in group if r not in accepted and r not in perm]
             if accepted:
-                hop = name
+                hop = self._hop_name(host)
         return done, failed, pending, hop
+
+    def _hop_name(self, address: str) -> str:
+        """Our host's id for an address we delivered to; "" for the rest of the Internet."""
+        known = self.config.host_ids
+        if address in known:
+            return known[address]
+        # not one of ours: a remote MX (or, without an address map, the configured tier)
+        return self.config.next_hop_name if self.config.next_hop else ""
 
     async def _deliver(self, entry: SpoolEntry) -> None:
         assert self._sem is not None and self.spool is not None
@@ -594,12 +622,12 @@ class Relay:
         if pending and c.fallback:
             # like Postfix smtp_fallback_relay: every failed attempt is offered to the fallback
             entry.fallback_tried = True
-            accepted, perm, _ = await self._try_hosts(self._ordered(c.fallback), entry, pending)
+            accepted, perm, host = await self._try_hosts(self._ordered(c.fallback), entry, pending)
             done += accepted
             failed.update(perm)
             pending = [r for r in pending if r not in accepted and r not in perm]
             if accepted:
-                hop = c.fallback_name
+                hop = c.host_ids.get(host, c.fallback_name)
         t1 = time.time()
         if record is not None:
             record.stages["deliver"] = StageSpan(t0, t1, time.thread_time() - c0)
@@ -632,7 +660,7 @@ class Relay:
             record.left = t1  # the next hop's 250 (HopRecord.left), not our removal after it
             if not done:
                 record.outcome = "bounced"
-            elif not c.next_hop and hop != c.fallback_name and hop not in c.local_domains:
+            elif not hop:
                 record.outcome = "remote"  # handed to a remote domain's MX
             self.tracer.write(record)
 

@@ -86,14 +86,19 @@ class SmtpConnection:
             raise ConnectError(f"connect to {host}:{port} failed: {e}") from None
         conn = cls(reader, writer)
         try:
+            # a host that will not talk to us (even with 554) is like a host that is down:
+            # the message is not refused, the next MX or the twin gets a try (RFC 5321 5.1)
             code, text = await asyncio.wait_for(conn.reply(), timeout)
             if code != 220:
-                raise SmtpError(code, text)
+                raise ConnectError(f"{host}:{port} greeted with {code} {text}")
             conn.writer.write(f"EHLO {helo}\r\n".encode())
             code, text = await asyncio.wait_for(conn.reply(), timeout)
             if code != 250:
-                raise SmtpError(code, text)
+                raise ConnectError(f"{host}:{port} refused EHLO: {code} {text}")
             conn.extensions = {line.split()[0].upper() for line in text.splitlines()[1:] if line}
+        except (TimeoutError, OSError) as e:
+            conn.close()
+            raise ConnectError(f"{host}:{port} did not greet: {e!r}") from None
         except BaseException:
             conn.close()
             raise

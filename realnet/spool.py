@@ -18,6 +18,7 @@ acknowledged and are deleted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -79,6 +80,7 @@ class Spool:
         self.fsync = fsync
         # one flusher thread: batches are strictly ordered, and fsync releases the GIL
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool")
+        self._fsyncs = ThreadPoolExecutor(max_workers=8, thread_name_prefix="fsync")
         self._pending: list[tuple[str, SpoolEntry | str, asyncio.Future[None]]] = []
         self._flushing = False
         self._flusher: asyncio.Task[None] | None = None
@@ -133,22 +135,32 @@ class Spool:
 
     def _commit(self, batch: list[tuple[str, SpoolEntry | str, asyncio.Future[None]]]) -> None:
         renames: list[tuple[str, Path]] = []
+        fds: list[int] = []
         removed = False
-        for op, item, _ in batch:
-            if op == "put":
-                assert isinstance(item, SpoolEntry)
-                tmp = self.tmp_dir / f"{item.id}.{uuid.uuid4().hex[:6]}"
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                try:
+        try:
+            for op, item, _ in batch:
+                if op == "put":
+                    assert isinstance(item, SpoolEntry)
+                    tmp = self.tmp_dir / f"{item.id}.{uuid.uuid4().hex[:6]}"
+                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                    fds.append(fd)
+                    renames.append((str(tmp), self._path(item.id)))
                     os.write(fd, item.header())
                     view = memoryview(item.data)
                     while view:
                         view = view[os.write(fd, view) :]
-                    if self.fsync:
-                        os.fsync(fd)
-                finally:
-                    os.close(fd)
-                renames.append((str(tmp), self._path(item.id)))
+            if self.fsync and fds:
+                # the batch's files are synced in parallel: the filesystem journal folds
+                # concurrent fsyncs into one commit (about twice the throughput here)
+                list(self._fsyncs.map(os.fsync, fds))
+        except BaseException:
+            for tmp, _ in renames:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+            raise
+        finally:
+            for fd in fds:
+                os.close(fd)
         for tmp, final in renames:
             os.replace(tmp, final)
         for op, item, _ in batch:
@@ -186,3 +198,4 @@ class Spool:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
+        self._fsyncs.shutdown(wait=True)

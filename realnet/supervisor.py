@@ -51,7 +51,7 @@ class Testbed:
         overrides: Mapping[str, Any] | None = None,
         state_dir: str | Path | None = None,
         hosts: list[str] | None = None,
-        start_timeout_s: float = 30.0,
+        start_timeout_s: float = 60.0,
         external_mx: tuple[str, ...] = (),
     ) -> None:
         self.external_mx = external_mx
@@ -122,7 +122,12 @@ class Testbed:
         self.write_state()
 
     def spawn(self, host: str, *, wait: bool = True) -> None:
-        """Start ``host``'s process (after making sure its address is free)."""
+        """Start ``host``'s process.
+
+        The child gets SIGTERM when the *thread* that spawned it ends (Linux's
+        parent-death signal follows the forking thread): call ``start``,
+        ``spawn`` and ``restart`` from a thread that lives as long as the testbed.
+        """
         ready = self.state_dir / "run" / f"{host}.ready"
         ready.unlink(missing_ok=True)
         logs = self.state_dir / "logs"
@@ -253,16 +258,27 @@ class Testbed:
         (RUNNING_DIR / f"{self.scenario.scenario.name}.json").write_text(json.dumps(state))
 
 
+def _load_prctl() -> Any:
+    """libc's prctl, looked up once in the parent (no dynamic loading after fork)."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()
+_PR_SET_PDEATHSIG = 1
+
+
 def _die_with_parent() -> None:
     """In the child before exec: SIGTERM us if the supervisor dies (Linux prctl).
 
     So a supervisor killed with SIGKILL still leaves no host behind.
     """
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _pythonpath() -> str:

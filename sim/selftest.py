@@ -73,7 +73,10 @@ def probe(s: Scenario, seed: int, send_at: float) -> dict[str, Any]:
     while not done and t < send_at + PATIENCE_S:
         t += 1.0
         model.run(until=t)
-    return report(send_at, hops, done[0] if done else None)
+    out = report(send_at, hops, done[0] if done else None)
+    # the background load the probe met: messages generated per second so far
+    out["background_msgs_per_s"] = (model.next_id - 1) / send_at if send_at > 0 else 0.0
+    return out
 
 
 def report(sent: float, hops: list[HopRecord], msg: MessageRecord | None) -> dict[str, Any]:
@@ -139,7 +142,8 @@ def format_report(r: dict[str, Any]) -> str:
     ):
         lines.append("")
         lines.append(
-            f"{label}: sent → in mailbox {_ms(p['in_mailbox_s']).strip()} ({p['outcome']})"
+            f"{label}: sent → in mailbox {_ms(p['in_mailbox_s']).strip()} ({p['outcome']}; "
+            f"{p['background_msgs_per_s']:.2f} other messages/s)"
         )
         for h in p["hops"]:
             lines.append(

@@ -6,8 +6,25 @@ from pathlib import Path
 
 import pytest
 
+from realnet.addresses import AddressPlan
+from sim.scenario import load
+from sim.topology import Scenario
+
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = sorted((ROOT / "scenarios").glob("*.toml"))
+TESTBED = ROOT / "scenarios" / "loopback-testbed.toml"
+
+
+@pytest.fixture(scope="session")
+def scenario() -> Scenario:
+    """The loopback testbed scenario (tests that need another define their own)."""
+    return load(TESTBED)
+
+
+@pytest.fixture(scope="session")
+def plan(scenario: Scenario) -> AddressPlan:
+    """The testbed's loopback address plan."""
+    return AddressPlan(scenario)
 
 
 @pytest.fixture

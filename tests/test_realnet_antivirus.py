@@ -22,6 +22,7 @@ from realnet.antivirus import (
     make_scanner,
 )
 from sim.scenario import load
+from tests.conftest import TESTBED
 
 HOST = "127.0.0.1"
 
@@ -86,7 +87,7 @@ def test_hdb_file_feeds_the_embedded_scanner(tmp_path):
 
 
 def test_make_scanner_follows_the_scenario():
-    embedded = load("scenarios/loopback-testbed.toml")
+    embedded = load(TESTBED)
     assert isinstance(make_scanner(embedded), EmbeddedScanner)
     clamd = load(
         "scenarios/loopback-testbed.toml",

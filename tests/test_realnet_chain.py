@@ -98,8 +98,12 @@ def test_self_test_mail_arrives_signed_and_verified(testbed: Testbed) -> None:
     assert result.dkim_signer == domain(testbed)
     signer = [h for h in result.hops if "dkim_sign" in h.stages_ms]
     assert len(signer) == 1 and signer[0].host.startswith("gateway3.")
-    tiers = [h.host.rsplit(".", 1)[0] for h in result.hops if h.outcome != "retrieved"]
+    path = [h for h in result.hops if h.outcome != "retrieved"]
+    tiers = [h.host.rsplit(".", 1)[0] for h in path]
     assert tiers == ["mailbox", "gateway2", "gateway3", "gateway0", "gateway1", "mailbox"]
+    # each hop names the host that took the message next (the model's next_hop)
+    assert [h.next_hop for h in path[:-1]] == [h.host for h in path[1:]]
+    assert path[-1].next_hop == "" and path[-1].outcome == "mailbox"
     assert "submission" in result.hops[0].stages_ms  # the PC's AUTH + dialogue
     pop = [h for h in result.hops if h.outcome == "retrieved"]
     assert len(pop) == 1 and {"pop_session", "pop_retrieve"} <= set(pop[0].stages_ms)
@@ -237,7 +241,7 @@ def test_temporarily_failing_remote_mx_goes_via_gateway4_and_arrives_after_retry
     assert got[0]["time"] - t0 >= 1.0  # not before the failure window ended
     path = [h for h in hops(testbed, tag)]
     g3 = next(h for h in path if h.host.startswith("gateway3."))
-    assert g3.next_hop == "gateway4"
+    assert g3.next_hop.startswith("gateway4.")  # the host that took it, as the model names it
     g4 = next(h for h in path if h.host.startswith("gateway4."))
     assert g4.outcome == "remote" and got[0]["client"] in testbed.plan.tier_addresses("gateway4")
 

@@ -13,7 +13,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from realnet.addresses import AddressPlan
 from realnet.checks import (
     SPF_RESULTS,
     DkimResult,
@@ -25,21 +24,10 @@ from realnet.checks import (
 )
 from realnet.dnsserver import build_zone, host_name, make_resolver, run_dns_in_thread
 from realnet.keys import DkimKey
-from sim.scenario import load
 
 pytestmark = pytest.mark.realnet
 
 HOST = "127.0.0.1"
-
-
-@pytest.fixture(scope="module")
-def scenario():
-    return load("scenarios/loopback-testbed.toml")
-
-
-@pytest.fixture(scope="module")
-def plan(scenario):
-    return AddressPlan(scenario)
 
 
 @pytest.fixture(scope="module")

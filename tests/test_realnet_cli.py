@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from realnet.supervisor import RUNNING_DIR
+
 pytestmark = pytest.mark.realnet
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -117,8 +119,18 @@ def test_probe_without_running_testbed_is_a_user_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize("how", ["ctrl-c", "supervisor-killed"])
 def test_up_leaves_nothing_behind(tmp_path: Path, how: str) -> None:
     """Ctrl-C reaches the whole process group; a SIGKILLed supervisor takes its hosts along."""
+    # a SIGKILLed supervisor cannot remove its state dir: keep it under tmp_path
     up = subprocess.Popen(
-        [sys.executable, "-m", "mailgate", "realnet", "up", str(overlay(tmp_path))],
+        [
+            sys.executable,
+            "-m",
+            "mailgate",
+            "realnet",
+            "up",
+            str(overlay(tmp_path)),
+            "--state-dir",
+            str(tmp_path / "state"),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -148,3 +160,5 @@ def test_up_leaves_nothing_behind(tmp_path: Path, how: str) -> None:
             up.wait()
         if up.stdout is not None:
             up.stdout.close()
+        # a killed supervisor leaves its "running testbed" pointer behind
+        (RUNNING_DIR / f"cli-test-{os.getpid()}.json").unlink(missing_ok=True)

@@ -15,7 +15,6 @@ import dns.rdatatype
 import dns.resolver
 import pytest
 
-from realnet.addresses import AddressPlan
 from realnet.dnsserver import (
     DnsServer,
     Zone,
@@ -25,21 +24,10 @@ from realnet.dnsserver import (
     run_dns_in_thread,
 )
 from realnet.keys import DkimKey
-from sim.scenario import load
 
 pytestmark = pytest.mark.realnet
 
 HOST = "127.0.0.1"
-
-
-@pytest.fixture(scope="module")
-def scenario():
-    return load("scenarios/loopback-testbed.toml")
-
-
-@pytest.fixture(scope="module")
-def plan(scenario):
-    return AddressPlan(scenario)
 
 
 @pytest.fixture(scope="module")

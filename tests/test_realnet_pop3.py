@@ -15,6 +15,7 @@ from realnet import maildir
 from realnet.passwords import hash_password, verify_password
 from realnet.pop3 import MAX_AUTH_FAILURES, Pop3Server, dot_stuff
 from sim.scenario import load
+from tests.conftest import TESTBED
 
 pytestmark = pytest.mark.realnet
 
@@ -274,7 +275,7 @@ def test_dot_stuffing_wire_format(server, raw):
 
 
 def test_scenario_users_and_hash(tmp_path):
-    scenario = load("scenarios/loopback-testbed.toml")
+    scenario = load(TESTBED)
     (user,) = scenario.realnet.users
     assert verify_password("selftest", user.password_hash)
     assert not verify_password("selftest", "not-a-hash")

@@ -483,3 +483,128 @@ def test_fast_path_parser_agrees_with_aiosmtpd() -> None:
             assert ours._getaddr(arg) == theirs._getaddr(arg), arg
     finally:
         loop.close()
+
+
+def test_session_limit_makes_extra_connections_wait_for_their_greeting(tmp_path: Path) -> None:
+    async def main() -> None:
+        port = free_port("127.0.0.1")
+        relay = Relay(
+            config(
+                tmp_path, "mx.0", "127.61.0.1", port, local_delivery=Collector(), session_limit=1
+            )
+        )
+        await relay.start()
+        try:
+            r1, w1 = await asyncio.open_connection("127.61.0.1", port)
+            assert (await r1.readline()).startswith(b"220")
+            r2, w2 = await asyncio.open_connection("127.61.0.1", port)
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(r2.readline(), 0.3)  # no slot: no greeting yet
+            w1.write(b"QUIT\r\n")
+            assert (await r1.readline()).startswith(b"221")
+            w1.close()
+            assert (await asyncio.wait_for(r2.readline(), 5)).startswith(b"220")
+            w2.write(b"QUIT\r\n")
+            await r2.readline()
+            w2.close()
+        finally:
+            await relay.stop()
+
+    run(main())
+
+
+def test_a_host_that_greets_with_554_or_hangs_is_skipped_for_its_twin(tmp_path: Path) -> None:
+    async def main() -> None:
+        port = free_port("127.0.0.1")
+
+        async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(b"554 no service here\r\n")
+            await writer.drain()
+            writer.close()
+
+        hung: list[asyncio.StreamWriter] = []
+
+        async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            hung.append(writer)  # accepts, never greets; closed by the test
+
+        bad = await asyncio.start_server(refuse, "127.61.0.2", port)
+        slow = await asyncio.start_server(hang, "127.61.0.4", port)
+        sink = Collector()
+        twin = Relay(config(tmp_path, "next.1", "127.61.0.3", port, local_delivery=sink))
+        relay = Relay(
+            config(
+                tmp_path,
+                "relay.0",
+                "127.61.0.1",
+                port,
+                balance="round_robin",
+                next_hop=("127.61.0.2", "127.61.0.4", "127.61.0.3"),
+                next_hop_name="next",
+                connect_timeout_s=0.5,
+            )
+        )
+        await twin.start()
+        await relay.start()
+        try:
+            for _ in range(3):
+                await send("127.61.0.1", port, ["b@ours.example"])
+            await until(lambda: len(sink.got) == 3)
+        finally:
+            await relay.stop()
+            await twin.stop()
+            for writer in hung:
+                writer.close()
+            for server in (bad, slow):
+                server.close()
+                await server.wait_closed()
+
+    run(main())
+
+
+def test_dot_stuffing_and_terminator() -> None:
+    from realnet.smtpclient import dot_stuff
+
+    assert dot_stuff(b".a\r\nb\r\n.\r\n..c\r\n") == b"..a\r\nb\r\n..\r\n...c\r\n.\r\n"
+    assert dot_stuff(b"no final newline") == b"no final newline\r\n.\r\n"
+
+
+def test_spool_acknowledges_only_after_file_rename_and_directory_are_synced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The order a crash-safe store needs: write, fsync file, rename, fsync directory, 250."""
+    import os
+
+    import realnet.spool as spool_module
+
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        kind = "dir" if os.path.isdir(f"/proc/self/fd/{fd}") else "file"
+        events.append(f"fsync-{kind}")
+        real_fsync(fd)
+
+    def replace(src: str, dst: object) -> None:
+        events.append("rename")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(spool_module.os, "fsync", fsync)
+    monkeypatch.setattr(spool_module.os, "replace", replace)
+
+    async def main() -> None:
+        spool = Spool(tmp_path)
+        await spool.put(SpoolEntry("one", "a@x", ["b@y"], b"x\r\n"))
+        events.append("acknowledged")
+        await spool.remove("one")
+        events.append("removed")
+        spool.close()
+
+    run(main())
+    assert events == [
+        "fsync-file",
+        "rename",
+        "fsync-dir",
+        "acknowledged",
+        "fsync-dir",
+        "removed",
+    ]
