@@ -436,6 +436,7 @@ def measure(
         if (r.in_mailbox or r.remote or (r.sent if r.outcome == "rejected" else None) or math.inf)
         <= window_end
     )
+    early, growth = latency_growth(result.records, result.started, duration_s)
     ours = [h for h in hops if h.host in set(bench.scenario.host_ids)]  # not the remote sinks
     stage_means, residence = stage_profile(ours)
     point = Point(
@@ -450,11 +451,33 @@ def measure(
             "loadgen": result.summary(),
             "cpu_s": cpu_s,
             "offered": len(result.records) / duration_s,  # the Poisson draw, not the rate
+            "early_p50_s": early,
+            "latency_growth_s": growth,
             "machine_busy_cores": machine / max(wall, 1e-9),
             "foreign_busy_cores": foreign,
         },
     )
     return point, result, ours
+
+
+def latency_growth(
+    records: Sequence[MessageRecord], start: float, duration_s: float
+) -> tuple[float, float]:
+    """Median send → in mailbox of messages sent in the first third of the
+    window, and how much larger it is for the last third (0 if unknown)."""
+    thirds: list[list[float]] = [[], []]
+    for r in records:
+        if r.in_mailbox is None:
+            continue
+        when = (r.sent - start) / duration_s
+        if when < 1 / 3:
+            thirds[0].append(r.in_mailbox - r.sent)
+        elif when >= 2 / 3:
+            thirds[1].append(r.in_mailbox - r.sent)
+    if not all(thirds):
+        return 0.0, 0.0
+    early, late = (float(np.median(t)) for t in thirds)
+    return early, late - early
 
 
 def find_saturation(
@@ -464,18 +487,22 @@ def find_saturation(
     factor: float = 1.5,
     max_steps: int = 10,
     refine: int = 2,
-    follow: float = 0.85,
+    follow: float = 0.95,
+    grow_s: float = 0.25,
     explode: float = 10.0,
     host_busy: float = 0.9,
 ) -> Saturation:
     """Ramp the offered load ×``factor`` until completed throughput stops
-    following it (below ``follow`` × the messages actually scheduled) or p95
-    send → in mailbox exceeds ``explode`` × its value at the first step (and
-    1 s); then ``refine`` bisection steps between the last good and the first
+    following it (below ``follow`` × the messages actually scheduled, or the
+    median send → in mailbox of the step's last third exceeds its first
+    third's by ``grow_s`` and 3× — a growing backlog), or p95 send → in
+    mailbox exceeds ``explode`` × its value at the first step (and 1 s);
+    then ``refine`` bisection steps between the last good and the first
     failing rate. Bounded: at most ``max_steps + refine`` runs.
 
     The saturation throughput is the largest completed throughput of a step
-    that kept up, or of one that lagged (its throughput is the ceiling); what
+    that kept up, or of one whose completions fell behind (its throughput is
+    the ceiling); what
     saturates first is the host whose process was at least ``host_busy`` of a
     core at the first failing step, else ``machine`` (see ``saturated_first``).
     """
@@ -488,7 +515,11 @@ def find_saturation(
         if not base and p95 is not None:
             base.append(p95)
         exploded = p95 is not None and bool(base) and p95 > max(explode * base[0], 1.0)
-        lagging = point.throughput < follow * point.extra.get("offered", rate)
+        behind = point.throughput < follow * point.extra.get("offered", rate)
+        # open loop past capacity: the backlog, and so the latency, grows through the step
+        growth = point.extra.get("latency_growth_s", 0.0)
+        growing = growth > max(grow_s, 3 * point.extra.get("early_p50_s", 0.0))
+        lagging = behind or growing
         steps.append(
             {
                 "rate": rate,
@@ -496,7 +527,9 @@ def find_saturation(
                 "p95_in_mailbox_s": p95,
                 "utilisation": point.utilisation,
                 "lagging": lagging,
+                "behind": behind,
                 "exploded": exploded,
+                "latency_growth_s": growth,
             }
         )
         return lagging or exploded, point
@@ -517,7 +550,8 @@ def find_saturation(
             bad, failed = mid, point
         else:
             good = mid
-    best = max((s["throughput"] for s in steps if s["lagging"] or not s["exploded"]), default=0.0)
+    kept_up = [s for s in steps if s["behind"] or not (s["lagging"] or s["exploded"])]
+    best = max((s["throughput"] for s in kept_up), default=0.0)
     assert failed is not None
     return Saturation(best, saturated_first(failed.utilisation, host_busy), "ramp", steps)
 

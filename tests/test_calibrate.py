@@ -22,6 +22,7 @@ from realnet.calibrate import (
     compare_points,
     departures,
     find_saturation,
+    latency_growth,
     model_overrides,
     model_point,
     model_saturation,
@@ -36,7 +37,7 @@ from realnet.calibrate import (
 )
 from realnet.fit import Fit
 from realnet.loadgen import flow_shares
-from sim.records import HopRecord, StageSpan
+from sim.records import HopRecord, MessageRecord, StageSpan
 from sim.scenario import load
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -139,6 +140,20 @@ def test_utilisation_law_saturation_host_or_machine() -> None:
     even = {f"h{i}": 0.1 for i in range(8)}  # 8 equal hosts, 2 cores: the machine
     x, who = utilisation_law_saturation(point(10, 0.01, 0.02, utilisation=even), 2)
     assert (x, who) == (pytest.approx(2 / (8 * 0.01)), "machine")
+
+
+def test_latency_growth_shows_a_growing_backlog() -> None:
+    # past capacity, the n-th message waits longer than the one before it
+    growing = [MessageRecord(f"m{i}", "inbound", 4.0, sent=i / 10) for i in range(90)]
+    for i, r in enumerate(growing):
+        r.in_mailbox = r.sent + 0.02 + 0.01 * i
+    early, growth = latency_growth(growing, 0.0, 9.0)
+    assert early == pytest.approx(0.02 + 0.01 * 14.5, abs=0.01)
+    assert growth == pytest.approx(0.01 * 60, abs=0.02)
+    steady = [MessageRecord(f"m{i}", "inbound", 4.0, sent=i / 10) for i in range(90)]
+    for r in steady:
+        r.in_mailbox = r.sent + 0.02
+    assert latency_growth(steady, 0.0, 9.0) == (pytest.approx(0.02), pytest.approx(0.0))
 
 
 def test_machine_saturation_with_the_testbeds_processes_outside_the_model() -> None:
