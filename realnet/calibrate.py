@@ -905,6 +905,13 @@ def format_report(report: Mapping[str, Any]) -> str:
 def closing_notes(report: Mapping[str, Any]) -> list[str]:
     """Why the model departs where a target is missed, from the measurements."""
     notes = []
+    fit_load = min(report["loads"], key=lambda level: level["measured"]["rate"])["measured"]
+    if (fit_load.get("foreign_busy_cores") or 0.0) > 0.25:
+        notes.append(
+            f"the fit ({fit_load['rate']:g} msg/s) ran while other processes used "
+            f"{fit_load['foreign_busy_cores']:.2f} cores: its CPU and waits include their "
+            "interference; calibrate on a machine the testbed has to itself."
+        )
     failing = {r["rate"] for r in report["latency"] if r["ok"] is False}
     for level in report["loads"]:
         m = level["measured"]
