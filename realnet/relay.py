@@ -655,14 +655,16 @@ class Relay:
             await self.spool.update(entry)
             self._schedule(entry, entry.next_retry)
             return
-        await self.spool.remove(entry.id)
         if record is not None:
+            # traced before the spool removal: a stop that cancels the removal must not
+            # lose the record of a hand-off that did happen
             record.left = t1  # the next hop's 250 (HopRecord.left), not our removal after it
             if not done:
                 record.outcome = "bounced"
             elif not hop:
                 record.outcome = "remote"  # handed to a remote domain's MX
             self.tracer.write(record)
+        await self.spool.remove(entry.id)
 
     def _backoff(self, attempts: int) -> float:
         c = self.config

@@ -170,10 +170,12 @@ class SmtpConnection:
             self.broken = True
 
     async def quit(self) -> None:
-        with contextlib.suppress(Exception):
-            self.writer.write(b"QUIT\r\n")
-            await asyncio.wait_for(self.reply(), 1.0)
-        self.close()
+        try:
+            with contextlib.suppress(Exception):
+                self.writer.write(b"QUIT\r\n")
+                await asyncio.wait_for(self.reply(), 1.0)
+        finally:  # also when cancelled: never leave the socket to the garbage collector
+            self.close()
 
     def close(self) -> None:
         self.broken = True
@@ -228,6 +230,11 @@ class ConnectionPool:
                 conn.close()
             else:
                 self._keep(conn, key)
+            raise
+        except BaseException:
+            # cancelled mid-transaction (the relay is stopping): the session is in an
+            # unknown state, and a socket left to the garbage collector leaks
+            conn.close()
             raise
         self._keep(conn, key)
         return result
