@@ -7,10 +7,11 @@ local-delivery stand-in that collects messages in a list.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import smtplib
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,20 @@ async def send(host: str, port: int, rcpts: list[str], data: bytes = MSG, **kw) 
             return s.sendmail("a@ours.example", rcpts, data)
 
     return await asyncio.to_thread(go)
+
+
+@contextlib.asynccontextmanager
+async def running(*relays: Relay) -> AsyncIterator[None]:
+    """Start the relays in order and stop them in reverse, whatever the test does."""
+    started: list[Relay] = []
+    try:
+        for relay in relays:
+            await relay.start()
+            started.append(relay)
+        yield
+    finally:
+        for relay in reversed(started):
+            await relay.stop()
 
 
 async def until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -145,9 +160,7 @@ def test_relay_stores_forwards_and_traces(tmp_path: Path) -> None:
                 next_hop_name="final",
             )
         )
-        await final.start()
-        await relay.start()
-        try:
+        async with running(final, relay):
             await send("127.61.0.1", port, ["b@ours.example"])
             await until(lambda: len(sink.got) == 1)
             user, data = sink.got[0]
@@ -156,9 +169,6 @@ def test_relay_stores_forwards_and_traces(tmp_path: Path) -> None:
             trace = parse_trace(data)
             assert trace is not None
             await until(lambda: len(relay.spool) == 0)
-        finally:
-            await relay.stop()
-            await final.stop()
         hops = list(read_hops(tmp_path / "traces" / "relay.0.jsonl"))
         assert len(hops) == 1 and hops[0].msg_id == trace[0]
         h = hops[0]
@@ -174,14 +184,11 @@ def test_never_an_open_relay(tmp_path: Path) -> None:
     async def main() -> None:
         port = free_port("127.0.0.1")
         relay = Relay(config(tmp_path, "mx.0", "127.61.0.1", port, local_delivery=Collector()))
-        await relay.start()
-        try:
+        async with running(relay):
             with pytest.raises(smtplib.SMTPRecipientsRefused) as e:
                 await send("127.61.0.1", port, ["victim@foreign.example"])
             code, text = e.value.recipients["victim@foreign.example"]
             assert code == 550 and b"5.7.1" in text
-        finally:
-            await relay.stop()
 
     run(main())
 
@@ -202,12 +209,9 @@ def test_relay_clients_may_relay_anywhere(tmp_path: Path) -> None:
                 relay_clients=(ipaddress.IPv4Network("127.61.9.0/24"),),
             )
         )
-        await relay.start()
-        try:
+        async with running(relay):
             await send("127.61.0.1", port, ["x@foreign.example"], source_address=("127.61.9.9", 0))
             assert len(sink.got) == 1
-        finally:
-            await relay.stop()
 
     run(main())
 
@@ -221,8 +225,7 @@ def test_size_limit_552_by_size_parameter_and_by_data(tmp_path: Path) -> None:
                 tmp_path, "mx.0", "127.61.0.1", port, local_delivery=sink, message_size_limit=2000
             )
         )
-        await relay.start()
-        try:
+        async with running(relay):
             big = MSG + (b"x" * 70 + b"\r\n") * 50
 
             def by_size() -> None:
@@ -243,8 +246,6 @@ def test_size_limit_552_by_size_parameter_and_by_data(tmp_path: Path) -> None:
             await asyncio.to_thread(by_size)
             assert await asyncio.to_thread(by_data) == 552
             assert sink.got == []
-        finally:
-            await relay.stop()
 
     run(main())
 
@@ -257,15 +258,12 @@ def test_hop_count_loop_is_554(tmp_path: Path) -> None:
                 tmp_path, "mx.0", "127.61.0.1", port, local_delivery=Collector(), hopcount_limit=5
             )
         )
-        await relay.start()
-        try:
+        async with running(relay):
             looped = b"Received: from x by y\r\n" * 5 + MSG
             with pytest.raises(smtplib.SMTPDataError) as e:
                 await send("127.61.0.1", port, ["b@ours.example"], looped)
             assert e.value.smtp_code == 554 and b"5.4.6" in e.value.smtp_error
             await send("127.61.0.1", port, ["b@ours.example"], looped[25:])  # 4 hops: fine
-        finally:
-            await relay.stop()
 
     run(main())
 
@@ -277,8 +275,7 @@ def test_bare_lf_dot_does_not_end_the_message(tmp_path: Path) -> None:
         port = free_port("127.0.0.1")
         sink = Collector()
         relay = Relay(config(tmp_path, "mx.0", "127.61.0.1", port, local_delivery=sink))
-        await relay.start()
-        try:
+        async with running(relay):
 
             def raw_session() -> list[bytes]:
                 with socket.create_connection(("127.61.0.1", port), timeout=5) as s:
@@ -313,8 +310,6 @@ def test_bare_lf_dot_does_not_end_the_message(tmp_path: Path) -> None:
             assert user == "b" and b"smuggled" in data and b"tail" in data
             # normalised: no bare LF left
             assert b"\n" not in data.replace(b"\r\n", b"")
-        finally:
-            await relay.stop()
 
     run(main())
 
@@ -339,9 +334,7 @@ def test_internal_error_is_451_and_policy_can_reject_or_quarantine(tmp_path: Pat
         )
         sink = Collector()
         b = Relay(config(tmp_path, "b.0", "127.61.0.2", port, local_delivery=sink), Refusing())
-        await a.start()
-        await b.start()
-        try:
+        async with running(b, a):
             with pytest.raises(smtplib.SMTPDataError) as e:
                 await send("127.61.0.1", port, ["b@ours.example"])
             assert e.value.smtp_code == 451
@@ -352,9 +345,6 @@ def test_internal_error_is_451_and_policy_can_reject_or_quarantine(tmp_path: Pat
             assert sink.got == []
             quarantined = list((tmp_path / "quarantine" / "b.0" / "queue").glob("*.msg"))
             assert len(quarantined) == 1
-        finally:
-            await a.stop()
-            await b.stop()
 
     run(main())
 
@@ -375,17 +365,12 @@ def test_failover_to_the_twin_when_one_host_is_down(tmp_path: Path) -> None:
                 next_hop_name="next",
             )
         )
-        await twin.start()
-        await relay.start()
-        try:
+        async with running(twin, relay):
             for _ in range(4):
                 await send("127.61.0.1", port, ["b@ours.example"])
             await until(lambda: len(sink.got) == 4)
             assert relay.spool is not None
             await until(lambda: len(relay.spool) == 0)
-        finally:
-            await relay.stop()
-            await twin.stop()
 
     run(main())
 
@@ -395,23 +380,18 @@ def test_restarted_relay_delivers_its_spool(tmp_path: Path) -> None:
         port = free_port("127.0.0.1")
         cfg = dict(next_hop=("127.61.0.2",), next_hop_name="final")
         relay = Relay(config(tmp_path, "relay.0", "127.61.0.1", port, **cfg))
-        await relay.start()
-        for i in range(3):
-            await send("127.61.0.1", port, ["b@ours.example"], MSG + b"n%d\r\n" % i)
-        await relay.stop()  # next hop was down the whole time: all three are spooled
+        async with running(relay):
+            for i in range(3):
+                await send("127.61.0.1", port, ["b@ours.example"], MSG + b"n%d\r\n" % i)
+        # the next hop was down the whole time: all three are spooled
         assert len(Spool(tmp_path / "spool" / "relay.0")) == 3
         sink = Collector()
         final = Relay(config(tmp_path, "final.0", "127.61.0.2", port, local_delivery=sink))
-        await final.start()
         relay = Relay(config(tmp_path, "relay.0", "127.61.0.1", port, **cfg))
-        await relay.start()
-        try:
+        async with running(final, relay):
             await until(lambda: len(sink.got) == 3)
             await until(lambda: len(relay.spool) == 0)
             assert sorted(d[-4:] for _, d in sink.got) == [b"n0\r\n", b"n1\r\n", b"n2\r\n"]
-        finally:
-            await relay.stop()
-            await final.stop()
 
     run(main())
 
@@ -430,14 +410,11 @@ def test_bounce_after_queue_lifetime_and_none_for_null_sender(tmp_path: Path) ->
                 max_queue_lifetime_s=0.3,
             )
         )
-        await relay.start()
-        try:
+        async with running(relay):
             await send("127.61.0.1", port, ["b@ours.example"])
             # the original expires; its DSN (from <>) cannot be delivered either and
             # expires without a bounce of its own
             await until(lambda: len(relay.spool) == 0)
-        finally:
-            await relay.stop()
         hops = list(read_hops(tmp_path / "traces" / "relay.0.jsonl"))
         outcomes = sorted((h.flow, h.outcome) for h in hops)
         # the DSN to a@ours.example is internal mail; the original came in from outside
@@ -493,8 +470,7 @@ def test_session_limit_makes_extra_connections_wait_for_their_greeting(tmp_path:
                 tmp_path, "mx.0", "127.61.0.1", port, local_delivery=Collector(), session_limit=1
             )
         )
-        await relay.start()
-        try:
+        async with running(relay):
             r1, w1 = await asyncio.open_connection("127.61.0.1", port)
             assert (await r1.readline()).startswith(b"220")
             r2, w2 = await asyncio.open_connection("127.61.0.1", port)
@@ -507,8 +483,6 @@ def test_session_limit_makes_extra_connections_wait_for_their_greeting(tmp_path:
             w2.write(b"QUIT\r\n")
             await r2.readline()
             w2.close()
-        finally:
-            await relay.stop()
 
     run(main())
 
@@ -543,15 +517,10 @@ def test_a_host_that_greets_with_554_or_hangs_is_skipped_for_its_twin(tmp_path: 
                 connect_timeout_s=0.5,
             )
         )
-        await twin.start()
-        await relay.start()
-        try:
+        async with running(twin, relay):
             for _ in range(3):
                 await send("127.61.0.1", port, ["b@ours.example"])
             await until(lambda: len(sink.got) == 3)
-        finally:
-            await relay.stop()
-            await twin.stop()
             for writer in hung:
                 writer.close()
             for server in (bad, slow):
