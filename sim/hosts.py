@@ -167,6 +167,7 @@ class Host:
         self.tier = tier
         self.index = index
         self.up = True
+        self.refuses = False  # while down: refuse connections at once rather than time out
         self.stats = stats
         self.machine = machine
         self.shared = shared

@@ -443,7 +443,7 @@ class Model:
             self._next_arrival(stream, 0.0)
         for down in s.failures.host_down:
             host = self.hosts[down.host]
-            self.sched.after(down.start_h * 3600.0, self._host_down, host)
+            self.sched.after(down.start_h * 3600.0, self._host_down, (host, down.refuses))
             if down.duration_h < 1e8:
                 self.sched.after((down.start_h + down.duration_h) * 3600.0, self._host_up, host)
         self.mailboxes.start()
@@ -528,12 +528,17 @@ class Model:
             self.sched.after(link, self._arrive_at, (m, host))
             return
         m.tries += 1
-        timeout = self.s.tiers[m.target].connect_timeout_s
+        timeout = self._refused_rtt(m) if host.refuses else self.s.tiers[m.target].connect_timeout_s
         if m.tries < len(hosts):
             m.pick += 1
             self.sched.after(timeout, self._retry_twin, (m, link))
         else:
             self.sched.after(timeout, self._unreachable, (m, link))
+
+    def _refused_rtt(self, m: Msg) -> float:
+        """A live machine with a dead MTA answers the SYN with a RST: one round trip."""
+        net = self.s.network
+        return net.lan_rtt_s if m.sender is not None else net.internet_rtt_s
 
     def _retry_twin(self, arg: tuple[Msg, float]) -> None:
         self._try(*arg)
@@ -778,7 +783,8 @@ class Model:
 
     # ------------------------------------------------------------ failures
 
-    def _host_down(self, host: Host) -> None:
+    def _host_down(self, arg: tuple[Host, bool]) -> None:
+        host, host.refuses = arg
         host.up = False
 
     def _host_up(self, host: Host) -> None:

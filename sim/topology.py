@@ -415,6 +415,11 @@ class HostDown:
     host: str = required(doc="host id, tier.index, e.g. gateway1.0")
     start_h: float = required(doc="hours after the run starts", min=0)
     duration_h: float = spec(1e9, doc="hours until it is back", gt=0)
+    refuses: bool = spec(
+        False,
+        doc="the machine is up but its MTA is not: connections are refused at once "
+        "(one round trip) instead of timing out after connect_timeout_s (a dead machine)",
+    )
 
 
 @dataclass(frozen=True)

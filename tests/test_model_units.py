@@ -115,6 +115,22 @@ def test_twin_failover_costs_the_connect_timeout() -> None:
     assert g1.arrived - g0.accepted == pytest.approx(deliver + timeout + lan(s), abs=1e-9)
 
 
+def test_a_refusing_host_costs_one_round_trip_not_the_timeout() -> None:
+    """A crashed MTA on a live machine answers with a RST: the twin is tried at once."""
+    s = scenario(**{
+        "gateways.gateway1.balance": "round_robin",
+        "failures.host_down": [{"host": "gateway1.0", "start_h": 0.0, "refuses": True}],
+    })  # fmt: skip
+    p = Probe(s, "inbound")
+    p.run()
+    hops = {h.host.split(".")[0]: h for h in p.hops}
+    g0, g1 = hops["gateway0"], hops["gateway1"]
+    assert g1.host == "gateway1.1"
+    deliver = stage_time(s, "gateway0", "deliver")
+    refused = s.network.lan_rtt_s  # gateway0 is a relay: a LAN round trip
+    assert g1.arrived - g0.accepted == pytest.approx(deliver + refused + lan(s), abs=1e-9)
+
+
 def _postfix_next(fail_at: float, backoff: float, s: Scenario) -> float:
     r = s.retry
     return math.ceil((fail_at + backoff) / r.queue_run_delay_s - 1e-9) * r.queue_run_delay_s
