@@ -258,10 +258,11 @@ def _lookups(scenario: Scenario | None, tier: str, stage: str) -> int:
     return cost.dns_lookups if cost else 0
 
 
-#: Stages that carry a hop's SMTP overhead: CPU no stage span covers (accepting
-#: the connection, the dialogue outside DATA, writing the trace, connection
-#: teardown) is given to them.
-OVERHEAD_STAGES = ("smtp_receive", "submission", "deliver")
+#: Stages that carry the on-path part of a hop's untraced CPU: the dialogue
+#: before the 250 that no span covers (parsing commands, headers) is theirs.
+OVERHEAD_STAGES = ("smtp_receive", "submission")
+#: Where the rest goes: CPU after the hand-off (the model's off-path stage).
+HOUSEKEEPING = "housekeeping"
 
 
 def attribute_untraced_cpu(
@@ -271,22 +272,31 @@ def attribute_untraced_cpu(
     *,
     extra_cpu_s: Mapping[str, float] | None = None,
 ) -> dict[str, float]:
-    """Give each tier's CPU that no stage span accounts for to its SMTP stages.
+    """Give each tier's CPU that no stage span accounts for to the model.
 
     What a tier's hosts used by /proc, minus what the traced stages account
-    for, is the per-hop SMTP overhead (the utilisation law, U = X·D, per
-    hop). It is shared among ``OVERHEAD_STAGES`` in proportion to the CPU
-    traced in each. When realnet traced no CPU there (before it timed its
-    event-loop thread), the receiving dialogue gets at most its own mean
-    elapsed time (at low load a stage cannot use more CPU than wall time) and
-    the delivery client the rest. ``host_cpu_s`` is each host's CPU over the
-    run; ``extra_cpu_s`` per tier is CPU known to belong to something else
-    (POP logins at the mailbox server). Returns the untraced CPU per hop of
-    each tier.
+    for, is the per-hop untraced CPU (the utilisation law, U = X·D, per
+    hop): accepting the connection, the dialogue outside spans, spool
+    removal, connection teardown, trace writing. Only part of it can delay
+    the message: at a low load a host's CPU within one message's visit
+    cannot exceed the wall time no span of that visit covers, so the mean
+    uncovered time before the 250 (``_overhead``) bounds the on-path part.
+    That part goes to ``OVERHEAD_STAGES`` in proportion to the CPU traced in
+    each; the rest ran while no span of the message was open, i.e. after
+    the hand-off, and becomes the tier's ``housekeeping`` (CPU that
+    competes for the cores but delays no message). When realnet traced no
+    CPU in the SMTP stages (before it timed its event-loop thread), the
+    on-path part goes to the receiving dialogue up to its mean elapsed time
+    and the delivery client gets the remainder. ``host_cpu_s`` is each
+    host's CPU over the run; ``extra_cpu_s`` per tier is CPU known to belong
+    to something else (POP logins at the mailbox server). Returns the
+    untraced CPU per hop of each tier (on and off the path).
     """
     extra = dict(extra_cpu_s or {})
     count: dict[str, int] = defaultdict(int)
     traced: dict[str, float] = defaultdict(float)
+    uncovered: dict[str, float] = defaultdict(float)
+    deliveries: dict[str, int] = defaultdict(int)
     per_stage: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     hosts_of: dict[str, set[str]] = defaultdict(set)
     for hop in hops:
@@ -295,6 +305,8 @@ def attribute_untraced_cpu(
         tier = tier_of(hop.host)
         count[tier] += 1
         traced[tier] += sum(span.cpu_s for span in hop.stages.values())
+        uncovered[tier] += _overhead(hop) or 0.0
+        deliveries[tier] += "deliver" in hop.stages
         for stage in OVERHEAD_STAGES:
             if stage in hop.stages:
                 per_stage[tier][stage].append(hop.stages[stage].cpu_s)
@@ -304,14 +316,18 @@ def attribute_untraced_cpu(
         used = sum(host_cpu_s.get(h, 0.0) for h in hosts_of[tier]) - extra.get(tier, 0.0)
         total = max(used - traced[tier], 0.0)
         residual[tier] = total / n
+        on_path = min(total, uncovered[tier])
+        _set_housekeeping(fit, tier, (total - on_path) / n, n)
         stages = {st: v for st, v in per_stage[tier].items() if (tier, st) in fit.stages}
         weight = {st: sum(v) for st, v in stages.items()}
         if sum(weight.values()) > 0:
             for st, w in weight.items():
                 sf = fit.stages[(tier, st)]
-                _set_cpu(sf, sf.cpu_fixed_s + total * w / sum(weight.values()) / len(stages[st]))
+                share = on_path * w / sum(weight.values()) / len(stages[st])
+                _set_cpu(sf, sf.cpu_fixed_s + share)
         else:
-            _split_untraced(fit, tier, total, {st: len(v) for st, v in stages.items()})
+            counts = {st: len(v) for st, v in stages.items()}
+            _split_untraced(fit, tier, on_path, {**counts, "deliver": deliveries[tier]})
     return residual
 
 
@@ -327,6 +343,14 @@ def _split_untraced(fit: Fit, tier: str, total: float, n: Mapping[str, int]) -> 
         _set_cpu(receive, total / n["smtp_receive"])
     elif deliver is not None and n.get("deliver"):
         _set_cpu(deliver, total / n["deliver"])
+
+
+def _set_housekeeping(fit: Fit, tier: str, cpu_s: float, n: int) -> None:
+    """The tier's CPU per hop after the hand-off (no span, no wait: the utilisation law)."""
+    add_measured_stage(fit, tier, HOUSEKEEPING, cpu_s, n)
+    sf = fit.stages[(tier, HOUSEKEEPING)]
+    sf.wait_kind = "none"
+    sf.source = "utilisation law, off the path"
 
 
 def _set_cpu(sf: StageFit, cpu_s: float) -> None:

@@ -15,6 +15,10 @@ same core, as one process would), then, for ``spool`` and ``maildir``,
 writes durably (the host's disk, one fsync at a time). Costs come from the
 scenario's ``StageCost``; nothing here knows a number.
 
+After a visit ends, the ``housekeeping`` stage (if it costs anything) is a
+CPU burst no message waits for (``Host.housekeep``): it takes a core, so it
+delays the next message needing one, but not the message it belongs to.
+
 The topology glue (who talks to whom, outcomes, retries) lives in
 ``sim.model``; this module only runs plans and keeps per-host statistics.
 """
@@ -186,6 +190,8 @@ class Host:
         self.disk = Pool(self.env, 1, f"{hid}.disk")  # busy time: pulses in _got_disk
         self.fsync = fsync
         self.trace = model.trace is not None
+        #: CPU seconds of one message's housekeeping by size (None: costs nothing)
+        self.chore: Callable[[float], float] | None = None
         # bound methods once (the hot path)
         self._c_core = self._got_core
         self._c_proc = self._got_proc
@@ -320,6 +326,14 @@ class Host:
         job.cont = cont
         self.cpu(job)
 
+    def housekeep(self, size_kb: float) -> None:
+        """Spend one message's ``housekeeping`` CPU after its visit here ended.
+
+        It queues for a core like any work (so it delays whoever needs the
+        core next) but nothing waits for it to finish.
+        """
+        self.burst(_Chore(), self.chore(size_kb), _done)  # type: ignore[misc]
+
     def __repr__(self) -> str:
         return f"Host({self.id}{'' if self.up else ', down'})"
 
@@ -328,6 +342,16 @@ def _cpu_of(st: Stage, m: Msg) -> float:
     """CPU seconds of one stage for one message."""
     c = st.cpu() + st.cpu_per_kb * m.size
     return c * m.rcpts if st.per_rcpt else c
+
+
+class _Chore:
+    """A CPU burst no message waits for (``Host.housekeep``)."""
+
+    __slots__ = ("cont", "core_t0", "cpu", "plan")
+
+
+def _done(_: Any) -> None:
+    """Nobody waits for housekeeping."""
 
 
 #: Marker plan for CPU bursts that are not stages of a message visit.

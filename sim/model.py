@@ -56,6 +56,9 @@ DELIVERY_STAGES = ("mx_lookup", "deliver")
 DECISION_STAGES = ("spf", "antivirus")
 #: Stages that end with a durable write.
 FSYNC_STAGES = ("spool", "maildir")
+#: CPU a host spends after a message's visit ended (handed on, filed, refused):
+#: it takes a core but nobody waits for it (``Host.housekeep``).
+OFF_PATH_STAGES = ("housekeeping",)
 
 Trace = Callable[[HopRecord | MessageRecord], None]
 
@@ -377,9 +380,20 @@ class Model:
                 self.submit_plan = self._plan(name, ["smtp_receive", "submission", "spool"])
                 self.recv_plan[name] = self._plan(name, ["smtp_receive", "maildir"])
             else:
-                recv = [st for st in role if st not in DELIVERY_STAGES]
+                recv = [st for st in role if st not in DELIVERY_STAGES + OFF_PATH_STAGES]
                 self.recv_plan[name] = self._plan(name, recv)
             self.deliv_plan[name] = self._plan(name, [st for st in DELIVERY_STAGES if st in role])
+            chore = self._chore(name)
+            for host in self.tiers[name]:
+                host.chore = chore
+
+    def _chore(self, tier: str) -> Callable[[float], float] | None:
+        """CPU seconds of a message's ``housekeeping`` at ``tier``; None when it costs nothing
+        (then the hot path skips it entirely)."""
+        cost = self.s.tiers[tier].cost("housekeeping")
+        if cost is None or (cost.cpu_s.mean <= 0 and cost.cpu_per_kb_s <= 0):
+            return None
+        return self.stage_cost_sampler(tier, "housekeeping")
 
     # ------------------------------------------------------------ helpers
 
@@ -628,13 +642,16 @@ class Model:
         sender = m.sender
         if sender is not None:
             m.sender = None
-            self._left(sender, m.entered_prev, m.hop_prev, "relayed", host.id)
+            self._left(sender, m, m.entered_prev, m.hop_prev, "relayed", host.id)
             sender.delivery.release()
 
     def _left(
-        self, host: Host, entered: float, hop: HopRecord | None, outcome: str, nxt: str
+        self, host: Host, m: Msg, entered: float, hop: HopRecord | None, outcome: str, nxt: str
     ) -> None:
+        """``m``'s visit at ``host`` ended: statistics, the hop record, housekeeping."""
         now = self.env._now
+        if host.chore is not None:
+            host.housekeep(m.size)
         st = host.stats
         st.in_host.add(now, -1)
         if now >= self.t_warm:
@@ -645,7 +662,7 @@ class Model:
     def _finish(self, host: Host | None, m: Msg, result: str, outcome: str = "") -> None:
         """A terminal outcome at ``host`` (None: after leaving every host)."""
         if host is not None:
-            self._left(host, m.entered, m.hop, outcome or result, "")
+            self._left(host, m, m.entered, m.hop, outcome or result, "")
         if m.counted:
             self.counts[result] += 1
             self.by_flow[m.flow][result] += 1

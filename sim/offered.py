@@ -16,8 +16,8 @@ from sim.topology import INTERNET, MAILBOX, Scenario, Tier
 SECONDS_PER_DAY = 86_400.0
 
 # stages each kind of work runs at the mailbox server (the rest run every stage)
-_MAILBOX_DELIVERY = ("smtp_receive", "maildir", "pop_retrieve")
-_MAILBOX_SUBMISSION = ("submission", "spool", "deliver")
+_MAILBOX_DELIVERY = ("smtp_receive", "maildir", "pop_retrieve", "housekeeping")
+_MAILBOX_SUBMISSION = ("submission", "spool", "deliver", "housekeeping")
 
 
 @dataclass(frozen=True)

@@ -128,41 +128,87 @@ def test_overlay_loads_on_testbed_with_fitted_means(fit, tmp_path: Path) -> None
     assert s.gateways["gateway0"].cost("spf").wait_s.mean < 0.0002
 
 
-def test_untraced_cpu_comes_from_proc_and_is_split_between_receive_and_deliver() -> None:
-    # realnet traces no CPU for smtp_receive/deliver: 100 hops on two hosts
-    # used 0.5 s of CPU by /proc, of which the traced check took 0.1 s
+def test_untraced_cpu_off_the_path_becomes_housekeeping() -> None:
+    # realnet traces no CPU for smtp_receive/deliver: 100 hops on two hosts used
+    # 0.5 s of CPU by /proc, of which the traced check took 0.1 s; 0.5 ms per hop
+    # before the 250 is covered by no span (the only time untraced CPU can delay it)
     hops = []
     for i in range(100):
         hop = HopRecord(f"m{i}", "inbound", f"gateway1.{i % 2}", 4.0, arrived=float(i))
         hop.stages["smtp_receive"] = StageSpan(i, i + 0.001)  # 1 ms elapsed, cpu untraced
         hop.stages["antivirus"] = StageSpan(i + 0.001, i + 0.0025, 0.001)
         hop.stages["deliver"] = StageSpan(i + 0.003, i + 0.01)
-        hop.accepted, hop.left = i + 0.0025, i + 0.01
+        hop.accepted, hop.left = i + 0.003, i + 0.01
         hops.append(hop)
     fit = fit_traces(hops)
     residual = attribute_untraced_cpu(fit, hops, {"gateway1.0": 0.3, "gateway1.1": 0.2})
     assert residual["gateway1"] == pytest.approx((0.5 - 0.1) / 100)
     receive, deliver = fit.stages[("gateway1", "smtp_receive")], fit.stages[("gateway1", "deliver")]
-    assert receive.cpu_fixed_s == pytest.approx(0.001)  # capped at its elapsed time
-    assert deliver.cpu_fixed_s == pytest.approx(0.004 - 0.001)  # the rest, per delivery
-    assert receive.source == deliver.source == "utilisation law"
+    housekeeping = fit.stages[("gateway1", "housekeeping")]
+    assert receive.cpu_fixed_s == pytest.approx(0.0005)  # bounded by the uncovered time
+    assert deliver.cpu_fixed_s == 0.0
+    assert housekeeping.cpu_fixed_s == pytest.approx(0.004 - 0.0005)  # the rest, per hop
+    assert housekeeping.n == 100
+    assert receive.source == "utilisation law"
 
 
-def test_cpu_no_span_covers_is_shared_in_proportion_to_traced_smtp_cpu() -> None:
-    # receive traced 1 ms, deliver 3 ms per hop; /proc says 2 ms more per hop
+def test_on_path_cpu_is_shared_in_proportion_to_traced_receive_cpu() -> None:
+    # receive traced 1 ms, submission 3 ms per hop, 0.2 ms of each hop's dialogue
+    # before the 250 untraced; /proc says 2 ms more per hop
     hops = []
     for i in range(50):
-        hop = HopRecord(f"m{i}", "inbound", "gateway0.0", 4.0, arrived=float(i))
-        hop.stages["smtp_receive"] = StageSpan(i, i + 0.002, 0.001)
-        hop.stages["deliver"] = StageSpan(i + 0.003, i + 0.01, 0.003)
-        hop.accepted, hop.left = i + 0.002, i + 0.01
+        stage = "smtp_receive" if i % 2 else "submission"
+        cpu = 0.001 if i % 2 else 0.003
+        hop = HopRecord(f"m{i}", "inbound", "mailbox.0", 4.0, arrived=float(i))
+        hop.stages[stage] = StageSpan(i, i + 0.004, cpu)
+        hop.stages["deliver"] = StageSpan(i + 0.005, i + 0.01, 0.003)
+        hop.accepted, hop.left = i + 0.0042, i + 0.01
         hops.append(hop)
     fit = fit_traces(hops)
-    attribute_untraced_cpu(fit, hops, {"gateway0.0": 50 * 0.006})
-    receive, deliver = fit.stages[("gateway0", "smtp_receive")], fit.stages[("gateway0", "deliver")]
-    assert receive.cpu_fixed_s == pytest.approx(0.001 + 0.002 * 1 / 4)
-    assert deliver.cpu_fixed_s == pytest.approx(0.003 + 0.002 * 3 / 4)
+    traced = 25 * (0.001 + 0.003) + 50 * 0.003
+    attribute_untraced_cpu(fit, hops, {"mailbox.0": traced + 50 * 0.002})
+    receive = fit.stages[("mailbox", "smtp_receive")]
+    submission = fit.stages[("mailbox", "submission")]
+    deliver = fit.stages[("mailbox", "deliver")]
+    on_path = 50 * 0.0002
+    assert receive.cpu_fixed_s == pytest.approx(0.001 + on_path * 1 / 4 / 25)
+    assert submission.cpu_fixed_s == pytest.approx(0.003 + on_path * 3 / 4 / 25)
+    assert deliver.cpu_fixed_s == pytest.approx(0.003)  # the hand-off: all covered
+    assert fit.stages[("mailbox", "housekeeping")].cpu_fixed_s == pytest.approx(0.002 - 0.0002)
     assert receive.source == "trace + utilisation law"
+
+
+def test_overlay_with_housekeeping_loads_and_the_model_recovers_it(tmp_path: Path) -> None:
+    """The model with a known housekeeping cost: its traces show no span for it,
+    its hosts' CPU does; the fitter gives the cost back, and off the path."""
+    from realnet.calibrate import model_overrides
+    from realnet.loadgen import flow_shares
+    from sim.model import Model
+
+    base = load(TESTBED)
+    overrides = model_overrides(base, 5.0, flow_shares(base), 1.0, 600.0)
+    overrides["scenario.warmup_h"] = 0.0  # host CPU and hops over the same interval
+    hk = {"gateway0": 0.002, "gateway1": 0.001}
+    for tier, cpu in hk.items():
+        overrides[f"gateways.{tier}.stages.housekeeping.cpu_s"] = cpu
+    scenario = load(TESTBED, overrides)
+    hops: list[HopRecord] = []
+    model = Model(scenario, 5, trace=lambda r: hops.append(r) if isinstance(r, HopRecord) else None)
+    model.start()
+    model.run()
+    cpu = {hid: h.stats.cpu_demand for hid, h in model.hosts.items()}
+    fit = fit_traces(hops, scenario)
+    receive = {t: fit.stages[(t, "smtp_receive")].cpu_fixed_s for t in hk}
+    attribute_untraced_cpu(fit, hops, cpu)
+    for tier, cpu_s in hk.items():
+        # hops still in flight at the end ran their stages but not yet their housekeeping
+        assert fit.stages[(tier, "housekeeping")].cpu_fixed_s == pytest.approx(cpu_s, rel=0.05)
+        assert fit.stages[(tier, "smtp_receive")].cpu_fixed_s == pytest.approx(receive[tier])
+    assert fit.stages[("gateway2", "housekeeping")].cpu_fixed_s < 1e-6
+    s = load(write_overlay(fit, TESTBED, tmp_path / "fitted.toml", scenario))
+    assert s.tiers["gateway0"].cost("housekeeping").cpu_s.mean == pytest.approx(
+        fit.stages[("gateway0", "housekeeping")].cpu_fixed_s
+    )
 
 
 def test_recovers_the_models_own_costs_from_its_trace() -> None:

@@ -7,12 +7,13 @@ do not need or make constant), never typed in.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
 import pytest
 
-from sim.model import DELIVERY_STAGES, FSYNC_STAGES, Model
+from sim.model import DELIVERY_STAGES, FSYNC_STAGES, OFF_PATH_STAGES, Model
 from sim.records import HopRecord, MessageRecord
 from sim.scenario import load
 from sim.selftest import idle
@@ -39,7 +40,8 @@ def stage_time(s: Scenario, tier: str, stage: str, size: float = SIZE) -> float:
 def receive_stages(s: Scenario, tier: str, from_pc: bool) -> list[str]:
     if tier == MAILBOX:
         return ["smtp_receive", "submission", "spool"] if from_pc else ["smtp_receive", "maildir"]
-    return [st for st in ROLE_STAGES[s.tiers[tier].role] if st not in DELIVERY_STAGES]
+    on_path = [st for st in ROLE_STAGES[s.tiers[tier].role] if st not in OFF_PATH_STAGES]
+    return [st for st in on_path if st not in DELIVERY_STAGES]
 
 
 def lan(s: Scenario, size: float = SIZE) -> float:
@@ -251,3 +253,80 @@ def test_dns_slow_adds_to_every_lookup() -> None:
         lookups = s.tiers[s.mx].cost(stage).dns_lookups
         expected = stage_time(s, s.mx, stage) + lookups * extra
         assert hop.stages[stage].elapsed == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["own-core", "shared-machine"])
+def test_housekeeping_delays_the_next_message_not_its_own(shared: bool) -> None:
+    """CPU after the hand-off: the message leaves on time; the next one waits for the core."""
+    hk = 0.05  # far longer than any stage, so the overlap is certain
+    overrides: dict[str, object] = {"gateways.gateway0.hosts": 1}
+    if shared:  # one process of one core on a machine the host shares
+        overrides["deployment.machines"] = [
+            {"name": "box", "cores": 1, "hosts": ["gateway0.*"], "processes_per_host": 1}
+        ]
+    else:
+        overrides["gateways.gateway0.host.cores"] = 1
+    plain = scenario(**overrides)
+    s = scenario(**overrides, **{"gateways.gateway0.stages.housekeeping.cpu_s": hk})
+    mx = s.mx
+
+    ref = Probe(plain, "inbound")
+    ref.run()
+    p = Probe(s, "inbound")
+    left = next(h.left for h in ref.hops if h.host.startswith(mx))
+    # the second message reaches the MX a quarter into the first one's housekeeping
+    inet = s.network.internet_rtt_s + SIZE * 8192 / (s.network.internet_mbps * 1e6)
+    arrive = left + hk / 4
+    p.model.run(until=arrive - inet)
+    second = p.model.new_message("inbound", False, p.model.env.now, size=SIZE, probe=True)
+    p.run()
+
+    def at_mx(hops: list[HopRecord], msg_id: str) -> HopRecord:
+        hop = next(h for h in hops if h.msg_id == msg_id and h.host.startswith(mx))
+        return dataclasses.replace(hop, next_hop="")  # which twin is picked next may differ
+
+    # the message itself never waits for its housekeeping: same hop, same arrival in the mailbox
+    assert at_mx(p.hops, f"m{p.msg.id}") == at_mx(ref.hops, f"m{p.msg.id}")
+    done = next(m for m in p.msgs if m.msg_id == f"m{p.msg.id}")
+    assert done.in_mailbox == pytest.approx(ref.msgs[0].in_mailbox, abs=1e-12)
+    hop = at_mx(p.hops, f"m{second.id}")
+    assert hop.arrived == pytest.approx(arrive, abs=1e-12)
+    recv = hop.stages["smtp_receive"]
+    cost = s.tiers[mx].cost("smtp_receive")
+    # its first CPU block starts when the core is free: after the housekeeping
+    wait = cost.wait_s.mean + cost.dns_lookups * s.network.dns_s.mean
+    assert arrive + wait < left + hk
+    assert recv.end == pytest.approx(left + hk + stage_time(s, mx, "smtp_receive") - wait, abs=1e-9)
+
+
+def test_housekeeping_counts_in_cpu_busy_and_offered_load() -> None:
+    """The utilisation law still holds: busy CPU = the stages' CPU + housekeeping."""
+    from sim.offered import tier_loads
+
+    hk = 0.004
+    s = load(BASE, {"population.mailboxes": 2000, "scenario.duration_h": 1.0,
+                    "scenario.warmup_h": 0.0})  # fmt: skip
+    with_hk = load(BASE, {"population.mailboxes": 2000, "scenario.duration_h": 1.0,
+                          "scenario.warmup_h": 0.0,
+                          "gateways.gateway1.stages.housekeeping.cpu_s": hk})  # fmt: skip
+    busy, visits = {}, 0
+    for name, sc in (("plain", s), ("hk", with_hk)):
+        model = Model(sc, 7)
+        model.start()
+        model.run()
+        hosts = model.tiers["gateway1"]
+        for h in hosts:
+            h.stats.cpu_busy.finish(model.t_end)
+        busy[name] = sum(h.stats.cpu_busy.area for h in hosts)
+        demand = sum(h.stats.cpu_demand for h in hosts)
+        assert busy[name] == pytest.approx(demand, rel=0.02)  # U = X·D, housekeeping included
+        visits = sum(h.stats.left for h in hosts)  # visits that ended: one housekeeping each
+    assert visits > 100
+    # nearly the same traffic in both runs (named streams): the extra busy time is hk per visit
+    assert busy["hk"] - busy["plain"] == pytest.approx(hk * visits, rel=0.05)
+    # mailgate check's offered CPU counts it per message, at a gateway and at the mailbox server
+    offered = tier_loads(with_hk)["gateway1"].cpu_s_per_message
+    assert offered - tier_loads(s)["gateway1"].cpu_s_per_message == pytest.approx(hk)
+    at_mailbox = load(BASE, {"mailbox_server.stages.housekeeping.cpu_s": hk})
+    offered = tier_loads(at_mailbox)[MAILBOX].cpu_s_per_message
+    assert offered - tier_loads(load(BASE))[MAILBOX].cpu_s_per_message == pytest.approx(hk)
