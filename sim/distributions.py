@@ -40,12 +40,6 @@ class _Base:
         table.update({f.name: getattr(self, f.name) for f in fields(self)})  # type: ignore[arg-type]
         return table
 
-    @property
-    def cv(self) -> float:
-        """Coefficient of variation (standard deviation / mean)."""
-        mean = self.mean  # type: ignore[attr-defined]
-        return math.sqrt(self.variance) / mean if mean else 0.0  # type: ignore[attr-defined]
-
 
 @dataclass(frozen=True, slots=True)
 class Constant(_Base):
@@ -212,7 +206,7 @@ def _capped_pareto_moment(alpha: float, xmin: float, cap: float, k: int) -> floa
     return below + cap**k * tail
 
 
-# name -> (class, {toml key: (constructor argument, must be positive)})
+# name -> (class, {toml key: constructor argument})
 _KINDS: dict[str, tuple[type, dict[str, str]]] = {
     "constant": (Constant, {"value": "value"}),
     "exponential": (Exponential, {"mean": "mean_value"}),
@@ -231,8 +225,6 @@ _KINDS: dict[str, tuple[type, dict[str, str]]] = {
         },
     ),
 }
-
-DISTRIBUTION_NAMES = tuple(_KINDS)
 
 
 class DistributionError(ValueError):

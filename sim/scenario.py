@@ -26,8 +26,6 @@ from sim.topology import (
     Scenario,
 )
 
-TIER_SECTIONS = ("gateways", "mailbox_server")
-
 
 class ScenarioError(ValueError):
     """A scenario the user must fix: ``file: key: message``."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import types
 import typing
 from functools import cache
 from typing import Any
@@ -106,23 +105,20 @@ def convert(hint: Any, value: Any, path: str, meta: typing.Mapping[str, Any]) ->
     return _scalar(hint, value, path, meta)
 
 
+# scalar type -> (does a TOML value fit it?, what the error says was expected)
+_SCALARS: dict[type, tuple[typing.Callable[[Any], bool], str]] = {
+    bool: (lambda v: isinstance(v, bool), "true or false"),
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
+    float: (lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number"),
+    str: (lambda v: isinstance(v, str), "a string"),
+}
+
+
 def _scalar(hint: Any, value: Any, path: str, meta: typing.Mapping[str, Any]) -> Any:
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise SchemaError(path, f"expected true or false, got {_show(value)}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise SchemaError(path, f"expected a whole number, got {_show(value)}")
-    elif hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise SchemaError(path, f"expected a number, got {_show(value)}")
-        value = float(value)
-    elif hint is str:
-        if not isinstance(value, str):
-            raise SchemaError(path, f"expected a string, got {_show(value)}")
-    elif isinstance(hint, types.UnionType):  # pragma: no cover - not used by the schema
-        raise SchemaError(path, "union types are not supported")
+    fits, expected = _SCALARS[hint]
+    if not fits(value):
+        raise SchemaError(path, f"expected {expected}, got {_show(value)}")
+    value = float(value) if hint is float else value
     _limits(value, path, meta)
     return value
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from sim.distributions import (
@@ -163,10 +164,6 @@ class HourlyProfile:
 
     def factor(self, hour: float) -> float:
         return self.weights[int(hour) % 24]
-
-    @property
-    def peak_hour(self) -> int:
-        return max(range(24), key=self.weights.__getitem__)
 
     @property
     def peak_factor(self) -> float:
@@ -566,9 +563,9 @@ class Scenario:
 
     # -- derived views (no state of their own)
 
-    @property
+    @cached_property
     def tiers(self) -> dict[str, Tier]:
-        """Every tier by name: the gateways and ``mailbox``."""
+        """Every tier by name: the gateways and ``mailbox`` (built once: the model asks per hop)."""
         return {**self.gateways, MAILBOX: self.mailbox_server}
 
     @property
@@ -583,7 +580,7 @@ class Scenario:
     def path(self, start: str) -> list[str]:
         """Tiers from ``start`` following next_hop until the mailbox or the Internet."""
         out, name = [], start
-        while name not in (INTERNET,) and name not in out:
+        while name != INTERNET and name not in out:
             out.append(name)
             if name == MAILBOX and start != MAILBOX:
                 break
