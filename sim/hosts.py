@@ -58,7 +58,7 @@ class Msg:
 
     __slots__ = (
         "accepted", "attempts", "backoff", "cont", "core_t0", "counted", "cpu", "deferred",
-        "domain", "entered", "entered_prev", "final", "flow", "hop", "hop_prev", "host", "id",
+        "domain", "entered", "entered_prev", "flow", "hop", "hop_prev", "host", "id",
         "in_mailbox", "last", "outcome", "parts", "pick", "plan", "queued_at", "rcpts",
         "remote", "sender", "sent", "si", "size", "spam", "spf_fail", "stage_t0", "target",
         "tries", "virus",
@@ -96,7 +96,6 @@ class Msg:
         self.target = ""
         self.tries = 0
         self.pick = 0
-        self.final = False
         self.stage_t0 = 0.0
         self.core_t0 = 0.0
         self.last = 0

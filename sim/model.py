@@ -594,9 +594,8 @@ class Model:
     def _session(self, m: Msg) -> None:
         host = m.host
         assert host is not None
-        m.final = host.tier == MAILBOX and m.sender is not None
         if host.tier == MAILBOX and m.sender is None:
-            plan = self.submit_plan
+            plan = self.submit_plan  # a PC submitting
         else:
             plan = self.recv_plan[host.tier]
         host.run(m, plan, self._c_received)
@@ -622,10 +621,11 @@ class Model:
                 self.hists[m.flow]["sent_to_accepted"].add(now - m.sent)
         if m.hop is not None:
             m.hop.accepted = now
-        self._end_session(host, m)
+        final = host.tier == MAILBOX and m.sender is not None  # relayed to the mailbox server
+        self._end_session(host, m)  # (clears m.sender)
         if m.outcome == "quarantined":
             self._finish(host, m, "quarantined")
-        elif m.final:
+        elif final:
             m.in_mailbox = now
             if m.counted:
                 self.hists[m.flow]["accepted_to_mailbox"].add(now - m.accepted)
