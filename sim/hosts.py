@@ -57,7 +57,7 @@ class Msg:
     """One message (all recipients travel together until the mailbox)."""
 
     __slots__ = (
-        "accepted", "attempts", "backoff", "cont", "core_t0", "counted", "cpu", "deferred",
+        "accepted", "backoff", "cont", "core_t0", "counted", "cpu", "deferred",
         "domain", "entered", "entered_prev", "flow", "hop", "hop_prev", "host", "id",
         "in_mailbox", "last", "outcome", "parts", "pick", "plan", "queued_at", "rcpts",
         "remote", "sender", "sent", "si", "size", "spam", "spf_fail", "stage_t0", "target",
@@ -88,7 +88,6 @@ class Msg:
         self.hop: HopRecord | None = None
         self.hop_prev: HopRecord | None = None
         self.outcome = ""
-        self.attempts = 0
         self.backoff = 0.0
         self.queued_at = 0.0
         self.deferred = False

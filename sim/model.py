@@ -785,7 +785,6 @@ class Model:
             r.minimal_backoff_s if m.backoff <= 0 else min(2 * m.backoff, r.maximal_backoff_s)
         )
         run = math.ceil((now + m.backoff) / r.queue_run_delay_s - 1e-9) * r.queue_run_delay_s
-        m.attempts += 1
         host.stats.deferred.add(now, 1)
         self.deferred_total.add(now, 1)
         self.sched.after(run - now, self._retry, m)
