@@ -176,11 +176,12 @@ class Mailboxes:
             box = int(self.pick() * self.n)
             if box >= self.active:
                 continue
-            t = self.next_poll[box]
-            if self.empty_rate <= 0:
+            if self.empty_rate > 0:
+                t = self.next_poll[box]
+                while t <= now:
+                    t += self.interval()
+            else:
                 t = now  # a client that never waits (interval 0) fetches at once
-            while t <= now and self.empty_rate > 0:
-                t += self.interval()
             self.next_poll[box] = t
             copy = (m.sent, m.flow, m.counted, m.size)
             waiting = self.pending.get(box)
