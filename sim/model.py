@@ -308,7 +308,7 @@ class Model:
     def _build_hosts(self) -> None:
         s = self.s
         for m in s.deployment.machines:
-            level = Level(self.t_warm, self.t_end, bucket_seconds(s.scenario.duration_h))
+            level = Level(self.t_warm, self.t_end, self.bucket_s)
             self.machine_levels[m.name] = level
             self.machines[m.name] = Machine(self.sched, m.name, m.cores, level)
         for tier_name, tier in s.tiers.items():
