@@ -226,11 +226,7 @@ class Mailboxes:
                 cpu += self.session(0.0)
                 self.sessions += 1
         if cpu > 0:
-            self._host().burst(PopJob(-1, []), cpu, _ignore)
-
-
-def _ignore(_: Any) -> None:
-    pass
+            self._host().background(cpu)
 
 
 class Model:
