@@ -116,15 +116,13 @@ class Stream:
 class PopJob:
     """A POP session's CPU work at the mailbox server."""
 
-    __slots__ = ("box", "cont", "copies", "core_t0", "cpu", "plan", "si")
+    __slots__ = ("cont", "copies", "core_t0", "cpu", "plan")
 
-    def __init__(self, box: int, copies: list[tuple[float, str, bool, float]]) -> None:
-        self.box = box
+    def __init__(self, copies: list[tuple[float, str, bool, float]]) -> None:
         self.copies = copies
         self.plan: Any = None
         self.cpu = 0.0
         self.cont: Any = None
-        self.si = 0
 
 
 class Mailboxes:
@@ -201,7 +199,7 @@ class Mailboxes:
         for _, _, _, size in copies:
             cpu += self.retrieve(size)
         self.sessions += 1
-        job = PopJob(box, copies)
+        job = PopJob(copies)
         self._host().burst(job, cpu, self._retrieved)
 
     def _retrieved(self, job: PopJob) -> None:
