@@ -10,10 +10,10 @@ in realnet. CPU times are seconds of CPU measured around the stage
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 
 @dataclass(slots=True)
@@ -82,16 +82,6 @@ class MessageRecord:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
-
-
-def write_jsonl(records: Iterable[HopRecord | MessageRecord], out: IO[str]) -> int:
-    """Write records as JSON lines; returns how many."""
-    n = 0
-    for record in records:
-        out.write(record.to_json())
-        out.write("\n")
-        n += 1
-    return n
 
 
 def read_hops(path: Path) -> Iterator[HopRecord]:
