@@ -819,6 +819,7 @@ class Model:
             level.finish(self.t_end)
         self.deferred_total.finish(self.t_end)
 
-    def in_flight(self) -> int:
-        c = self.counts
+    def in_flight(self, flow: str | None = None) -> int:
+        """Counted messages without a terminal outcome yet (of one flow, or all)."""
+        c = self.counts if flow is None else self.by_flow[flow]
         return c["generated"] - sum(c[o] for o in OUTCOMES)
