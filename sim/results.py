@@ -89,14 +89,14 @@ def collect(model: Model) -> dict[str, Any]:
             "cpu_demand_s": st.cpu_demand,
             "cpu_per_message_s": st.cpu_demand / st.left if st.left else math.nan,
         }
-    machines = {
-        name: {
-            "cores": model.machines[name].cores.capacity,
-            "mean": lvl.mean / model.machines[name].cores.capacity,
-            "series": [v / model.machines[name].cores.capacity for v in lvl.bucket_means()],
+    machines = {}
+    for name, lvl in model.machine_levels.items():
+        cores = model.machines[name].cores.capacity
+        machines[name] = {
+            "cores": cores,
+            "mean": lvl.mean / cores,
+            "series": [v / cores for v in lvl.bucket_means()],
         }
-        for name, lvl in model.machine_levels.items()
-    }
     counts = {**model.counts, "in_flight": model.in_flight()}
     by_flow = {f: {**c, "in_flight": model.in_flight(f)} for f, c in model.by_flow.items()}
     return {
