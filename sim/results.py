@@ -89,7 +89,7 @@ def collect(model: Model) -> dict[str, Any]:
             "cpu_demand_s": st.cpu_demand,
             "cpu_per_message_s": st.cpu_demand / st.left if st.left else math.nan,
         }
-    machines = {}
+    machines: dict[str, Any] = {}
     for name, lvl in model.machine_levels.items():
         cores = model.machines[name].cores.capacity
         machines[name] = {
