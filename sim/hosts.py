@@ -57,8 +57,8 @@ class Msg:
     """One message (all recipients travel together until the mailbox)."""
 
     __slots__ = (
-        "accepted", "attempts", "backoff", "cont", "core_t0", "counted", "cpu", "deferred",
-        "domain", "entered", "entered_prev", "final", "flow", "hop", "hop_prev", "host", "id",
+        "accepted", "backoff", "cont", "core_t0", "counted", "cpu", "deferred",
+        "domain", "entered", "entered_prev", "flow", "hop", "hop_prev", "host", "id",
         "in_mailbox", "last", "outcome", "parts", "pick", "plan", "queued_at", "rcpts",
         "remote", "sender", "sent", "si", "size", "spam", "spf_fail", "stage_t0", "target",
         "tries", "virus",
@@ -88,7 +88,6 @@ class Msg:
         self.hop: HopRecord | None = None
         self.hop_prev: HopRecord | None = None
         self.outcome = ""
-        self.attempts = 0
         self.backoff = 0.0
         self.queued_at = 0.0
         self.deferred = False
@@ -96,7 +95,6 @@ class Msg:
         self.target = ""
         self.tries = 0
         self.pick = 0
-        self.final = False
         self.stage_t0 = 0.0
         self.core_t0 = 0.0
         self.last = 0
@@ -327,12 +325,16 @@ class Host:
         self.cpu(job)
 
     def housekeep(self, size_kb: float) -> None:
-        """Spend one message's ``housekeeping`` CPU after its visit here ended.
+        """Spend one message's ``housekeeping`` CPU after its visit here ended."""
+        self.background(self.chore(size_kb))  # type: ignore[misc]
+
+    def background(self, seconds: float) -> None:
+        """Spend ``seconds`` of CPU nothing waits for (housekeeping, empty POP polls).
 
         It queues for a core like any work (so it delays whoever needs the
         core next) but nothing waits for it to finish.
         """
-        self.burst(_Chore(), self.chore(size_kb), _done)  # type: ignore[misc]
+        self.burst(_Chore(), seconds, _done)
 
     def __repr__(self) -> str:
         return f"Host({self.id}{'' if self.up else ', down'})"
@@ -345,13 +347,13 @@ def _cpu_of(st: Stage, m: Msg) -> float:
 
 
 class _Chore:
-    """A CPU burst no message waits for (``Host.housekeep``)."""
+    """A CPU burst no message waits for (``Host.background``)."""
 
     __slots__ = ("cont", "core_t0", "cpu", "plan")
 
 
 def _done(_: Any) -> None:
-    """Nobody waits for housekeeping."""
+    """Nobody waits for background work."""
 
 
 #: Marker plan for CPU bursts that are not stages of a message visit.

@@ -116,15 +116,13 @@ class Stream:
 class PopJob:
     """A POP session's CPU work at the mailbox server."""
 
-    __slots__ = ("box", "cont", "copies", "core_t0", "cpu", "plan", "si")
+    __slots__ = ("cont", "copies", "core_t0", "cpu", "plan")
 
-    def __init__(self, box: int, copies: list[tuple[float, str, bool, float]]) -> None:
-        self.box = box
+    def __init__(self, copies: list[tuple[float, str, bool, float]]) -> None:
         self.copies = copies
         self.plan: Any = None
         self.cpu = 0.0
         self.cont: Any = None
-        self.si = 0
 
 
 class Mailboxes:
@@ -176,11 +174,12 @@ class Mailboxes:
             box = int(self.pick() * self.n)
             if box >= self.active:
                 continue
-            t = self.next_poll[box]
-            if self.empty_rate <= 0:
+            if self.empty_rate > 0:
+                t = self.next_poll[box]
+                while t <= now:
+                    t += self.interval()
+            else:
                 t = now  # a client that never waits (interval 0) fetches at once
-            while t <= now and self.empty_rate > 0:
-                t += self.interval()
             self.next_poll[box] = t
             copy = (m.sent, m.flow, m.counted, m.size)
             waiting = self.pending.get(box)
@@ -200,7 +199,7 @@ class Mailboxes:
         for _, _, _, size in copies:
             cpu += self.retrieve(size)
         self.sessions += 1
-        job = PopJob(box, copies)
+        job = PopJob(copies)
         self._host().burst(job, cpu, self._retrieved)
 
     def _retrieved(self, job: PopJob) -> None:
@@ -225,11 +224,7 @@ class Mailboxes:
                 cpu += self.session(0.0)
                 self.sessions += 1
         if cpu > 0:
-            self._host().burst(PopJob(-1, []), cpu, _ignore)
-
-
-def _ignore(_: Any) -> None:
-    pass
+            self._host().background(cpu)
 
 
 class Model:
@@ -307,7 +302,7 @@ class Model:
     def _build_hosts(self) -> None:
         s = self.s
         for m in s.deployment.machines:
-            level = Level(self.t_warm, self.t_end, bucket_seconds(s.scenario.duration_h))
+            level = Level(self.t_warm, self.t_end, self.bucket_s)
             self.machine_levels[m.name] = level
             self.machines[m.name] = Machine(self.sched, m.name, m.cores, level)
         for tier_name, tier in s.tiers.items():
@@ -594,9 +589,8 @@ class Model:
     def _session(self, m: Msg) -> None:
         host = m.host
         assert host is not None
-        m.final = host.tier == MAILBOX and m.sender is not None
         if host.tier == MAILBOX and m.sender is None:
-            plan = self.submit_plan
+            plan = self.submit_plan  # a PC submitting
         else:
             plan = self.recv_plan[host.tier]
         host.run(m, plan, self._c_received)
@@ -622,10 +616,11 @@ class Model:
                 self.hists[m.flow]["sent_to_accepted"].add(now - m.sent)
         if m.hop is not None:
             m.hop.accepted = now
-        self._end_session(host, m)
+        final = host.tier == MAILBOX and m.sender is not None  # relayed to the mailbox server
+        self._end_session(host, m)  # (clears m.sender)
         if m.outcome == "quarantined":
             self._finish(host, m, "quarantined")
-        elif m.final:
+        elif final:
             m.in_mailbox = now
             if m.counted:
                 self.hists[m.flow]["accepted_to_mailbox"].add(now - m.accepted)
@@ -785,7 +780,6 @@ class Model:
             r.minimal_backoff_s if m.backoff <= 0 else min(2 * m.backoff, r.maximal_backoff_s)
         )
         run = math.ceil((now + m.backoff) / r.queue_run_delay_s - 1e-9) * r.queue_run_delay_s
-        m.attempts += 1
         host.stats.deferred.add(now, 1)
         self.deferred_total.add(now, 1)
         self.sched.after(run - now, self._retry, m)
@@ -825,6 +819,7 @@ class Model:
             level.finish(self.t_end)
         self.deferred_total.finish(self.t_end)
 
-    def in_flight(self) -> int:
-        c = self.counts
+    def in_flight(self, flow: str | None = None) -> int:
+        """Counted messages without a terminal outcome yet (of one flow, or all)."""
+        c = self.counts if flow is None else self.by_flow[flow]
         return c["generated"] - sum(c[o] for o in OUTCOMES)

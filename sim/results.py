@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from sim.model import OUTCOMES, SPANS, Model
+from sim.model import SPANS, Model
 from sim.stats import LogHistogram, confidence_interval
 
 FLOWS = ("inbound", "outbound", "internal")
@@ -89,21 +89,16 @@ def collect(model: Model) -> dict[str, Any]:
             "cpu_demand_s": st.cpu_demand,
             "cpu_per_message_s": st.cpu_demand / st.left if st.left else math.nan,
         }
-    machines = {
-        name: {
-            "cores": model.machines[name].cores.capacity,
-            "mean": lvl.mean / model.machines[name].cores.capacity,
-            "series": [v / model.machines[name].cores.capacity for v in lvl.bucket_means()],
+    machines: dict[str, Any] = {}
+    for name, lvl in model.machine_levels.items():
+        cores = model.machines[name].cores.capacity
+        machines[name] = {
+            "cores": cores,
+            "mean": lvl.mean / cores,
+            "series": [v / cores for v in lvl.bucket_means()],
         }
-        for name, lvl in model.machine_levels.items()
-    }
-    counts = dict(model.counts)
-    counts["in_flight"] = model.in_flight()
-    by_flow = {}
-    for f, c in model.by_flow.items():
-        c = dict(c)
-        c["in_flight"] = c["generated"] - sum(c[o] for o in OUTCOMES)
-        by_flow[f] = c
+    counts = {**model.counts, "in_flight": model.in_flight()}
+    by_flow = {f: {**c, "in_flight": model.in_flight(f)} for f, c in model.by_flow.items()}
     return {
         "hists": model.hists,
         "hosts": hosts,

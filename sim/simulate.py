@@ -13,7 +13,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from sim.model import Model, Trace
+from sim.model import Model, Trace, bucket_seconds
 from sim.records import HopRecord, MessageRecord
 from sim.results import Results, collect
 from sim.schema import to_table
@@ -113,7 +113,7 @@ def simulate(
         measured_s=meta.duration_h * 3600.0,
         warmup_s=meta.warmup_h * 3600.0,
         start_hour=meta.start_hour,
-        bucket_s=reps[0]["hosts"] and _bucket(scenario),
+        bucket_s=bucket_seconds(meta.duration_h),
         mailboxes=scenario.population.mailboxes,
         wall_s=time.perf_counter() - start,
         versions=versions(),
@@ -143,9 +143,3 @@ class TraceFiles:
         out = self._hops if isinstance(record, HopRecord) else self._msgs
         out.write(record.to_json())
         out.write("\n")
-
-
-def _bucket(scenario: Scenario) -> float:
-    from sim.model import bucket_seconds
-
-    return bucket_seconds(scenario.scenario.duration_h)

@@ -63,6 +63,6 @@ def test_selftest_command_json(capsys: pytest.CaptureFixture[str]) -> None:
         assert "dkim_sign" in probe["hops"][2]["stages"]
 
 
-def test_bad_override_is_a_user_error(capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_scenario_file_is_a_user_error() -> None:
     code = main(["run", str(ROOT / "scenarios" / "nonexistent.toml"), "--no-progress"])
     assert code == 2

@@ -102,31 +102,30 @@ def test_one_message_exact_times_per_host_and_stage() -> None:
     assert msg.in_mailbox == pytest.approx(hops[-1].accepted, abs=1e-12)
 
 
-def test_twin_failover_costs_the_connect_timeout() -> None:
+def _failover(refuses: bool) -> tuple[Scenario, HopRecord, HopRecord]:
+    """One inbound message while gateway1.0 is down from the start (round robin
+    picks it first): the scenario and the gateway0 and gateway1 hops."""
     s = scenario(**{
         "gateways.gateway1.balance": "round_robin",  # the first pick is host 0
-        "failures.host_down": [{"host": "gateway1.0", "start_h": 0.0}],
+        "failures.host_down": [{"host": "gateway1.0", "start_h": 0.0, "refuses": refuses}],
     })  # fmt: skip
     p = Probe(s, "inbound")
     p.run()
     hops = {h.host.split(".")[0]: h for h in p.hops}
-    g0, g1 = hops["gateway0"], hops["gateway1"]
+    return s, hops["gateway0"], hops["gateway1"]
+
+
+def test_twin_failover_costs_the_connect_timeout() -> None:
+    s, g0, g1 = _failover(refuses=False)
     assert g1.host == "gateway1.1"
-    deliver = sum(stage_time(s, "gateway0", st) for st in ("deliver",))
+    deliver = stage_time(s, "gateway0", "deliver")
     timeout = s.tiers["gateway1"].connect_timeout_s
     assert g1.arrived - g0.accepted == pytest.approx(deliver + timeout + lan(s), abs=1e-9)
 
 
 def test_a_refusing_host_costs_one_round_trip_not_the_timeout() -> None:
     """A crashed MTA on a live machine answers with a RST: the twin is tried at once."""
-    s = scenario(**{
-        "gateways.gateway1.balance": "round_robin",
-        "failures.host_down": [{"host": "gateway1.0", "start_h": 0.0, "refuses": True}],
-    })  # fmt: skip
-    p = Probe(s, "inbound")
-    p.run()
-    hops = {h.host.split(".")[0]: h for h in p.hops}
-    g0, g1 = hops["gateway0"], hops["gateway1"]
+    s, g0, g1 = _failover(refuses=True)
     assert g1.host == "gateway1.1"
     deliver = stage_time(s, "gateway0", "deliver")
     refused = s.network.lan_rtt_s  # gateway0 is a relay: a LAN round trip
