@@ -34,7 +34,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -792,8 +792,8 @@ def build_report(
         "ok": not failures,
         "failures": failures,
         "saturation": {
-            "measured": _sat_json(saturation_measured),
-            "modelled": _sat_json(saturation_modelled),
+            "measured": asdict(saturation_measured),
+            "modelled": asdict(saturation_modelled),
             "relative_error": sat_err if math.isfinite(sat_err) else None,
             "same_first_host": same_first,
         },
@@ -827,15 +827,6 @@ def most_off(gaps: Sequence[Mapping[str, Any]], sign: float) -> Mapping[str, Any
     """The largest gap that errs the same way as the latency (model too low: sign < 0)."""
     same = [g for g in gaps if g["gap_s"] * sign > 0]
     return same[0] if same else (gaps[0] if gaps else None)
-
-
-def _sat_json(s: Saturation) -> dict[str, Any]:
-    return {
-        "throughput": s.throughput,
-        "first_host": s.first_host,
-        "method": s.method,
-        "steps": s.steps,
-    }
 
 
 def format_report(report: Mapping[str, Any]) -> str:
