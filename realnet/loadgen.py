@@ -198,12 +198,13 @@ def plan_messages(scenario: Scenario, target: Target, spec: LoadSpec, run_id: st
     in_w[-1] = max(1.0 - in_w.sum() - sum(d.inbound_share for d in domains if d.spf == "fail"), 0)
     out_names = [d.name for d in domains] + [OTHER_DOMAIN]
     out_w = np.array([d.share for d in domains] + [max(1.0 - sum(d.share for d in domains), 0)])
-    rcpt_local = spec.user.user
+    user_address = f"{spec.user.user}@{target.domain}"  # local rcpt, submission sender
     planned = []
     offsets = arrival_offsets(spec.rate, spec.duration_s, spec.max_messages, rng)
     for i, offset in enumerate(offsets):
         flow = flows[int(rng.choice(len(flows), p=weights))]
         msg_id = f"{run_id}-{i}"
+        spf_fail = False
         if flow == "inbound":
             spam = rng.random() < w.spam_share
             spf_fail = bool(spam and failing and rng.random() < w.spam_spf_fail_share)
@@ -212,37 +213,18 @@ def plan_messages(scenario: Scenario, target: Target, spec: LoadSpec, run_id: st
             else:
                 domain = in_names[int(rng.choice(len(in_names), p=in_w / in_w.sum()))]
             size = (w.size.spam if spam else w.size.legit).sample(rng)
-            planned.append(
-                Planned(
-                    msg_id,
-                    offset,
-                    flow,
-                    0.0,
-                    f"sender{i}@{domain}",
-                    f"{rcpt_local}@{target.domain}",
-                    target.sender_addresses.get(domain),
-                    spf_fail,
-                )
-            )
+            mail_from, rcpt = f"sender{i}@{domain}", user_address
+            source = target.sender_addresses.get(domain)
         else:
             if flow == "outbound":
                 domain = out_names[int(rng.choice(len(out_names), p=out_w / out_w.sum()))]
                 rcpt = f"user{i}@{domain}"
             else:
-                rcpt = f"{rcpt_local}@{target.domain}"
+                rcpt = user_address
             size = w.size.legit.sample(rng)
-            planned.append(
-                Planned(
-                    msg_id,
-                    offset,
-                    flow,
-                    0.0,
-                    f"{spec.user.user}@{target.domain}",
-                    rcpt,
-                    target.pc_address,
-                )
-            )
-        planned[-1].size_kb = min(max(size, _HEADER_ROOM / 1024), cap_kb)
+            mail_from, source = user_address, target.pc_address
+        size_kb = min(max(size, _HEADER_ROOM / 1024), cap_kb)
+        planned.append(Planned(msg_id, offset, flow, size_kb, mail_from, rcpt, source, spf_fail))
     return planned
 
 
