@@ -39,9 +39,7 @@ from realnet.fit import Fit
 from realnet.loadgen import flow_shares
 from sim.records import HopRecord, MessageRecord, StageSpan
 from sim.scenario import load
-
-ROOT = Path(__file__).resolve().parent.parent
-TESTBED = ROOT / "scenarios" / "loopback-testbed.toml"
+from tests.conftest import ROOT, TESTBED
 
 
 def point(rate: float, p50: float, p95: float, n: int = 100, **kw) -> Point:

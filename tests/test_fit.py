@@ -23,9 +23,7 @@ from realnet.fit import (
 )
 from sim.records import HopRecord, StageSpan
 from sim.scenario import load
-
-ROOT = Path(__file__).resolve().parent.parent
-TESTBED = ROOT / "scenarios" / "loopback-testbed.toml"
+from tests.conftest import TESTBED
 
 # tier -> stage -> (fixed mean s, sigma, per KB s, wait s)
 TRUTH = {
