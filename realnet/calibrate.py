@@ -49,7 +49,15 @@ from realnet.fit import (
     tier_of,
     write_overlay,
 )
-from realnet.loadgen import LoadResult, LoadSpec, Target, attach_traces, flow_shares, run_load
+from realnet.loadgen import (
+    LoadResult,
+    LoadSpec,
+    Target,
+    attach_traces,
+    flow_shares,
+    quantile_row,
+    run_load,
+)
 from realnet.mailclients import Auth
 from sim.records import HopRecord, MessageRecord
 from sim.scenario import load
@@ -126,18 +134,10 @@ def latency_samples(records: Iterable[MessageRecord]) -> dict[str, dict[str, lis
 
 def quantiles(samples: Mapping[str, Mapping[str, Sequence[float]]]) -> dict[str, Any]:
     """span -> flow -> {n, p50, p95, p99}."""
-    out: dict[str, Any] = {}
-    for span, flows in samples.items():
-        out[span] = {}
-        for flow, values in sorted(flows.items()):
-            if not len(values):
-                continue
-            arr = np.asarray(values, dtype=float)
-            row: dict[str, float] = {"n": len(arr)}
-            for q in QUANTILES:
-                row[f"p{round(q * 100)}"] = float(np.quantile(arr, q))
-            out[span][flow] = row
-    return out
+    return {
+        span: {f: quantile_row(v, QUANTILES) for f, v in sorted(flows.items()) if len(v)}
+        for span, flows in samples.items()
+    }
 
 
 #: Stages on the sending side of a hop, after the 250 (as in sim.model).

@@ -29,7 +29,7 @@ import logging
 import re
 import time
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -474,11 +474,12 @@ def latency_quantiles(
         end = getattr(r, span)
         if end is not None:
             values.setdefault(r.flow, []).append(end - r.sent)
-    out: dict[str, dict[str, float | int]] = {}
-    for flow, vs in sorted(values.items()):
-        arr = np.asarray(vs)
-        row: dict[str, float | int] = {"n": len(arr)}
-        for q in qs:
-            row[f"p{round(q * 100)}"] = float(np.quantile(arr, q))
-        out[flow] = row
-    return out
+    return {flow: quantile_row(vs, qs) for flow, vs in sorted(values.items())}
+
+
+def quantile_row(
+    values: Sequence[float], qs: tuple[float, ...] = (0.5, 0.95, 0.99)
+) -> dict[str, float | int]:
+    """``{"n", "p50", "p95", "p99"}`` of non-empty ``values`` (``qs`` names the columns)."""
+    arr = np.asarray(values, dtype=float)
+    return {"n": len(arr), **{f"p{round(q * 100)}": float(np.quantile(arr, q)) for q in qs}}
