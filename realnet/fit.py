@@ -72,11 +72,9 @@ class StageFit:
 
     def cpu_table(self) -> dict[str, Any]:
         """The overlay's ``cpu_s`` / ``cpu_per_kb_s`` for this stage."""
-        if self.cpu_sigma > 0:
-            median = self.cpu_fixed_s / math.exp(self.cpu_sigma**2 / 2)
-            cpu: Any = {"dist": "lognormal", "median": median, "sigma": self.cpu_sigma}
-        else:
-            cpu = self.cpu_fixed_s
+        cpu = (
+            _lognormal(self.cpu_fixed_s, self.cpu_sigma) if self.cpu_sigma > 0 else self.cpu_fixed_s
+        )
         return {"cpu_s": cpu, "cpu_per_kb_s": self.cpu_per_kb_s}
 
 
@@ -412,11 +410,16 @@ def overlay_table(
     for tier, (mean, sigma) in fit.fsync_s.items():
         fsync: Any = _wait(mean)
         if sigma > 0 and fsync > 0:
-            fsync = {"dist": "lognormal", "median": mean / math.exp(sigma**2 / 2), "sigma": sigma}
+            fsync = _lognormal(mean, sigma)
         _tier_table(table, tier)["host"] = {"fsync_s": fsync}
     if fit.dns_s is not None:
         table["network"] = {"dns_s": fit.dns_s}
     return table
+
+
+def _lognormal(mean: float, sigma: float) -> dict[str, Any]:
+    """The scenario's lognormal table with this mean (it is given by its median)."""
+    return {"dist": "lognormal", "median": mean / math.exp(sigma**2 / 2), "sigma": sigma}
 
 
 def _wait(value: float) -> float:
