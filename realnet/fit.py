@@ -128,17 +128,19 @@ def linear_fit(sizes: np.ndarray, cpu: np.ndarray) -> tuple[float, float, float,
         (a, b), *_ = np.linalg.lstsq(design, cpu, rcond=None)
         if b >= 0 and a >= 0:
             residuals = cpu - (a + b * sizes)
-            total = float(np.sum((cpu - cpu.mean()) ** 2))
-            r2 = 1 - float(np.sum(residuals**2)) / total if total > 0 else float("nan")
-            return float(a), float(b), r2, residuals
+            return float(a), float(b), _r2(cpu, residuals), residuals
         if a < 0:  # all the cost scales with size: fit through the origin
             b = float(np.dot(sizes, cpu) / np.dot(sizes, sizes))
             residuals = cpu - b * sizes
-            total = float(np.sum((cpu - cpu.mean()) ** 2))
-            r2 = 1 - float(np.sum(residuals**2)) / total if total > 0 else float("nan")
-            return 0.0, b, r2, residuals
+            return 0.0, b, _r2(cpu, residuals), residuals
     a = float(cpu.mean())
     return a, 0.0, float("nan"), cpu - a
+
+
+def _r2(cpu: np.ndarray, residuals: np.ndarray) -> float:
+    """Coefficient of determination (NaN when ``cpu`` does not vary)."""
+    total = float(np.sum((cpu - cpu.mean()) ** 2))
+    return 1 - float(np.sum(residuals**2)) / total if total > 0 else float("nan")
 
 
 def sigma_from_cv(cv: float) -> float:
