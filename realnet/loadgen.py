@@ -29,6 +29,7 @@ import logging
 import re
 import time
 import zlib
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -271,7 +272,7 @@ class _Run:
             p.msg_id: MessageRecord(p.msg_id, p.flow, p.size_kb, sent=0.0) for p in planned
         }
         self.lateness: list[float] = []
-        self.errors: dict[str, int] = {}
+        self.errors: Counter[str] = Counter()
         self.awaiting_pop: set[str] = set()
         self.polls = 0
         self.sem = asyncio.Semaphore(spec.concurrency)
@@ -300,12 +301,12 @@ class _Run:
             except ProtocolError as e:
                 record.outcome = "rejected" if 500 <= e.code < 600 else "error"
                 key = f"{p.flow} {e.step} {e.code}"
-                self.errors[key] = self.errors.get(key, 0) + 1
+                self.errors[key] += 1
                 return
             except (OSError, TimeoutError) as e:
                 record.outcome = "error"
                 key = f"{p.flow} {type(e).__name__}"
-                self.errors[key] = self.errors.get(key, 0) + 1
+                self.errors[key] += 1
                 return
         record.accepted = accepted
         if p.flow != "outbound":
@@ -357,7 +358,7 @@ class _Run:
                 self.polls += 1
             except (ProtocolError, OSError, TimeoutError) as e:
                 key = f"pop {type(e).__name__}"
-                self.errors[key] = self.errors.get(key, 0) + 1
+                self.errors[key] += 1
                 fetched = []
             for message, when in fetched:
                 msg_id = message_id_of(message)
@@ -400,7 +401,7 @@ async def run_load(
         wall_s=wall,
         lateness_s=run.lateness,
         cpu_s=cpu,
-        errors=run.errors,
+        errors=dict(run.errors),
         warnings=[],
         pop_polls=run.polls,
     )
