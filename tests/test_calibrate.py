@@ -13,26 +13,28 @@ import numpy as np
 import pytest
 
 from realnet.calibrate import (
-    MIN_JUDGED_N,
     Options,
-    Point,
-    Saturation,
-    build_report,
     calibrate,
-    compare_points,
-    departures,
     find_saturation,
     latency_growth,
     model_overrides,
     model_point,
     model_saturation,
-    most_off,
     outside_cpu_per_message,
     parse_rates,
+    with_outside_cpu,
+)
+from realnet.compare import (
+    MIN_JUDGED_N,
+    Point,
+    Saturation,
+    build_report,
+    compare_points,
+    departures,
+    most_off,
     relative_error,
     stage_profile,
     utilisation_law_saturation,
-    with_outside_cpu,
     write_outputs,
 )
 from realnet.fit import Fit
