@@ -72,11 +72,9 @@ class StageFit:
 
     def cpu_table(self) -> dict[str, Any]:
         """The overlay's ``cpu_s`` / ``cpu_per_kb_s`` for this stage."""
-        if self.cpu_sigma > 0:
-            median = self.cpu_fixed_s / math.exp(self.cpu_sigma**2 / 2)
-            cpu: Any = {"dist": "lognormal", "median": median, "sigma": self.cpu_sigma}
-        else:
-            cpu = self.cpu_fixed_s
+        cpu = (
+            _lognormal(self.cpu_fixed_s, self.cpu_sigma) if self.cpu_sigma > 0 else self.cpu_fixed_s
+        )
         return {"cpu_s": cpu, "cpu_per_kb_s": self.cpu_per_kb_s}
 
 
@@ -130,17 +128,19 @@ def linear_fit(sizes: np.ndarray, cpu: np.ndarray) -> tuple[float, float, float,
         (a, b), *_ = np.linalg.lstsq(design, cpu, rcond=None)
         if b >= 0 and a >= 0:
             residuals = cpu - (a + b * sizes)
-            total = float(np.sum((cpu - cpu.mean()) ** 2))
-            r2 = 1 - float(np.sum(residuals**2)) / total if total > 0 else float("nan")
-            return float(a), float(b), r2, residuals
+            return float(a), float(b), _r2(cpu, residuals), residuals
         if a < 0:  # all the cost scales with size: fit through the origin
             b = float(np.dot(sizes, cpu) / np.dot(sizes, sizes))
             residuals = cpu - b * sizes
-            total = float(np.sum((cpu - cpu.mean()) ** 2))
-            r2 = 1 - float(np.sum(residuals**2)) / total if total > 0 else float("nan")
-            return 0.0, b, r2, residuals
+            return 0.0, b, _r2(cpu, residuals), residuals
     a = float(cpu.mean())
     return a, 0.0, float("nan"), cpu - a
+
+
+def _r2(cpu: np.ndarray, residuals: np.ndarray) -> float:
+    """Coefficient of determination (NaN when ``cpu`` does not vary)."""
+    total = float(np.sum((cpu - cpu.mean()) ** 2))
+    return 1 - float(np.sum(residuals**2)) / total if total > 0 else float("nan")
 
 
 def sigma_from_cv(cv: float) -> float:
@@ -412,11 +412,16 @@ def overlay_table(
     for tier, (mean, sigma) in fit.fsync_s.items():
         fsync: Any = _wait(mean)
         if sigma > 0 and fsync > 0:
-            fsync = {"dist": "lognormal", "median": mean / math.exp(sigma**2 / 2), "sigma": sigma}
+            fsync = _lognormal(mean, sigma)
         _tier_table(table, tier)["host"] = {"fsync_s": fsync}
     if fit.dns_s is not None:
         table["network"] = {"dns_s": fit.dns_s}
     return table
+
+
+def _lognormal(mean: float, sigma: float) -> dict[str, Any]:
+    """The scenario's lognormal table with this mean (it is given by its median)."""
+    return {"dist": "lognormal", "median": mean / math.exp(sigma**2 / 2), "sigma": sigma}
 
 
 def _wait(value: float) -> float:

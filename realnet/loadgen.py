@@ -29,7 +29,8 @@ import logging
 import re
 import time
 import zlib
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -198,12 +199,13 @@ def plan_messages(scenario: Scenario, target: Target, spec: LoadSpec, run_id: st
     in_w[-1] = max(1.0 - in_w.sum() - sum(d.inbound_share for d in domains if d.spf == "fail"), 0)
     out_names = [d.name for d in domains] + [OTHER_DOMAIN]
     out_w = np.array([d.share for d in domains] + [max(1.0 - sum(d.share for d in domains), 0)])
-    rcpt_local = spec.user.user
+    user_address = f"{spec.user.user}@{target.domain}"  # local rcpt, submission sender
     planned = []
     offsets = arrival_offsets(spec.rate, spec.duration_s, spec.max_messages, rng)
     for i, offset in enumerate(offsets):
         flow = flows[int(rng.choice(len(flows), p=weights))]
         msg_id = f"{run_id}-{i}"
+        spf_fail = False
         if flow == "inbound":
             spam = rng.random() < w.spam_share
             spf_fail = bool(spam and failing and rng.random() < w.spam_spf_fail_share)
@@ -212,37 +214,18 @@ def plan_messages(scenario: Scenario, target: Target, spec: LoadSpec, run_id: st
             else:
                 domain = in_names[int(rng.choice(len(in_names), p=in_w / in_w.sum()))]
             size = (w.size.spam if spam else w.size.legit).sample(rng)
-            planned.append(
-                Planned(
-                    msg_id,
-                    offset,
-                    flow,
-                    0.0,
-                    f"sender{i}@{domain}",
-                    f"{rcpt_local}@{target.domain}",
-                    target.sender_addresses.get(domain),
-                    spf_fail,
-                )
-            )
+            mail_from, rcpt = f"sender{i}@{domain}", user_address
+            source = target.sender_addresses.get(domain)
         else:
             if flow == "outbound":
                 domain = out_names[int(rng.choice(len(out_names), p=out_w / out_w.sum()))]
                 rcpt = f"user{i}@{domain}"
             else:
-                rcpt = f"{rcpt_local}@{target.domain}"
+                rcpt = user_address
             size = w.size.legit.sample(rng)
-            planned.append(
-                Planned(
-                    msg_id,
-                    offset,
-                    flow,
-                    0.0,
-                    f"{spec.user.user}@{target.domain}",
-                    rcpt,
-                    target.pc_address,
-                )
-            )
-        planned[-1].size_kb = min(max(size, _HEADER_ROOM / 1024), cap_kb)
+            mail_from, source = user_address, target.pc_address
+        size_kb = min(max(size, _HEADER_ROOM / 1024), cap_kb)
+        planned.append(Planned(msg_id, offset, flow, size_kb, mail_from, rcpt, source, spf_fail))
     return planned
 
 
@@ -289,7 +272,7 @@ class _Run:
             p.msg_id: MessageRecord(p.msg_id, p.flow, p.size_kb, sent=0.0) for p in planned
         }
         self.lateness: list[float] = []
-        self.errors: dict[str, int] = {}
+        self.errors: Counter[str] = Counter()
         self.awaiting_pop: set[str] = set()
         self.polls = 0
         self.sem = asyncio.Semaphore(spec.concurrency)
@@ -314,24 +297,16 @@ class _Run:
                     k = zlib.crc32(p.msg_id.encode()) % len(endpoints)
                     accepted = await self._first_that_works(p, endpoints[k:] + endpoints[:k])
                 else:
-                    accepted = await smtp_send(
-                        self.target.submission,
-                        p.mail_from,
-                        [p.rcpt],
-                        build_message(p),
-                        source=p.source,
-                        auth=self.spec.user,
-                        timeout=self.spec.send_timeout_s,
-                    )
+                    accepted = await self._smtp(p, self.target.submission, self.spec.user)
             except ProtocolError as e:
                 record.outcome = "rejected" if 500 <= e.code < 600 else "error"
                 key = f"{p.flow} {e.step} {e.code}"
-                self.errors[key] = self.errors.get(key, 0) + 1
+                self.errors[key] += 1
                 return
             except (OSError, TimeoutError) as e:
                 record.outcome = "error"
                 key = f"{p.flow} {type(e).__name__}"
-                self.errors[key] = self.errors.get(key, 0) + 1
+                self.errors[key] += 1
                 return
         record.accepted = accepted
         if p.flow != "outbound":
@@ -340,18 +315,23 @@ class _Run:
     async def _first_that_works(self, p: Planned, endpoints: list[Endpoint]) -> float:
         for k, endpoint in enumerate(endpoints):
             try:
-                return await smtp_send(
-                    endpoint,
-                    p.mail_from,
-                    [p.rcpt],
-                    build_message(p),
-                    source=p.source,
-                    timeout=self.spec.send_timeout_s,
-                )
+                return await self._smtp(p, endpoint)
             except OSError:
                 if k == len(endpoints) - 1:
                     raise
         raise AssertionError("unreachable")
+
+    async def _smtp(self, p: Planned, endpoint: Endpoint, auth: Auth | None = None) -> float:
+        """Send ``p`` in one SMTP session; the time of the server's 250."""
+        return await smtp_send(
+            endpoint,
+            p.mail_from,
+            [p.rcpt],
+            build_message(p),
+            source=p.source,
+            auth=auth,
+            timeout=self.spec.send_timeout_s,
+        )
 
     async def schedule(self) -> None:
         tasks: set[asyncio.Task[None]] = set()
@@ -378,7 +358,7 @@ class _Run:
                 self.polls += 1
             except (ProtocolError, OSError, TimeoutError) as e:
                 key = f"pop {type(e).__name__}"
-                self.errors[key] = self.errors.get(key, 0) + 1
+                self.errors[key] += 1
                 fetched = []
             for message, when in fetched:
                 msg_id = message_id_of(message)
@@ -421,7 +401,7 @@ async def run_load(
         wall_s=wall,
         lateness_s=run.lateness,
         cpu_s=cpu,
-        errors=run.errors,
+        errors=dict(run.errors),
         warnings=[],
         pop_polls=run.polls,
     )
@@ -492,11 +472,12 @@ def latency_quantiles(
         end = getattr(r, span)
         if end is not None:
             values.setdefault(r.flow, []).append(end - r.sent)
-    out: dict[str, dict[str, float | int]] = {}
-    for flow, vs in sorted(values.items()):
-        arr = np.asarray(vs)
-        row: dict[str, float | int] = {"n": len(arr)}
-        for q in qs:
-            row[f"p{round(q * 100)}"] = float(np.quantile(arr, q))
-        out[flow] = row
-    return out
+    return {flow: quantile_row(vs, qs) for flow, vs in sorted(values.items())}
+
+
+def quantile_row(
+    values: Sequence[float], qs: tuple[float, ...] = (0.5, 0.95, 0.99)
+) -> dict[str, float | int]:
+    """``{"n", "p50", "p95", "p99"}`` of non-empty ``values`` (``qs`` names the columns)."""
+    arr = np.asarray(values, dtype=float)
+    return {"n": len(arr), **{f"p{round(q * 100)}": float(np.quantile(arr, q)) for q in qs}}

@@ -13,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import re
 import time
 from dataclasses import dataclass
 
+from realnet import smtpclient
 from realnet.addresses import Endpoint
+from realnet.maildir import to_crlf
 
 
 class ProtocolError(Exception):
@@ -71,12 +72,9 @@ async def _smtp_step(
 
 
 def dot_stuff(data: bytes) -> bytes:
-    """CRLF line ends, leading dots doubled, ending with ``CRLF.CRLF``."""
-    data = re.sub(rb"\r?\n", b"\r\n", data)
-    if not data.endswith(b"\r\n"):
-        data += b"\r\n"
-    data = re.sub(rb"(?m)^\.", b"..", data)
-    return data + b".\r\n"
+    """CRLF line ends, leading dots doubled, ending with ``CRLF.CRLF``: the relay's
+    ``smtpclient.dot_stuff``, after ``to_crlf`` since a message here may use bare LF."""
+    return smtpclient.dot_stuff(to_crlf(data))
 
 
 @dataclass(frozen=True)

@@ -13,35 +13,35 @@ import numpy as np
 import pytest
 
 from realnet.calibrate import (
-    MIN_JUDGED_N,
     Options,
-    Point,
-    Saturation,
-    build_report,
     calibrate,
-    compare_points,
-    departures,
     find_saturation,
     latency_growth,
     model_overrides,
     model_point,
     model_saturation,
-    most_off,
     outside_cpu_per_message,
     parse_rates,
+    with_outside_cpu,
+)
+from realnet.compare import (
+    MIN_JUDGED_N,
+    Point,
+    Saturation,
+    build_report,
+    compare_points,
+    departures,
+    most_off,
     relative_error,
     stage_profile,
     utilisation_law_saturation,
-    with_outside_cpu,
     write_outputs,
 )
 from realnet.fit import Fit
 from realnet.loadgen import flow_shares
 from sim.records import HopRecord, MessageRecord, StageSpan
 from sim.scenario import load
-
-ROOT = Path(__file__).resolve().parent.parent
-TESTBED = ROOT / "scenarios" / "loopback-testbed.toml"
+from tests.conftest import ROOT, TESTBED
 
 
 def point(rate: float, p50: float, p95: float, n: int = 100, **kw) -> Point:

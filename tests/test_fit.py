@@ -23,9 +23,7 @@ from realnet.fit import (
 )
 from sim.records import HopRecord, StageSpan
 from sim.scenario import load
-
-ROOT = Path(__file__).resolve().parent.parent
-TESTBED = ROOT / "scenarios" / "loopback-testbed.toml"
+from tests.conftest import TESTBED
 
 # tier -> stage -> (fixed mean s, sigma, per KB s, wait s)
 TRUTH = {
@@ -77,6 +75,15 @@ def test_linear_fit_recovers_line_and_falls_back_to_constant() -> None:
     assert a == pytest.approx(0.5) and b == pytest.approx(0.25) and r2 == pytest.approx(1.0)
     a, b, _, _ = linear_fit(np.array([5.0, 5.0, 5.0]), np.array([1.0, 2.0, 3.0]))
     assert (a, b) == (pytest.approx(2.0), 0.0)
+
+
+def test_linear_fit_through_the_origin_when_the_intercept_comes_out_negative() -> None:
+    sizes = np.array([1.0, 2.0, 3.0, 4.0])
+    cpu = 0.3 * sizes - 0.1 + np.array([0.01, -0.01, 0.0, 0.005])
+    a, b, r2, residuals = linear_fit(sizes, cpu)
+    assert a == 0.0 and b == pytest.approx(np.dot(sizes, cpu) / np.dot(sizes, sizes))
+    assert residuals == pytest.approx(cpu - b * sizes)
+    assert r2 == pytest.approx(1 - np.sum(residuals**2) / np.sum((cpu - cpu.mean()) ** 2))
 
 
 def test_sigma_from_cv_is_lognormal_relation() -> None:

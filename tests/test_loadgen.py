@@ -15,7 +15,6 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,9 +36,9 @@ from realnet.loadgen import (
 from realnet.mailclients import Auth, dot_stuff
 from sim.records import HopRecord, MessageRecord
 from sim.scenario import load
+from tests.conftest import TESTBED
 
-ROOT = Path(__file__).resolve().parent.parent
-SCENARIO = load(ROOT / "scenarios" / "loopback-testbed.toml")
+SCENARIO = load(TESTBED)
 USER = Auth("selftest", "selftest")
 SENDER_ADDRESS = "127.25.200.1"  # binds without setup: all of 127/8 is loopback
 
