@@ -15,6 +15,10 @@ from sim.scenario import load
 from sim.topology import Scenario
 
 if TYPE_CHECKING:
+    import dns.resolver
+
+    from realnet.dnsserver import DnsServer
+    from realnet.keys import DkimKey
     from realnet.supervisor import Testbed
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,6 +36,26 @@ def scenario() -> Scenario:
 def plan(scenario: Scenario) -> AddressPlan:
     """The testbed's loopback address plan."""
     return AddressPlan(scenario)
+
+
+@pytest.fixture(scope="module")
+def dns_server(scenario: Scenario, plan: AddressPlan, key: DkimKey) -> Iterator[DnsServer]:
+    """The realnet DNS for the testbed zone on 127.0.0.1 (a free port), publishing ``key``.
+
+    ``key``, the DKIM key, is a fixture of the requesting test module (its algorithm varies).
+    """
+    from realnet.dnsserver import build_zone, run_dns_in_thread
+
+    with run_dns_in_thread(build_zone(scenario, plan, key.public_txt), "127.0.0.1", 0) as srv:
+        yield srv
+
+
+@pytest.fixture
+def resolver(dns_server: DnsServer) -> dns.resolver.Resolver:
+    """A resolver that asks ``dns_server`` and nothing else."""
+    from realnet.dnsserver import make_resolver
+
+    return make_resolver("127.0.0.1", dns_server.port)
 
 
 @pytest.fixture
