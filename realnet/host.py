@@ -27,6 +27,11 @@ from sim.scenario import load
 from sim.topology import Scenario
 
 
+def ready_file(state_dir: Path, host_id: str) -> Path:
+    """Where ``host_id`` announces that it listens (the supervisor waits for it)."""
+    return state_dir / "run" / f"{host_id}.ready"
+
+
 def build_service(
     scenario: Scenario, plan: AddressPlan, host_id: str, state_dir: Path, skip: tuple[str, ...] = ()
 ) -> Any:
@@ -69,13 +74,13 @@ async def serve(
     else:
         loop.add_signal_handler(signal.SIGINT, stop.set)
     await service.start()
-    run = state_dir / "run"
-    run.mkdir(parents=True, exist_ok=True)
-    (run / f"{host_id}.ready").write_text(str(os.getpid()))
+    ready = ready_file(state_dir, host_id)
+    ready.parent.mkdir(parents=True, exist_ok=True)
+    ready.write_text(str(os.getpid()))
     try:
         await stop.wait()
     finally:
-        (run / f"{host_id}.ready").unlink(missing_ok=True)
+        ready.unlink(missing_ok=True)
         await service.stop()
 
 
