@@ -219,7 +219,7 @@ class Testbed:
                 proc.wait(timeout=5)
         self.procs.clear()
         (self.state_dir / "realnet.json").unlink(missing_ok=True)
-        pointer = RUNNING_DIR / f"{self.scenario.scenario.name}.json"
+        pointer = _pointer(self.scenario)
         with contextlib.suppress(OSError, ValueError):
             if json.loads(pointer.read_text()).get("state_dir") == str(self.state_dir):
                 pointer.unlink()
@@ -255,7 +255,7 @@ class Testbed:
         }
         (self.state_dir / "realnet.json").write_text(json.dumps(state, indent=2))
         RUNNING_DIR.mkdir(exist_ok=True)
-        (RUNNING_DIR / f"{self.scenario.scenario.name}.json").write_text(json.dumps(state))
+        _pointer(self.scenario).write_text(json.dumps(state))
 
 
 def _load_prctl() -> Any:
@@ -288,9 +288,14 @@ def _pythonpath() -> str:
     return os.pathsep.join(parts)
 
 
+def _pointer(scenario: Scenario) -> Path:
+    """The file in which ``up`` records the running testbed of ``scenario``."""
+    return RUNNING_DIR / f"{scenario.scenario.name}.json"
+
+
 def running_state_dir(scenario: Scenario) -> Path | None:
     """The state dir of a testbed ``up`` is running for this scenario, if any."""
-    pointer = RUNNING_DIR / f"{scenario.scenario.name}.json"
+    pointer = _pointer(scenario)
     try:
         state = json.loads(pointer.read_text())
     except (OSError, ValueError):
