@@ -135,6 +135,9 @@ class RelayConfig:
 # ---------------------------------------------------------------- the relay
 
 
+#: the answer to anything that went wrong on our side: temporary, so the client retries
+INTERNAL_ERROR = "451 4.3.0 Internal error, try again later"
+
 #: ``<local@domain>`` in its plain form: the common case, parsed without the email package
 _SIMPLE_PATH = re.compile(r"<([A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.-]+)>")
 
@@ -323,7 +326,7 @@ class Relay:
             refusal = await self.policy.check_rcpt(self._incoming(session, envelope), address)
         except Exception:
             log.exception("check_rcpt failed")
-            return "451 4.3.0 Internal error, try again later"
+            return INTERNAL_ERROR
         if refusal:
             return refusal
         envelope.rcpt_tos.append(address)
@@ -332,7 +335,7 @@ class Relay:
 
     async def handle_exception(self, error: Exception) -> str:
         log.error("internal error: %r", error)
-        return "451 4.3.0 Internal error, try again later"
+        return INTERNAL_ERROR
 
     def _incoming(self, session: Session, envelope: Envelope) -> Incoming:
         return Incoming(
@@ -352,7 +355,7 @@ class Relay:
             return await self._receive(session, envelope)
         except Exception:
             log.exception("handle_DATA failed")
-            return "451 4.3.0 Internal error, try again later"
+            return INTERNAL_ERROR
 
     # -- receiving
 
