@@ -570,7 +570,7 @@ class Relay:
         """
         c = self.config
         if c.next_hop:
-            groups = [(c.next_hop_name, self._ordered(c.next_hop), rcpts)]
+            groups = [(self._ordered(c.next_hop), rcpts)]
         else:
             by_domain: dict[str, list[str]] = {}
             for r in rcpts:
@@ -578,16 +578,16 @@ class Relay:
             groups = []
             for domain, group in by_domain.items():
                 try:
-                    groups.append((domain, await self._mx_hosts(domain, record), group))
+                    groups.append((await self._mx_hosts(domain, record), group))
                 except SmtpError as e:
-                    groups.append((domain, [], group))
+                    groups.append(([], group))
                     if e.permanent:
                         return [], dict.fromkeys(group, e), [], ""
         done: list[str] = []
         failed: dict[str, SmtpError] = {}
         pending: list[str] = []
         hop = ""
-        for _name, hosts, group in groups:
+        for hosts, group in groups:
             accepted, perm, host = await self._try_hosts(hosts, entry, group)
             done += accepted
             failed.update(perm)
