@@ -37,12 +37,10 @@ def build_service(
 ) -> Any:
     """The object (with async start/stop) that plays ``host_id``."""
     if host_id == "dns":
-        from realnet.dnsserver import DnsServer, build_zone
+        from realnet.dnsserver import scenario_server
         from realnet.keys import DkimKey
 
-        key = DkimKey.load(state_dir / "dkim")
-        zone = build_zone(scenario, plan, key.public_txt)
-        return DnsServer(zone, plan.dns.host, plan.dns.port, scenario.realnet.dns_delay_s)
+        return scenario_server(scenario, plan, DkimKey.load(state_dir / "dkim").public_txt)
     if host_id == "remote":
         from realnet.remote import RemoteSink
 
