@@ -29,7 +29,7 @@ import contextlib
 import logging
 import struct
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import dns.exception
@@ -436,13 +436,6 @@ def make_resolver(host: str, port: int, timeout: float = 2.0) -> dns.resolver.Re
     # EDNS with a 1232-byte payload keeps RSA-2048 DKIM keys in one UDP answer.
     resolver.use_edns(0, 0, 1232)
     return resolver
-
-
-def zone_text(zone: Zone) -> Iterable[str]:
-    """Every record as a zone-file line (for ``realnet up`` and debugging)."""
-    for by_type in zone.records.values():
-        for rrset in by_type.values():
-            yield from rrset.to_text().splitlines()
 
 
 def scenario_server(
