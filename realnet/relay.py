@@ -217,7 +217,6 @@ class Relay:
         self._hooks = _Hooks(self)
         self._quarantine_spool: Spool | None = None
         self._session_slots: asyncio.Semaphore | None = None
-        self.delivered = 0
 
     # -- lifecycle
 
@@ -635,7 +634,6 @@ class Relay:
         if record is not None:
             record.stages["deliver"] = StageSpan(t0, t1, time.thread_time() - c0)
             record.next_hop = hop or record.next_hop
-        self.delivered += len(done)
         if failed:
             await self._bounce(entry, failed)
         entry.attempts += 1
