@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from realnet.addresses import AddressPlan
+from realnet.message import trace_header
 from sim.records import HopRecord, read_hops
 from sim.topology import MAILBOX, Scenario
 
@@ -74,15 +75,18 @@ def _user(scenario: Scenario) -> tuple[str, str, str]:
 
 
 def self_test_message(address: str, trace_id: str) -> bytes:
-    return (
+    head = (
         f"From: <{address}>\r\nTo: <{address}>\r\n"
         f"Subject: mailgate self-test {trace_id}\r\n"
         f"Date: {email.utils.formatdate()}\r\n"
         f"Message-ID: <{trace_id}@probe.mailgate>\r\n"
-        f"X-Mailgate-Trace: {trace_id}; flow=internal\r\n"
-        "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
-        "Everyone has sent a test mail to themselves.\r\n"
     ).encode()
+    return (
+        head
+        + trace_header(trace_id, "internal")
+        + b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
+        + b"Everyone has sent a test mail to themselves.\r\n"
+    )
 
 
 def submit(
