@@ -212,12 +212,13 @@ def _wait_for_traces(state_dir: Path, trace_id: str, timeout_s: float = 2.0) -> 
     deadline = time.monotonic() + timeout_s
     while True:
         hops = read_traces(state_dir, trace_id)
-        if all(h.left is not None for h in hops) and any(h.outcome == "mailbox" for h in hops):
-            # the hop before the mailbox logs after the mailbox's 250: give it a moment
-            relayed_to_mailbox = any(h.next_hop.startswith(f"{MAILBOX}.") for h in hops)
-            if relayed_to_mailbox or time.monotonic() > deadline:
-                return hops
-        if time.monotonic() > deadline:
+        # the hop before the mailbox logs after the mailbox's 250: wait for its line too
+        complete = (
+            all(h.left is not None for h in hops)
+            and any(h.outcome == "mailbox" for h in hops)
+            and any(h.next_hop.startswith(f"{MAILBOX}.") for h in hops)
+        )
+        if complete or time.monotonic() > deadline:
             return hops
         time.sleep(0.005)
 
