@@ -13,18 +13,51 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import signal
 import sys
+import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from realnet.addresses import AddressPlan
 from sim.scenario import load
 from sim.topology import Scenario
+
+
+class _Service(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+_S = TypeVar("_S", bound=_Service)
+
+
+@contextlib.contextmanager
+def serve_in_thread(service: _S, name: str = "realnet-service") -> Iterator[_S]:
+    """Run ``service`` (async ``start``/``stop``) on its own event loop in a thread.
+
+    For tests and tools that need a server next to blocking client code; the
+    service is stopped and the loop closed afterwards, also on failure.
+    """
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name=name, daemon=True)
+    thread.start()
+    try:
+        asyncio.run_coroutine_threadsafe(service.start(), loop).result(timeout=10)
+        yield service
+    finally:
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(service.stop(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
 
 
 def ready_file(state_dir: Path, host_id: str) -> Path:
