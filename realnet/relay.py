@@ -544,8 +544,11 @@ class Relay:
 
     async def _try_hosts(
         self, hosts: list[str], entry: SpoolEntry, rcpts: list[str]
-    ) -> tuple[list[str], dict[str, SmtpError], str]:
-        """Try each host until one takes the message: (accepted, permanent refusals, host)."""
+    ) -> tuple[list[str], dict[str, SmtpError], list[str], str]:
+        """Try each host until one takes the message.
+
+        (accepted, permanent refusals, still pending, the host that answered).
+        """
         for host in hosts:
             try:
                 result = await self.pool.send(
@@ -553,11 +556,12 @@ class Relay:
                 )
             except SmtpError as e:
                 if e.permanent and not isinstance(e, ConnectError):
-                    return [], dict.fromkeys(rcpts, e), host
+                    return [], dict.fromkeys(rcpts, e), [], host
                 continue  # connect failure or 4xx: try the twin / next MX
             permanent = {r: e for r, e in result.refused.items() if e.permanent}
-            return result.accepted, permanent, host
-        return [], {}, ""
+            pending = [r for r in rcpts if r not in result.accepted and r not in permanent]
+            return result.accepted, permanent, pending, host
+        return [], {}, list(rcpts), ""
 
     async def _attempt(
         self, entry: SpoolEntry, rcpts: list[str], record: HopRecord | None
@@ -587,10 +591,10 @@ class Relay:
         pending: list[str] = []
         hop = ""
         for hosts, group in groups:
-            accepted, perm, host = await self._try_hosts(hosts, entry, group)
+            accepted, perm, left, host = await self._try_hosts(hosts, entry, group)
             done += accepted
             failed.update(perm)
-            pending += [r for r in group if r not in accepted and r not in perm]
+            pending += left
             if accepted:
                 hop = self._hop_name(host)
         return done, failed, pending, hop
@@ -624,10 +628,11 @@ class Relay:
         if pending and c.fallback:
             # like Postfix smtp_fallback_relay: every failed attempt is offered to the fallback
             entry.fallback_tried = True
-            accepted, perm, host = await self._try_hosts(self._ordered(c.fallback), entry, pending)
+            accepted, perm, pending, host = await self._try_hosts(
+                self._ordered(c.fallback), entry, pending
+            )
             done += accepted
             failed.update(perm)
-            pending = [r for r in pending if r not in accepted and r not in perm]
             if accepted:
                 hop = c.host_ids.get(host, c.fallback_name)
         t1 = time.time()
