@@ -12,11 +12,9 @@ calibrate`` fits the real ones.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import poplib
 import statistics
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 
@@ -25,6 +23,7 @@ from realnet.addresses import AddressPlan
 from realnet.antivirus import EmbeddedScanner
 from realnet.checks import check_spf, sign_dkim, verify_dkim
 from realnet.dnsserver import build_zone, make_resolver, run_dns_in_thread
+from realnet.host import serve_in_thread
 from realnet.keys import DkimKey
 from realnet.passwords import hash_password
 from realnet.pop3 import Pop3Server
@@ -110,12 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 def _pop_session_ms(root: str, n: int) -> float:
     for _ in range(n):
         maildir.deliver(root, "bench", sample_message("drive-network.example"))
-    server = Pop3Server(root, {"bench": hash_password("pw")}, HOST, 0)
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
-        asyncio.run_coroutine_threadsafe(server.start(), loop).result(10)
+    with serve_in_thread(Pop3Server(root, {"bench": hash_password("pw")}, HOST, 0)) as server:
 
         def session() -> None:
             client = poplib.POP3(HOST, server.port, timeout=10)
@@ -129,11 +123,6 @@ def _pop_session_ms(root: str, n: int) -> float:
                 client.quit()
 
         return median_ms(session, n)
-    finally:
-        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
 
 
 if __name__ == "__main__":

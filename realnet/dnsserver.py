@@ -28,8 +28,7 @@ import asyncio
 import contextlib
 import logging
 import struct
-import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import dns.exception
@@ -48,6 +47,7 @@ import dns.reversename
 import dns.rrset
 
 from realnet.addresses import AddressPlan
+from realnet.host import serve_in_thread
 from sim.topology import MAILBOX, Scenario
 
 log = logging.getLogger(__name__)
@@ -408,19 +408,8 @@ def run_dns_in_thread(
     zone: Zone, host: str = "127.0.0.1", port: int = 0, delay_s: float = 0.0
 ) -> Iterator[DnsServer]:
     """Run a :class:`DnsServer` on its own event loop in a thread (for tests and tools)."""
-    loop = asyncio.new_event_loop()
-    server = DnsServer(zone, host, port, delay_s)
-    thread = threading.Thread(target=loop.run_forever, name="realnet-dns", daemon=True)
-    thread.start()
-    try:
-        asyncio.run_coroutine_threadsafe(server.start(), loop).result(timeout=10)
+    with serve_in_thread(DnsServer(zone, host, port, delay_s), "realnet-dns") as server:
         yield server
-    finally:
-        with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(server.stop(), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        loop.close()
 
 
 def make_resolver(host: str, port: int, timeout: float = 2.0) -> dns.resolver.Resolver:
@@ -436,13 +425,6 @@ def make_resolver(host: str, port: int, timeout: float = 2.0) -> dns.resolver.Re
     # EDNS with a 1232-byte payload keeps RSA-2048 DKIM keys in one UDP answer.
     resolver.use_edns(0, 0, 1232)
     return resolver
-
-
-def zone_text(zone: Zone) -> Iterable[str]:
-    """Every record as a zone-file line (for ``realnet up`` and debugging)."""
-    for by_type in zone.records.values():
-        for rrset in by_type.values():
-            yield from rrset.to_text().splitlines()
 
 
 def scenario_server(

@@ -25,7 +25,7 @@ from typing import Any
 
 from realnet.addresses import AddressPlan
 from realnet.relay import Incoming, Policy, Relay, RelayConfig, Verdict
-from sim.topology import INTERNET, MAILBOX, Scenario
+from sim.topology import INTERNET, Scenario
 
 #: SPF verdicts that refuse the message before the 250 (TOPOLOGY.md: fail → 550).
 SPF_REPLIES = {
@@ -233,7 +233,3 @@ def build_gateway(
         raise ValueError(f"{host_id}: role {role!r} is not a gateway")
     config = relay_config(scenario, plan, host_id, state_dir, **extra)
     return Relay(config, policy)
-
-
-def is_gateway(scenario: Scenario, host_id: str) -> bool:
-    return host_id.rsplit(".", 1)[0] != MAILBOX

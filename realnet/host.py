@@ -13,18 +13,56 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import signal
 import sys
+import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from realnet.addresses import AddressPlan
 from sim.scenario import load
 from sim.topology import Scenario
+
+
+class _Service(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+_S = TypeVar("_S", bound=_Service)
+
+
+@contextlib.contextmanager
+def serve_in_thread(service: _S, name: str = "realnet-service") -> Iterator[_S]:
+    """Run ``service`` (async ``start``/``stop``) on its own event loop in a thread.
+
+    For tests and tools that need a server next to blocking client code; the
+    service is stopped and the loop closed afterwards, also on failure.
+    """
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name=name, daemon=True)
+    thread.start()
+    try:
+        asyncio.run_coroutine_threadsafe(service.start(), loop).result(timeout=10)
+        yield service
+    finally:
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(service.stop(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
+
+
+def ready_file(state_dir: Path, host_id: str) -> Path:
+    """Where ``host_id`` announces that it listens (the supervisor waits for it)."""
+    return state_dir / "run" / f"{host_id}.ready"
 
 
 def build_service(
@@ -32,12 +70,10 @@ def build_service(
 ) -> Any:
     """The object (with async start/stop) that plays ``host_id``."""
     if host_id == "dns":
-        from realnet.dnsserver import DnsServer, build_zone
+        from realnet.dnsserver import scenario_server
         from realnet.keys import DkimKey
 
-        key = DkimKey.load(state_dir / "dkim")
-        zone = build_zone(scenario, plan, key.public_txt)
-        return DnsServer(zone, plan.dns.host, plan.dns.port, scenario.realnet.dns_delay_s)
+        return scenario_server(scenario, plan, DkimKey.load(state_dir / "dkim").public_txt)
     if host_id == "remote":
         from realnet.remote import RemoteSink
 
@@ -69,13 +105,13 @@ async def serve(
     else:
         loop.add_signal_handler(signal.SIGINT, stop.set)
     await service.start()
-    run = state_dir / "run"
-    run.mkdir(parents=True, exist_ok=True)
-    (run / f"{host_id}.ready").write_text(str(os.getpid()))
+    ready = ready_file(state_dir, host_id)
+    ready.parent.mkdir(parents=True, exist_ok=True)
+    ready.write_text(str(os.getpid()))
     try:
         await stop.wait()
     finally:
-        (run / f"{host_id}.ready").unlink(missing_ok=True)
+        ready.unlink(missing_ok=True)
         await service.stop()
 
 

@@ -121,10 +121,9 @@ class MailboxServer:
 
         await self.smtp.start()
         await self.submission.start()
-        users = {u.name: u.password_hash for u in self.scenario.realnet.users}
         self.pop3 = Pop3Server(
             self.root,
-            users,
+            self.scenario.realnet.users,  # Pop3Server maps them to name -> hash itself
             self.plan.host_address(self.host_id),
             self.scenario.realnet.pop3_port,
             on_event=self._pop_event,

@@ -16,7 +16,8 @@ _TRACE_RE = re.compile(rb"^X-Mailgate-Trace:[ \t]*([^\r\n]*)", re.IGNORECASE | r
 
 def normalise_line_ends(data: bytes) -> bytes:
     """Every bare CR, bare LF or CRLF becomes CRLF."""
-    if b"\r" not in data.replace(b"\r\n", b"") and b"\n" not in data.replace(b"\r\n", b""):
+    bare = data.replace(b"\r\n", b"")  # once: a copy of the whole message, on every hop
+    if b"\r" not in bare and b"\n" not in bare:
         return data
     return _LINE_END.sub(b"\r\n", data)
 

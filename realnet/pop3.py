@@ -28,7 +28,6 @@ from typing import Any
 
 from realnet import maildir
 from realnet.passwords import dummy_verify, verify_password
-from sim.topology import MAILBOX
 
 log = logging.getLogger(__name__)
 
@@ -96,19 +95,6 @@ class Pop3Server:
         self._locked: set[str] = set()
         self._server: asyncio.Server | None = None
         self._sessions: set[asyncio.Task[None]] = set()
-
-    @classmethod
-    def for_scenario(
-        cls, scenario: Any, plan: Any, root: str | os.PathLike[str], **options: Any
-    ) -> Pop3Server:
-        """The mailbox server's POP3: first mailbox host's address, ``realnet.pop3_port``."""
-        return cls(
-            root,
-            scenario.realnet.users,
-            plan.host_address(f"{MAILBOX}.0"),
-            scenario.realnet.pop3_port,
-            **options,
-        )
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from realnet.addresses import AddressPlan
+from realnet.message import trace_header
 from sim.records import HopRecord, read_hops
 from sim.topology import MAILBOX, Scenario
 
@@ -74,15 +75,18 @@ def _user(scenario: Scenario) -> tuple[str, str, str]:
 
 
 def self_test_message(address: str, trace_id: str) -> bytes:
-    return (
+    head = (
         f"From: <{address}>\r\nTo: <{address}>\r\n"
         f"Subject: mailgate self-test {trace_id}\r\n"
         f"Date: {email.utils.formatdate()}\r\n"
         f"Message-ID: <{trace_id}@probe.mailgate>\r\n"
-        f"X-Mailgate-Trace: {trace_id}; flow=internal\r\n"
-        "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
-        "Everyone has sent a test mail to themselves.\r\n"
     ).encode()
+    return (
+        head
+        + trace_header(trace_id, "internal")
+        + b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
+        + b"Everyone has sent a test mail to themselves.\r\n"
+    )
 
 
 def submit(
@@ -208,12 +212,13 @@ def _wait_for_traces(state_dir: Path, trace_id: str, timeout_s: float = 2.0) -> 
     deadline = time.monotonic() + timeout_s
     while True:
         hops = read_traces(state_dir, trace_id)
-        if all(h.left is not None for h in hops) and any(h.outcome == "mailbox" for h in hops):
-            # the hop before the mailbox logs after the mailbox's 250: give it a moment
-            relayed_to_mailbox = any(h.next_hop.startswith(f"{MAILBOX}.") for h in hops)
-            if relayed_to_mailbox or time.monotonic() > deadline:
-                return hops
-        if time.monotonic() > deadline:
+        # the hop before the mailbox logs after the mailbox's 250: wait for its line too
+        complete = (
+            all(h.left is not None for h in hops)
+            and any(h.outcome == "mailbox" for h in hops)
+            and any(h.next_hop.startswith(f"{MAILBOX}.") for h in hops)
+        )
+        if complete or time.monotonic() > deadline:
             return hops
         time.sleep(0.005)
 

@@ -135,6 +135,9 @@ class RelayConfig:
 # ---------------------------------------------------------------- the relay
 
 
+#: the answer to anything that went wrong on our side: temporary, so the client retries
+INTERNAL_ERROR = "451 4.3.0 Internal error, try again later"
+
 #: ``<local@domain>`` in its plain form: the common case, parsed without the email package
 _SIMPLE_PATH = re.compile(r"<([A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.-]+)>")
 
@@ -214,7 +217,6 @@ class Relay:
         self._hooks = _Hooks(self)
         self._quarantine_spool: Spool | None = None
         self._session_slots: asyncio.Semaphore | None = None
-        self.delivered = 0
 
     # -- lifecycle
 
@@ -323,7 +325,7 @@ class Relay:
             refusal = await self.policy.check_rcpt(self._incoming(session, envelope), address)
         except Exception:
             log.exception("check_rcpt failed")
-            return "451 4.3.0 Internal error, try again later"
+            return INTERNAL_ERROR
         if refusal:
             return refusal
         envelope.rcpt_tos.append(address)
@@ -332,7 +334,7 @@ class Relay:
 
     async def handle_exception(self, error: Exception) -> str:
         log.error("internal error: %r", error)
-        return "451 4.3.0 Internal error, try again later"
+        return INTERNAL_ERROR
 
     def _incoming(self, session: Session, envelope: Envelope) -> Incoming:
         return Incoming(
@@ -352,7 +354,7 @@ class Relay:
             return await self._receive(session, envelope)
         except Exception:
             log.exception("handle_DATA failed")
-            return "451 4.3.0 Internal error, try again later"
+            return INTERNAL_ERROR
 
     # -- receiving
 
@@ -542,8 +544,11 @@ class Relay:
 
     async def _try_hosts(
         self, hosts: list[str], entry: SpoolEntry, rcpts: list[str]
-    ) -> tuple[list[str], dict[str, SmtpError], str]:
-        """Try each host until one takes the message: (accepted, permanent refusals, host)."""
+    ) -> tuple[list[str], dict[str, SmtpError], list[str], str]:
+        """Try each host until one takes the message.
+
+        (accepted, permanent refusals, still pending, the host that answered).
+        """
         for host in hosts:
             try:
                 result = await self.pool.send(
@@ -551,11 +556,12 @@ class Relay:
                 )
             except SmtpError as e:
                 if e.permanent and not isinstance(e, ConnectError):
-                    return [], dict.fromkeys(rcpts, e), host
+                    return [], dict.fromkeys(rcpts, e), [], host
                 continue  # connect failure or 4xx: try the twin / next MX
             permanent = {r: e for r, e in result.refused.items() if e.permanent}
-            return result.accepted, permanent, host
-        return [], {}, ""
+            pending = [r for r in rcpts if r not in result.accepted and r not in permanent]
+            return result.accepted, permanent, pending, host
+        return [], {}, list(rcpts), ""
 
     async def _attempt(
         self, entry: SpoolEntry, rcpts: list[str], record: HopRecord | None
@@ -567,7 +573,7 @@ class Relay:
         """
         c = self.config
         if c.next_hop:
-            groups = [(c.next_hop_name, self._ordered(c.next_hop), rcpts)]
+            groups = [(self._ordered(c.next_hop), rcpts)]
         else:
             by_domain: dict[str, list[str]] = {}
             for r in rcpts:
@@ -575,20 +581,20 @@ class Relay:
             groups = []
             for domain, group in by_domain.items():
                 try:
-                    groups.append((domain, await self._mx_hosts(domain, record), group))
+                    groups.append((await self._mx_hosts(domain, record), group))
                 except SmtpError as e:
-                    groups.append((domain, [], group))
+                    groups.append(([], group))
                     if e.permanent:
                         return [], dict.fromkeys(group, e), [], ""
         done: list[str] = []
         failed: dict[str, SmtpError] = {}
         pending: list[str] = []
         hop = ""
-        for _name, hosts, group in groups:
-            accepted, perm, host = await self._try_hosts(hosts, entry, group)
+        for hosts, group in groups:
+            accepted, perm, left, host = await self._try_hosts(hosts, entry, group)
             done += accepted
             failed.update(perm)
-            pending += [r for r in group if r not in accepted and r not in perm]
+            pending += left
             if accepted:
                 hop = self._hop_name(host)
         return done, failed, pending, hop
@@ -622,17 +628,17 @@ class Relay:
         if pending and c.fallback:
             # like Postfix smtp_fallback_relay: every failed attempt is offered to the fallback
             entry.fallback_tried = True
-            accepted, perm, host = await self._try_hosts(self._ordered(c.fallback), entry, pending)
+            accepted, perm, pending, host = await self._try_hosts(
+                self._ordered(c.fallback), entry, pending
+            )
             done += accepted
             failed.update(perm)
-            pending = [r for r in pending if r not in accepted and r not in perm]
             if accepted:
                 hop = c.host_ids.get(host, c.fallback_name)
         t1 = time.time()
         if record is not None:
             record.stages["deliver"] = StageSpan(t0, t1, time.thread_time() - c0)
             record.next_hop = hop or record.next_hop
-        self.delivered += len(done)
         if failed:
             await self._bounce(entry, failed)
         entry.attempts += 1

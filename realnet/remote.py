@@ -30,6 +30,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from realnet.addresses import AddressPlan
 from realnet.message import normalise_line_ends, parse_trace
+from realnet.tracing import Tracer
 from sim.records import HopRecord, StageSpan
 from sim.topology import Scenario
 
@@ -106,8 +107,7 @@ class RemoteSink:
         self.plan = plan
         self.dir = Path(state_dir) / "remote"
         self.dir.mkdir(parents=True, exist_ok=True)
-        (Path(state_dir) / "traces").mkdir(parents=True, exist_ok=True)
-        self.trace = (Path(state_dir) / "traces" / "remote.jsonl").open("a", buffering=1)
+        self.tracer = Tracer(Path(state_dir), "remote")
         self.rng = np.random.default_rng(scenario.scenario.seed)
         self.temp_fail_prob = scenario.internet.temp_fail_prob
         self.started = time.time()
@@ -161,7 +161,7 @@ class RemoteSink:
             outcome="remote",
             stages={"deliver": StageSpan(t0, now)},
         )
-        self.trace.write(hop.to_json() + "\n")
+        self.tracer.write(hop)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -187,7 +187,7 @@ class RemoteSink:
     async def stop(self) -> None:
         for server in self._servers:
             server.close()
-        self.trace.close()
+        self.tracer.close()
 
 
 def send_inbound(

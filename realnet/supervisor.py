@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from realnet.addresses import AddressPlan
+from realnet.host import ready_file
 from sim.scenario import load
 from sim.topology import MAILBOX, Scenario
 
@@ -128,8 +129,7 @@ class Testbed:
         parent-death signal follows the forking thread): call ``start``,
         ``spawn`` and ``restart`` from a thread that lives as long as the testbed.
         """
-        ready = self.state_dir / "run" / f"{host}.ready"
-        ready.unlink(missing_ok=True)
+        ready_file(self.state_dir, host).unlink(missing_ok=True)
         logs = self.state_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log = (logs / f"{host}.log").open("ab")
@@ -163,7 +163,7 @@ class Testbed:
 
     def wait_ready(self, host: str) -> None:
         proc = self.procs[host]
-        ready = self.state_dir / "run" / f"{host}.ready"
+        ready = ready_file(self.state_dir, host)
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -196,7 +196,7 @@ class Testbed:
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(sig)
         proc.wait(timeout=10)
-        (self.state_dir / "run" / f"{host}.ready").unlink(missing_ok=True)
+        ready_file(self.state_dir, host).unlink(missing_ok=True)
 
     def restart(self, host: str) -> None:
         if self.procs[host].poll() is None:
@@ -219,7 +219,7 @@ class Testbed:
                 proc.wait(timeout=5)
         self.procs.clear()
         (self.state_dir / "realnet.json").unlink(missing_ok=True)
-        pointer = RUNNING_DIR / f"{self.scenario.scenario.name}.json"
+        pointer = _pointer(self.scenario)
         with contextlib.suppress(OSError, ValueError):
             if json.loads(pointer.read_text()).get("state_dir") == str(self.state_dir):
                 pointer.unlink()
@@ -255,7 +255,7 @@ class Testbed:
         }
         (self.state_dir / "realnet.json").write_text(json.dumps(state, indent=2))
         RUNNING_DIR.mkdir(exist_ok=True)
-        (RUNNING_DIR / f"{self.scenario.scenario.name}.json").write_text(json.dumps(state))
+        _pointer(self.scenario).write_text(json.dumps(state))
 
 
 def _load_prctl() -> Any:
@@ -288,9 +288,14 @@ def _pythonpath() -> str:
     return os.pathsep.join(parts)
 
 
+def _pointer(scenario: Scenario) -> Path:
+    """The file in which ``up`` records the running testbed of ``scenario``."""
+    return RUNNING_DIR / f"{scenario.scenario.name}.json"
+
+
 def running_state_dir(scenario: Scenario) -> Path | None:
     """The state dir of a testbed ``up`` is running for this scenario, if any."""
-    pointer = RUNNING_DIR / f"{scenario.scenario.name}.json"
+    pointer = _pointer(scenario)
     try:
         state = json.loads(pointer.read_text())
     except (OSError, ValueError):

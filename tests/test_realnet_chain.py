@@ -30,22 +30,17 @@ from sim.records import read_hops
 
 pytestmark = pytest.mark.realnet
 
-SCENARIO = Path(__file__).resolve().parent.parent / "scenarios" / "loopback-testbed.toml"
 USER = "selftest"
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 
 
 @pytest.fixture(scope="module")
-def testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
-    prefix = f"127.{random.randrange(27, 50)}"
+def testbed(start_testbed) -> Iterator[Testbed]:
     overrides = {
-        "realnet.address_prefix": prefix,
-        "realnet.dns_address": f"{prefix}.255.53",
         "realnet.time_scale": 0.005,  # minimal backoff 300 s -> 1.5 s
         "internet.remote_mta_s": 0.0,
     }
-    bed = Testbed(SCENARIO, overrides=overrides, state_dir=tmp_path_factory.mktemp("realnet"))
-    with bed:
+    with start_testbed(range(27, 50), "realnet", overrides) as bed:
         yield bed
 
 
@@ -354,14 +349,9 @@ def test_permanent_refusal_bounces_a_dsn_back_to_the_sender(testbed: Testbed) ->
     assert re.search(rb"Authentication-Results: [^\r\n]*spf=pass", dsn)  # HELO check of <>
 
 
-def test_ed25519_signing_is_selectable(tmp_path: Path) -> None:
-    prefix = f"127.{random.randrange(100, 120)}"
-    overrides = {
-        "realnet.address_prefix": prefix,
-        "realnet.dns_address": f"{prefix}.255.53",
-        "realnet.dkim_algorithm": "ed25519-sha256",
-    }
+def test_ed25519_signing_is_selectable(start_testbed) -> None:
+    overrides = {"realnet.dkim_algorithm": "ed25519-sha256"}
     hosts = ["mailbox.0", "gateway0.0", "gateway1.0", "gateway2.0", "gateway3.0"]
-    with Testbed(SCENARIO, overrides=overrides, state_dir=tmp_path, hosts=hosts) as bed:
+    with start_testbed(range(100, 120), "ed25519", overrides, hosts=hosts) as bed:
         result = probe_once(bed.scenario, bed.state_dir)
     assert result.dkim == "pass" and "header.a=ed25519-sha256" in result.authentication_results

@@ -40,17 +40,6 @@ def key(request, scenario, domain):
     return DkimKey.generate(request.param, scenario.realnet.dkim_selector, domain)
 
 
-@pytest.fixture(scope="module")
-def server(scenario, plan, key):
-    with run_dns_in_thread(build_zone(scenario, plan, key.public_txt), HOST, 0) as srv:
-        yield srv
-
-
-@pytest.fixture
-def resolver(server):
-    return make_resolver(HOST, server.port)
-
-
 @pytest.fixture
 def dead_resolver():
     """A resolver whose server does not exist: every lookup times out quickly."""

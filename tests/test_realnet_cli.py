@@ -43,6 +43,27 @@ def mailgate(*args: str, **kw) -> subprocess.CompletedProcess[str]:  # type: ign
     )
 
 
+def start_up(scenario: Path, state: Path, **kw) -> subprocess.Popen[str]:  # type: ignore[no-untyped-def]
+    """`mailgate realnet up SCENARIO --state-dir STATE` in the background, output on a pipe."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mailgate",
+            "realnet",
+            "up",
+            str(scenario),
+            "--state-dir",
+            str(state),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        **kw,
+    )
+
+
 def children_of(pid: int) -> list[int]:
     out = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -58,22 +79,7 @@ def children_of(pid: int) -> list[int]:
 def test_up_then_probe_use_running_then_stop_leaves_nothing(tmp_path: Path) -> None:
     scenario = overlay(tmp_path)
     state = tmp_path / "state"
-    up = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mailgate",
-            "realnet",
-            "up",
-            str(scenario),
-            "--state-dir",
-            str(state),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    up = start_up(scenario, state)
     hosts: list[int] = []
     try:
         lines = []
@@ -120,23 +126,8 @@ def test_probe_without_running_testbed_is_a_user_error(tmp_path: Path) -> None:
 def test_up_leaves_nothing_behind(tmp_path: Path, how: str) -> None:
     """Ctrl-C reaches the whole process group; a SIGKILLed supervisor takes its hosts along."""
     # a SIGKILLed supervisor cannot remove its state dir: keep it under tmp_path
-    up = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mailgate",
-            "realnet",
-            "up",
-            str(overlay(tmp_path)),
-            "--state-dir",
-            str(tmp_path / "state"),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        start_new_session=True,  # its own process group, like a terminal's foreground job
-    )
+    # start_new_session: its own process group, like a terminal's foreground job
+    up = start_up(overlay(tmp_path), tmp_path / "state", start_new_session=True)
     try:
         assert up.stdout is not None
         for line in up.stdout:

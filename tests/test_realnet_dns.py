@@ -36,17 +36,6 @@ def key(scenario):
     return DkimKey.generate("ed25519-sha256", scenario.realnet.dkim_selector, domain)
 
 
-@pytest.fixture(scope="module")
-def server(scenario, plan, key):
-    with run_dns_in_thread(build_zone(scenario, plan, key.public_txt), HOST, 0) as srv:
-        yield srv
-
-
-@pytest.fixture
-def resolver(server):
-    return make_resolver(HOST, server.port)
-
-
 def txt(resolver, name: str) -> list[str]:
     return [b"".join(r.strings).decode() for r in resolver.resolve(name, "TXT")]
 
@@ -117,12 +106,12 @@ def test_rsa_key_is_split_into_strings_and_fits_udp_with_edns(scenario, plan):
         assert b"".join(rdata.strings).decode() == rsa.public_txt
 
 
-def test_negative_answers(scenario, server):
+def test_negative_answers(scenario, dns_server):
     domain = scenario.population.domains[0]
 
     def ask(name: str, rdtype: str) -> dns.message.Message:
         return dns.query.udp(
-            dns.message.make_query(name, rdtype), HOST, port=server.port, timeout=2
+            dns.message.make_query(name, rdtype), HOST, port=dns_server.port, timeout=2
         )
 
     missing = ask(f"nobody.{domain}", "A")
@@ -141,11 +130,11 @@ def test_negative_answers(scenario, server):
     assert soa.rcode() == dns.rcode.NOERROR and soa.answer[0].rdtype == dns.rdatatype.SOA
 
 
-def test_tcp_serves_several_queries_on_one_connection(scenario, server):
+def test_tcp_serves_several_queries_on_one_connection(scenario, dns_server):
     import socket
 
     domain = scenario.population.domains[0]
-    with socket.create_connection((HOST, server.port), timeout=2) as sock:
+    with socket.create_connection((HOST, dns_server.port), timeout=2) as sock:
         for rdtype in ("MX", "TXT", "SOA"):
             response = dns.query.tcp(
                 dns.message.make_query(domain, rdtype), HOST, sock=sock, timeout=2
@@ -166,16 +155,16 @@ def test_udp_truncates_and_resolver_falls_back_to_tcp():
         assert len(answer) == 8
 
 
-def test_garbage_gets_formerr_and_the_server_keeps_answering(scenario, server):
+def test_garbage_gets_formerr_and_the_server_keeps_answering(scenario, dns_server):
     import socket
 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(2)
-        sock.sendto(b"\x12\x34" + b"\xff" * 20, (HOST, server.port))
+        sock.sendto(b"\x12\x34" + b"\xff" * 20, (HOST, dns_server.port))
         data, _ = sock.recvfrom(512)
     assert data[:2] == b"\x12\x34"
     assert dns.message.from_wire(data).rcode() == dns.rcode.FORMERR
-    make_resolver(HOST, server.port).resolve(scenario.population.domains[0], "MX")
+    make_resolver(HOST, dns_server.port).resolve(scenario.population.domains[0], "MX")
 
 
 def test_delay_is_added_to_every_answer(scenario, plan, key):
@@ -192,9 +181,9 @@ def test_delay_is_added_to_every_answer(scenario, plan, key):
         assert time.perf_counter() - t0 < 0.15
 
 
-def test_resolver_uses_only_our_server(server):
-    resolver = make_resolver(HOST, server.port)
-    assert [(ns.address, ns.port) for ns in resolver.nameservers] == [(HOST, server.port)]
+def test_resolver_uses_only_our_server(dns_server):
+    resolver = make_resolver(HOST, dns_server.port)
+    assert [(ns.address, ns.port) for ns in resolver.nameservers] == [(HOST, dns_server.port)]
     assert resolver.search == [] and resolver.cache is None
     # No /etc/hosts, no search list: "localhost" is just a name our server does not know.
     with pytest.raises(dns.resolver.NXDOMAIN):

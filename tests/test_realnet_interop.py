@@ -7,7 +7,6 @@ it receives into a Maildir. Stopped by its master PID after the test.
 
 from __future__ import annotations
 
-import random
 import shutil
 import subprocess
 import time
@@ -23,26 +22,14 @@ from realnet.supervisor import Testbed
 
 pytestmark = pytest.mark.realnet
 
-SCENARIO = Path(__file__).resolve().parent.parent / "scenarios" / "loopback-testbed.toml"
 POSTFIX_DOMAIN = "carrier.example"
 USER = "selftest"
 
 
 @pytest.fixture(scope="module")
-def testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
-    prefix = f"127.{random.randrange(50, 80)}"
-    overrides = {
-        "realnet.address_prefix": prefix,
-        "realnet.dns_address": f"{prefix}.255.53",
-        "internet.remote_mta_s": 0.0,
-    }
-    bed = Testbed(
-        SCENARIO,
-        overrides=overrides,
-        state_dir=tmp_path_factory.mktemp("interop"),
-        external_mx=(POSTFIX_DOMAIN,),
-    )
-    with bed:
+def testbed(start_testbed) -> Iterator[Testbed]:
+    overrides = {"internet.remote_mta_s": 0.0}
+    with start_testbed(range(50, 80), "interop", overrides, external_mx=(POSTFIX_DOMAIN,)) as bed:
         yield bed
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import poplib
 import socket
@@ -12,6 +10,7 @@ import threading
 import pytest
 
 from realnet import maildir
+from realnet.host import serve_in_thread
 from realnet.passwords import hash_password, verify_password
 from realnet.pop3 import MAX_AUTH_FAILURES, Pop3Server, dot_stuff
 from sim.scenario import load
@@ -32,23 +31,6 @@ def sample(n: int) -> bytes:
     ).encode()
 
 
-@contextlib.contextmanager
-def running(server: Pop3Server):
-    """Run ``server`` on an event loop in a thread; always stopped afterwards."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
-        asyncio.run_coroutine_threadsafe(server.start(), loop).result(10)
-        yield server
-    finally:
-        with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(server.stop(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
-
-
 @pytest.fixture
 def events():
     return []
@@ -59,7 +41,7 @@ def server(tmp_path, events):
     for n in (1, 2, 3):
         maildir.deliver(tmp_path, "alice", sample(n))
     pop = Pop3Server(tmp_path, USERS, HOST, 0, on_event=lambda *e: events.append(e))
-    with running(pop):
+    with serve_in_thread(pop):
         yield pop
 
 
@@ -280,7 +262,7 @@ def test_scenario_users_and_hash(tmp_path):
     assert verify_password("selftest", user.password_hash)
     assert not verify_password("selftest", "not-a-hash")
     maildir.deliver(tmp_path, user.name, sample(1))
-    with running(Pop3Server(tmp_path, scenario.realnet.users, HOST, 0)) as pop:
+    with serve_in_thread(Pop3Server(tmp_path, scenario.realnet.users, HOST, 0)) as pop:
         client = login(pop, "selftest", "selftest")
         assert client.stat()[0] == 1
         client.quit()
@@ -289,7 +271,7 @@ def test_scenario_users_and_hash(tmp_path):
 def test_stop_ends_sessions_without_deleting(tmp_path):
     maildir.deliver(tmp_path, "alice", sample(1))
     pop = Pop3Server(tmp_path, USERS, HOST, 0)
-    with running(pop):
+    with serve_in_thread(pop):
         client = login(pop)
         client.dele(1)
     # The server is gone: the session ended without UPDATE.
@@ -333,7 +315,7 @@ def test_maildir_rejects_unsafe_names(tmp_path, name):
 
 def test_idle_session_is_logged_out_without_update(tmp_path):
     maildir.deliver(tmp_path, "alice", sample(1))
-    with running(Pop3Server(tmp_path, USERS, HOST, 0, idle_timeout_s=0.3)) as pop:
+    with serve_in_thread(Pop3Server(tmp_path, USERS, HOST, 0, idle_timeout_s=0.3)) as pop:
         conn = Raw(pop.port)
         try:
             conn.send("USER alice")

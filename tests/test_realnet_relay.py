@@ -67,6 +67,25 @@ def config(tmp: Path, host: str, bind: str, port: int, **kw) -> RelayConfig:
     return RelayConfig(**base)
 
 
+def make_relay(
+    tmp: Path, host: str, bind: str, port: int, policy: Policy | None = None, **kw
+) -> Relay:
+    """A Relay on ``bind:port`` with the test defaults of ``config`` and ``kw`` on top."""
+    return Relay(config(tmp, host, bind, port, **kw), policy)
+
+
+def final_relay(tmp: Path, port: int, sink: Collector) -> Relay:
+    """``final.0`` on 127.61.0.2: the next hop of ``forwarding_relay``; delivers into ``sink``."""
+    return make_relay(tmp, "final.0", "127.61.0.2", port, local_delivery=sink)
+
+
+def forwarding_relay(tmp: Path, port: int, **kw) -> Relay:
+    """``relay.0`` on 127.61.0.1, forwarding everything to ``final`` (127.61.0.2)."""
+    return make_relay(
+        tmp, "relay.0", "127.61.0.1", port, next_hop=("127.61.0.2",), next_hop_name="final", **kw
+    )
+
+
 def run(coro: Awaitable[None]) -> None:
     asyncio.run(asyncio.wait_for(coro, 30))
 
@@ -149,17 +168,8 @@ def test_relay_stores_forwards_and_traces(tmp_path: Path) -> None:
     async def main() -> None:
         port = free_port("127.0.0.1")
         sink = Collector()
-        final = Relay(config(tmp_path, "final.0", "127.61.0.2", port, local_delivery=sink))
-        relay = Relay(
-            config(
-                tmp_path,
-                "relay.0",
-                "127.61.0.1",
-                port,
-                next_hop=("127.61.0.2",),
-                next_hop_name="final",
-            )
-        )
+        final = final_relay(tmp_path, port, sink)
+        relay = forwarding_relay(tmp_path, port)
         async with running(final, relay):
             await send("127.61.0.1", port, ["b@ours.example"])
             await until(lambda: len(sink.got) == 1)
@@ -183,7 +193,7 @@ def test_relay_stores_forwards_and_traces(tmp_path: Path) -> None:
 def test_never_an_open_relay(tmp_path: Path) -> None:
     async def main() -> None:
         port = free_port("127.0.0.1")
-        relay = Relay(config(tmp_path, "mx.0", "127.61.0.1", port, local_delivery=Collector()))
+        relay = make_relay(tmp_path, "mx.0", "127.61.0.1", port, local_delivery=Collector())
         async with running(relay):
             with pytest.raises(smtplib.SMTPRecipientsRefused) as e:
                 await send("127.61.0.1", port, ["victim@foreign.example"])
@@ -199,15 +209,13 @@ def test_relay_clients_may_relay_anywhere(tmp_path: Path) -> None:
     async def main() -> None:
         port = free_port("127.0.0.1")
         sink = Collector()
-        relay = Relay(
-            config(
-                tmp_path,
-                "gw.0",
-                "127.61.0.1",
-                port,
-                local_delivery=sink,
-                relay_clients=(ipaddress.IPv4Network("127.61.9.0/24"),),
-            )
+        relay = make_relay(
+            tmp_path,
+            "gw.0",
+            "127.61.0.1",
+            port,
+            local_delivery=sink,
+            relay_clients=(ipaddress.IPv4Network("127.61.9.0/24"),),
         )
         async with running(relay):
             await send("127.61.0.1", port, ["x@foreign.example"], source_address=("127.61.9.9", 0))
@@ -220,10 +228,8 @@ def test_size_limit_552_by_size_parameter_and_by_data(tmp_path: Path) -> None:
     async def main() -> None:
         port = free_port("127.0.0.1")
         sink = Collector()
-        relay = Relay(
-            config(
-                tmp_path, "mx.0", "127.61.0.1", port, local_delivery=sink, message_size_limit=2000
-            )
+        relay = make_relay(
+            tmp_path, "mx.0", "127.61.0.1", port, local_delivery=sink, message_size_limit=2000
         )
         async with running(relay):
             big = MSG + (b"x" * 70 + b"\r\n") * 50
@@ -253,10 +259,8 @@ def test_size_limit_552_by_size_parameter_and_by_data(tmp_path: Path) -> None:
 def test_hop_count_loop_is_554(tmp_path: Path) -> None:
     async def main() -> None:
         port = free_port("127.0.0.1")
-        relay = Relay(
-            config(
-                tmp_path, "mx.0", "127.61.0.1", port, local_delivery=Collector(), hopcount_limit=5
-            )
+        relay = make_relay(
+            tmp_path, "mx.0", "127.61.0.1", port, local_delivery=Collector(), hopcount_limit=5
         )
         async with running(relay):
             looped = b"Received: from x by y\r\n" * 5 + MSG
@@ -274,7 +278,7 @@ def test_bare_lf_dot_does_not_end_the_message(tmp_path: Path) -> None:
     async def main() -> None:
         port = free_port("127.0.0.1")
         sink = Collector()
-        relay = Relay(config(tmp_path, "mx.0", "127.61.0.1", port, local_delivery=sink))
+        relay = make_relay(tmp_path, "mx.0", "127.61.0.1", port, local_delivery=sink)
         async with running(relay):
 
             def raw_session() -> list[bytes]:
@@ -329,11 +333,9 @@ class Refusing(Policy):
 def test_internal_error_is_451_and_policy_can_reject_or_quarantine(tmp_path: Path) -> None:
     async def main() -> None:
         port = free_port("127.0.0.1")
-        a = Relay(
-            config(tmp_path, "a.0", "127.61.0.1", port, local_delivery=Collector()), Exploding()
-        )
+        a = make_relay(tmp_path, "a.0", "127.61.0.1", port, Exploding(), local_delivery=Collector())
         sink = Collector()
-        b = Relay(config(tmp_path, "b.0", "127.61.0.2", port, local_delivery=sink), Refusing())
+        b = make_relay(tmp_path, "b.0", "127.61.0.2", port, Refusing(), local_delivery=sink)
         async with running(b, a):
             with pytest.raises(smtplib.SMTPDataError) as e:
                 await send("127.61.0.1", port, ["b@ours.example"])
@@ -353,17 +355,15 @@ def test_failover_to_the_twin_when_one_host_is_down(tmp_path: Path) -> None:
     async def main() -> None:
         port = free_port("127.0.0.1")
         sink = Collector()
-        twin = Relay(config(tmp_path, "next.1", "127.61.0.3", port, local_delivery=sink))
-        relay = Relay(
-            config(
-                tmp_path,
-                "relay.0",
-                "127.61.0.1",
-                port,
-                balance="round_robin",
-                next_hop=("127.61.0.2", "127.61.0.3"),
-                next_hop_name="next",
-            )
+        twin = make_relay(tmp_path, "next.1", "127.61.0.3", port, local_delivery=sink)
+        relay = make_relay(
+            tmp_path,
+            "relay.0",
+            "127.61.0.1",
+            port,
+            balance="round_robin",
+            next_hop=("127.61.0.2", "127.61.0.3"),
+            next_hop_name="next",
         )
         async with running(twin, relay):
             for _ in range(4):
@@ -378,16 +378,15 @@ def test_failover_to_the_twin_when_one_host_is_down(tmp_path: Path) -> None:
 def test_restarted_relay_delivers_its_spool(tmp_path: Path) -> None:
     async def main() -> None:
         port = free_port("127.0.0.1")
-        cfg = dict(next_hop=("127.61.0.2",), next_hop_name="final")
-        relay = Relay(config(tmp_path, "relay.0", "127.61.0.1", port, **cfg))
+        relay = forwarding_relay(tmp_path, port)
         async with running(relay):
             for i in range(3):
                 await send("127.61.0.1", port, ["b@ours.example"], MSG + b"n%d\r\n" % i)
         # the next hop was down the whole time: all three are spooled
         assert len(Spool(tmp_path / "spool" / "relay.0")) == 3
         sink = Collector()
-        final = Relay(config(tmp_path, "final.0", "127.61.0.2", port, local_delivery=sink))
-        relay = Relay(config(tmp_path, "relay.0", "127.61.0.1", port, **cfg))
+        final = final_relay(tmp_path, port, sink)
+        relay = forwarding_relay(tmp_path, port)
         async with running(final, relay):
             await until(lambda: len(sink.got) == 3)
             await until(lambda: len(relay.spool) == 0)
@@ -399,17 +398,7 @@ def test_restarted_relay_delivers_its_spool(tmp_path: Path) -> None:
 def test_bounce_after_queue_lifetime_and_none_for_null_sender(tmp_path: Path) -> None:
     async def main() -> None:
         port = free_port("127.0.0.1")
-        relay = Relay(
-            config(
-                tmp_path,
-                "relay.0",
-                "127.61.0.1",
-                port,
-                next_hop=("127.61.0.2",),
-                next_hop_name="final",
-                max_queue_lifetime_s=0.3,
-            )
-        )
+        relay = forwarding_relay(tmp_path, port, max_queue_lifetime_s=0.3)
         async with running(relay):
             await send("127.61.0.1", port, ["b@ours.example"])
             # the original expires; its DSN (from <>) cannot be delivered either and
@@ -465,10 +454,8 @@ def test_fast_path_parser_agrees_with_aiosmtpd() -> None:
 def test_session_limit_makes_extra_connections_wait_for_their_greeting(tmp_path: Path) -> None:
     async def main() -> None:
         port = free_port("127.0.0.1")
-        relay = Relay(
-            config(
-                tmp_path, "mx.0", "127.61.0.1", port, local_delivery=Collector(), session_limit=1
-            )
+        relay = make_relay(
+            tmp_path, "mx.0", "127.61.0.1", port, local_delivery=Collector(), session_limit=1
         )
         async with running(relay):
             r1, w1 = await asyncio.open_connection("127.61.0.1", port)
@@ -504,18 +491,16 @@ def test_a_host_that_greets_with_554_or_hangs_is_skipped_for_its_twin(tmp_path: 
         bad = await asyncio.start_server(refuse, "127.61.0.2", port)
         slow = await asyncio.start_server(hang, "127.61.0.4", port)
         sink = Collector()
-        twin = Relay(config(tmp_path, "next.1", "127.61.0.3", port, local_delivery=sink))
-        relay = Relay(
-            config(
-                tmp_path,
-                "relay.0",
-                "127.61.0.1",
-                port,
-                balance="round_robin",
-                next_hop=("127.61.0.2", "127.61.0.4", "127.61.0.3"),
-                next_hop_name="next",
-                connect_timeout_s=0.5,
-            )
+        twin = make_relay(tmp_path, "next.1", "127.61.0.3", port, local_delivery=sink)
+        relay = make_relay(
+            tmp_path,
+            "relay.0",
+            "127.61.0.1",
+            port,
+            balance="round_robin",
+            next_hop=("127.61.0.2", "127.61.0.4", "127.61.0.3"),
+            next_hop_name="next",
+            connect_timeout_s=0.5,
         )
         async with running(twin, relay):
             for _ in range(3):
