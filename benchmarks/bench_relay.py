@@ -40,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from realnet.stockpostfix import StockPostfix, available  # noqa: E402
+from benchmarks.stockpostfix import StockPostfix, available  # noqa: E402
 
 SINK = ("127.121.0.9", 2626)
 OURS = ("127.121.0.1", 2625)
@@ -58,7 +58,7 @@ def wait_port(host: str, port: int, timeout: float = 20.0) -> None:
 
 def serve_relay(state: Path, worker: int = 0) -> None:
     """The relay under test (run in its own process by ``--serve``)."""
-    from realnet.relay import Relay, RelayConfig
+    from mailgate.realnet.relay.relay import Relay, RelayConfig
 
     config = RelayConfig(
         host_id="bench.0",
@@ -187,8 +187,8 @@ def run_postfix(messages: int, sessions: int, size: int) -> dict[str, float]:
 
 
 def probe_p50(count: int) -> dict[str, float]:
-    from realnet.probe import probe_once
-    from realnet.supervisor import Testbed
+    from mailgate.realnet.load.probe import probe_once
+    from mailgate.realnet.testbed.supervisor import Testbed
 
     bed = Testbed(
         ROOT / "scenarios" / "loopback-testbed.toml",

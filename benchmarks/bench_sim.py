@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import simpy
 
-from sim.queueing import jackson_tandem_sojourn, run_tandem
+from benchmarks.tandem import jackson_tandem_sojourn, run_tandem
 
 ROOT = Path(__file__).resolve().parents[1]
 LAM, MU, SERVERS, STATIONS = 1.4, 1.0, 2, 5  # rho = LAM / (SERVERS * MU) = 0.7
@@ -129,8 +129,8 @@ def peak_mib():
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-from sim.scenario import load
-from sim.simulate import simulate
+from mailgate.sim.scenario.loading import load
+from mailgate.sim.model.simulate import simulate
 s = load(sys.argv[1], {"population.mailboxes": int(sys.argv[2])})
 t, cpu = time.perf_counter(), time.process_time()
 d = simulate(s).to_dict()

@@ -14,21 +14,19 @@ import sys
 import traceback
 from collections.abc import Sequence
 
+from mailgate.sim.scenario.errors import UserError
+
 EXIT_OK, EXIT_INTERNAL, EXIT_USER = 0, 1, 2
 
 # subcommand -> "module:function"; the function takes the parsed args, returns an exit code
 COMMANDS = {
-    "check": "sim.summary:check_command",
-    "run": "sim.runner:run_command",
-    "selftest": "sim.selftest:selftest_command",
-    "realnet up": "realnet.supervisor:up_command",
-    "realnet probe": "realnet.probe:probe_command",
-    "calibrate": "realnet.calibrate:calibrate_command",
+    "check": "mailgate.sim.analysis.summary:check_command",
+    "run": "mailgate.sim.analysis.runner:run_command",
+    "selftest": "mailgate.sim.analysis.selftest:selftest_command",
+    "realnet up": "mailgate.realnet.testbed.supervisor:up_command",
+    "realnet probe": "mailgate.realnet.load.probe:probe_command",
+    "calibrate": "mailgate.calibration.calibrate:calibrate_command",
 }
-
-
-class UserError(Exception):
-    """An error the user can fix; printed as one line, exit code 2."""
 
 
 def _positive_int(text: str) -> int:
@@ -154,14 +152,12 @@ def _command_name(args: argparse.Namespace) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mailgate`` console script."""
-    from sim.scenario import ScenarioError
-
     args = build_parser().parse_args(argv)
     module_name, function_name = COMMANDS[_command_name(args)].split(":")
     try:
         command = getattr(importlib.import_module(module_name), function_name)
         return int(command(args) or 0)
-    except (ScenarioError, UserError) as e:
+    except UserError as e:
         print(f"mailgate: error: {e}", file=sys.stderr)
         return EXIT_USER
     except BrokenPipeError:

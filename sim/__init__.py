@@ -1,6 +1,4 @@
-"""mailgate's model side: the scenario format and the SimPy model of the topology.
-
-``sim`` never imports ``realnet``; realnet builds from ``sim.topology``.
+"""The model side (``mailgate.sim``): the scenario format both worlds build from
+(``scenario``), the SimPy model (``model``) and what is computed from scenarios and
+runs (``analysis``). Never imports ``mailgate.realnet``.
 """
-
-__version__ = "0.1.0"

@@ -9,17 +9,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-
-from realnet.addresses import AddressPlan
-from sim.scenario import load
-from sim.topology import Scenario
+from mailgate.realnet.addresses import AddressPlan
+from mailgate.sim.scenario.loading import load
+from mailgate.sim.scenario.topology import Scenario
 
 if TYPE_CHECKING:
     import dns.resolver
-
-    from realnet.dnsserver import DnsServer
-    from realnet.keys import DkimKey
-    from realnet.supervisor import Testbed
+    from mailgate.realnet.services.dnsserver import DnsServer
+    from mailgate.realnet.services.keys import DkimKey
+    from mailgate.realnet.testbed.supervisor import Testbed
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = sorted((ROOT / "scenarios").glob("*.toml"))
@@ -44,7 +42,7 @@ def dns_server(scenario: Scenario, plan: AddressPlan, key: DkimKey) -> Iterator[
 
     ``key``, the DKIM key, is a fixture of the requesting test module (its algorithm varies).
     """
-    from realnet.dnsserver import build_zone, run_dns_in_thread
+    from mailgate.realnet.services.dnsserver import build_zone, run_dns_in_thread
 
     with run_dns_in_thread(build_zone(scenario, plan, key.public_txt), "127.0.0.1", 0) as srv:
         yield srv
@@ -53,7 +51,7 @@ def dns_server(scenario: Scenario, plan: AddressPlan, key: DkimKey) -> Iterator[
 @pytest.fixture
 def resolver(dns_server: DnsServer) -> dns.resolver.Resolver:
     """A resolver that asks ``dns_server`` and nothing else."""
-    from realnet.dnsserver import make_resolver
+    from mailgate.realnet.services.dnsserver import make_resolver
 
     return make_resolver("127.0.0.1", dns_server.port)
 
@@ -82,7 +80,7 @@ def start_testbed(
     further keywords go to ``Testbed``. Its state directory is a fresh temporary
     folder named after ``name``; every process is stopped on exit, also on failure.
     """
-    from realnet.supervisor import Testbed
+    from mailgate.realnet.testbed.supervisor import Testbed
 
     @contextlib.contextmanager
     def start(

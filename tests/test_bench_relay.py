@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from realnet import stockpostfix
+from benchmarks import stockpostfix
 
 pytestmark = [pytest.mark.realnet, pytest.mark.slow]
 

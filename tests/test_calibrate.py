@@ -11,8 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mailgate.realnet.load.loadgen import flow_shares
+from mailgate.sim.scenario.loading import load
+from mailgate.sim.scenario.records import HopRecord, MessageRecord, StageSpan
 
-from realnet.calibrate import (
+from mailgate.calibration.calibrate import (
     Options,
     calibrate,
     find_saturation,
@@ -24,7 +27,7 @@ from realnet.calibrate import (
     parse_rates,
     with_outside_cpu,
 )
-from realnet.compare import (
+from mailgate.calibration.compare import (
     MIN_JUDGED_N,
     Point,
     Saturation,
@@ -37,10 +40,7 @@ from realnet.compare import (
     utilisation_law_saturation,
     write_outputs,
 )
-from realnet.fit import Fit
-from realnet.loadgen import flow_shares
-from sim.records import HopRecord, MessageRecord, StageSpan
-from sim.scenario import load
+from mailgate.calibration.fit import Fit
 from tests.conftest import ROOT, TESTBED
 
 
@@ -62,7 +62,7 @@ def test_relative_error() -> None:
 
 
 def test_parse_rates_sorts_and_refuses_nonsense() -> None:
-    from mailgate.cli import UserError
+    from mailgate.sim.scenario.errors import UserError
 
     assert parse_rates("10, 2.5,5") == [2.5, 5.0, 10.0]
     for bad in ("", "a,b", "0,3", "-1"):

@@ -20,9 +20,8 @@ import numpy as np
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
-
-from realnet.addresses import Endpoint
-from realnet.loadgen import (
+from mailgate.realnet.addresses import Endpoint
+from mailgate.realnet.load.loadgen import (
     LoadSpec,
     Target,
     arrival_offsets,
@@ -33,9 +32,10 @@ from realnet.loadgen import (
     plan_messages,
     run_load,
 )
-from realnet.mailclients import Auth, dot_stuff
-from sim.records import HopRecord, MessageRecord
-from sim.scenario import load
+from mailgate.realnet.load.mailclients import Auth, dot_stuff
+from mailgate.sim.scenario.loading import load
+from mailgate.sim.scenario.records import HopRecord, MessageRecord
+
 from tests.conftest import TESTBED
 
 SCENARIO = load(TESTBED)

@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from sim.model import OUTCOMES
-from sim.scenario import load
-from sim.simulate import simulate
+from mailgate.sim.model.network import OUTCOMES
+from mailgate.sim.model.simulate import simulate
+from mailgate.sim.scenario.loading import load
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
 SMALL = {"population.mailboxes": 6000, "scenario.duration_h": 1.0, "scenario.warmup_h": 0.25}
@@ -107,7 +106,7 @@ def test_shared_machine_carries_its_hosts_cpu() -> None:
 
 def test_tier_rates_and_cpu_match_the_offered_load_on_paper() -> None:
     """Independent check against sim.offered (mean rates and mean CPU per message)."""
-    from sim.offered import tier_loads
+    from mailgate.sim.analysis.offered import tier_loads
 
     s = load(SCENARIOS / "drive-network.toml", {
         "workload.diurnal.inbound": "flat", "workload.diurnal.outbound": "flat",

@@ -6,9 +6,8 @@ import math
 
 import numpy as np
 import pytest
-
-from sim.engine import Pool, Scheduler
-from sim.stats import Level, LogHistogram, confidence_interval
+from mailgate.sim.model.engine import Pool, Scheduler
+from mailgate.sim.model.stats import Level, LogHistogram, confidence_interval
 
 
 def test_histogram_quantiles_within_bin_width() -> None:

@@ -6,11 +6,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
-from sim.records import read_hops, read_messages
-from sim.scenario import load
-from sim.simulate import simulate
-from sim.topology import STAGES
+from mailgate.sim.model.simulate import simulate
+from mailgate.sim.scenario.loading import load
+from mailgate.sim.scenario.records import read_hops, read_messages
+from mailgate.sim.scenario.topology import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from sim.model import Model, Stream
-from sim.scenario import load
-from sim.topology import DIURNAL_SHAPES, HourlyProfile
+from mailgate.sim.model.network import Model, Stream
+from mailgate.sim.scenario.loading import load
+from mailgate.sim.scenario.topology import DIURNAL_SHAPES, HourlyProfile
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,12 +12,11 @@ import math
 from pathlib import Path
 
 import pytest
-
-from sim.model import DELIVERY_STAGES, FSYNC_STAGES, OFF_PATH_STAGES, Model
-from sim.records import HopRecord, MessageRecord
-from sim.scenario import load
-from sim.selftest import idle
-from sim.topology import MAILBOX, ROLE_STAGES, Scenario, StageCost
+from mailgate.sim.analysis.selftest import idle
+from mailgate.sim.model.network import DELIVERY_STAGES, FSYNC_STAGES, OFF_PATH_STAGES, Model
+from mailgate.sim.scenario.loading import load
+from mailgate.sim.scenario.records import HopRecord, MessageRecord
+from mailgate.sim.scenario.topology import MAILBOX, ROLE_STAGES, Scenario, StageCost
 
 BASE = Path(__file__).resolve().parents[1] / "scenarios" / "drive-network.toml"
 SIZE = 2.0
@@ -300,7 +299,7 @@ def test_housekeeping_delays_the_next_message_not_its_own(shared: bool) -> None:
 
 def test_housekeeping_counts_in_cpu_busy_and_offered_load() -> None:
     """The utilisation law still holds: busy CPU = the stages' CPU + housekeeping."""
-    from sim.offered import tier_loads
+    from mailgate.sim.analysis.offered import tier_loads
 
     hk = 0.004
     s = load(BASE, {"population.mailboxes": 2000, "scenario.duration_h": 1.0,

@@ -11,8 +11,7 @@ import time
 from email.message import EmailMessage
 
 import pytest
-
-from realnet.antivirus import (
+from mailgate.realnet.services.antivirus import (
     EICAR,
     EICAR_NAME,
     ClamdScanner,
@@ -21,7 +20,8 @@ from realnet.antivirus import (
     Signature,
     make_scanner,
 )
-from sim.scenario import load
+from mailgate.sim.scenario.loading import load
+
 from tests.conftest import TESTBED
 
 HOST = "127.0.0.1"

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from realnet.bench_services import main
+from benchmarks.bench_services import main
 
 pytestmark = pytest.mark.realnet
 

@@ -20,13 +20,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
-from realnet import maildir
-from realnet.addresses import AddressPlan
-from realnet.probe import probe_once, submit
-from realnet.remote import received, send_inbound, set_behaviour
-from realnet.supervisor import Testbed
-from sim.records import read_hops
+from mailgate.realnet.addresses import AddressPlan
+from mailgate.realnet.load.probe import probe_once, submit
+from mailgate.realnet.services import maildir
+from mailgate.realnet.testbed.remote import received, send_inbound, set_behaviour
+from mailgate.realnet.testbed.supervisor import Testbed
+from mailgate.sim.scenario.records import read_hops
 
 pytestmark = pytest.mark.realnet
 
@@ -112,8 +111,8 @@ def test_self_test_mail_arrives_signed_and_verified(testbed: Testbed) -> None:
 
 @pytest.mark.skipif(shutil.which("opendkim") is None, reason="Debian opendkim not installed")
 def test_opendkim_verifies_gateway3_signature(testbed: Testbed, tmp_path: Path) -> None:
-    from realnet.dnsserver import build_zone, run_dns_in_thread
-    from realnet.keys import DkimKey
+    from mailgate.realnet.services.dnsserver import build_zone, run_dns_in_thread
+    from mailgate.realnet.services.keys import DkimKey
 
     tag = uuid.uuid4().hex
     address = f"{USER}@{domain(testbed)}"

@@ -12,8 +12,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
-from realnet.checks import (
+from mailgate.realnet.services.checks import (
     SPF_RESULTS,
     DkimResult,
     authentication_results,
@@ -22,8 +21,13 @@ from realnet.checks import (
     sign_dkim,
     verify_dkim,
 )
-from realnet.dnsserver import build_zone, host_name, make_resolver, run_dns_in_thread
-from realnet.keys import DkimKey
+from mailgate.realnet.services.dnsserver import (
+    build_zone,
+    host_name,
+    make_resolver,
+    run_dns_in_thread,
+)
+from mailgate.realnet.services.keys import DkimKey
 
 pytestmark = pytest.mark.realnet
 

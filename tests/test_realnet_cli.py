@@ -12,8 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from realnet.supervisor import RUNNING_DIR
+from mailgate.realnet.testbed.supervisor import RUNNING_DIR
 
 pytestmark = pytest.mark.realnet
 

@@ -14,8 +14,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.resolver
 import pytest
-
-from realnet.dnsserver import (
+from mailgate.realnet.services.dnsserver import (
     DnsServer,
     Zone,
     build_zone,
@@ -23,7 +22,7 @@ from realnet.dnsserver import (
     make_resolver,
     run_dns_in_thread,
 )
-from realnet.keys import DkimKey
+from mailgate.realnet.services.keys import DkimKey
 
 pytestmark = pytest.mark.realnet
 
@@ -232,7 +231,7 @@ def test_standalone_process_serves_the_scenario(tmp_path, scenario):
         [
             sys.executable,
             "-m",
-            "realnet.dnsserver",
+            "mailgate.realnet.services.dnsserver",
             "scenarios/loopback-testbed.toml",
             str(tmp_path / "key"),
             "--port",

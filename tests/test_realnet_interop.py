@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from mailgate.realnet.testbed.remote import received
+from mailgate.realnet.testbed.supervisor import Testbed
 
-from realnet import stockpostfix
-from realnet.remote import received
-from realnet.supervisor import Testbed
+from benchmarks import stockpostfix
 
 pytestmark = pytest.mark.realnet
 
@@ -47,7 +47,7 @@ def wait_for(cond, timeout: float = 30.0):  # type: ignore[no-untyped-def]
 def test_stock_postfix_as_remote_mx_receives_our_outbound_mail(
     testbed: Testbed,
 ) -> None:
-    from realnet.probe import submit
+    from mailgate.realnet.load.probe import submit
 
     plan = testbed.plan
     listen = f"{plan.remote_mx_address(POSTFIX_DOMAIN)}:{testbed.scenario.realnet.smtp_port}"

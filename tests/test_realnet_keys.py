@@ -6,9 +6,8 @@ import stat
 
 import dkim
 import pytest
-
-from realnet.keys import DkimKey
-from realnet.passwords import hash_password, parse_hash, verify_password
+from mailgate.realnet.services.keys import DkimKey
+from mailgate.realnet.services.passwords import hash_password, parse_hash, verify_password
 
 MESSAGE = b"From: a@d.example\r\nTo: b@x.example\r\nSubject: s\r\n\r\nbody\r\n"
 

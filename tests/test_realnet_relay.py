@@ -15,8 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
-
-from realnet.relay import (
+from mailgate.realnet.relay.relay import (
     Incoming,
     Policy,
     Relay,
@@ -26,8 +25,8 @@ from realnet.relay import (
     normalise_line_ends,
     parse_trace,
 )
-from realnet.spool import Spool, SpoolEntry
-from sim.records import read_hops
+from mailgate.realnet.relay.spool import Spool, SpoolEntry
+from mailgate.sim.scenario.records import read_hops
 
 pytestmark = pytest.mark.realnet
 
@@ -413,7 +412,7 @@ def test_bounce_after_queue_lifetime_and_none_for_null_sender(tmp_path: Path) ->
 
 
 def test_forged_authentication_results_from_our_domain_are_removed() -> None:
-    from realnet.gateways import strip_forged_results
+    from mailgate.realnet.testbed.gateways import strip_forged_results
 
     data = (
         b"Authentication-Results: gw0-1.ours.example; spf=pass\r\n\tsmtp.mailfrom=x@y\r\n"
@@ -429,8 +428,7 @@ def test_forged_authentication_results_from_our_domain_are_removed() -> None:
 
 def test_fast_path_parser_agrees_with_aiosmtpd() -> None:
     from aiosmtpd.smtp import SMTP
-
-    from realnet.relay import _Protocol
+    from mailgate.realnet.relay.relay import _Protocol
 
     loop = asyncio.new_event_loop()
     try:
@@ -516,7 +514,7 @@ def test_a_host_that_greets_with_554_or_hangs_is_skipped_for_its_twin(tmp_path: 
 
 
 def test_dot_stuffing_and_terminator() -> None:
-    from realnet.smtpclient import dot_stuff
+    from mailgate.realnet.relay.smtpclient import dot_stuff
 
     assert dot_stuff(b".a\r\nb\r\n.\r\n..c\r\n") == b"..a\r\nb\r\n..\r\n...c\r\n.\r\n"
     assert dot_stuff(b"no final newline") == b"no final newline\r\n.\r\n"
@@ -528,7 +526,7 @@ def test_spool_acknowledges_only_after_file_rename_and_directory_are_synced(
     """The order a crash-safe store needs: write, fsync file, rename, fsync directory, 250."""
     import os
 
-    import realnet.spool as spool_module
+    import mailgate.realnet.relay.spool as spool_module
 
     events: list[str] = []
     real_fsync, real_replace = os.fsync, os.replace

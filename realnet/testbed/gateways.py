@@ -1,0 +1,235 @@
+"""The five gateways as policies and configurations of the relay core.
+
+- Gateway0 (``inbound_auth``): SPF on the connecting address (fail → 550,
+  temperror → 451), DKIM verification of every signature, an
+  ``Authentication-Results:`` header; relays to Gateway1.
+- Gateway1 (``inbound_av``): antivirus (infected → quarantine folder, the
+  sender sees 250), routing to the mailbox server.
+- Gateway2 (``outbound_av``): antivirus on outgoing mail.
+- Gateway3 (``outbound_sign``): DKIM signing, MX lookup, delivery; what it
+  cannot deliver goes to its fallback tier (Gateway4).
+- Gateway4 (``fallback_mx``): accepts from Gateway3's hosts only, retries on
+  the ``[retry]`` schedule.
+
+pyspf and dkimpy are synchronous, so every check runs in the relay's thread
+pool (``Incoming.stage``), off the event loop. Which policy a tier gets comes
+from its ``role``, so a scenario may rename or add tiers.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from pathlib import Path
+from typing import Any
+
+from mailgate.realnet.addresses import AddressPlan
+from mailgate.realnet.relay.relay import Incoming, Policy, Relay, RelayConfig, Verdict
+from mailgate.sim.scenario.topology import INTERNET, Scenario
+
+#: SPF verdicts that refuse the message before the 250 (TOPOLOGY.md: fail → 550).
+SPF_REPLIES = {
+    "fail": "550 5.7.23 SPF check failed: {explanation}",
+    "temperror": "451 4.7.24 SPF temporary error, try again later",
+    "permerror": None,  # a broken record is not the sender's fault alone: accept, label it
+}
+
+
+def strip_forged_results(data: bytes, domains: frozenset[str]) -> bytes:
+    """Drop ``Authentication-Results`` headers claiming to come from our hosts.
+
+    RFC 8601 section 5: a border MTA removes results with its own authserv-id,
+    or a sender could forge ``spf=pass`` for the mailbox to see.
+    """
+    end = data.find(b"\r\n\r\n")
+    if end < 0 or b"authentication-results" not in data[:end].lower():
+        return data
+    kept: list[bytes] = []
+    dropping = False
+    for line in data[: end + 2].split(b"\r\n")[:-1]:
+        if line[:1] in (b" ", b"\t"):  # a folded continuation belongs to the header above
+            if not dropping:
+                kept.append(line)
+            continue
+        name, _, value = line.partition(b":")
+        dropping = False
+        if name.strip().lower() == b"authentication-results":
+            authserv = value.split(b";", 1)[0].strip().decode("ascii", "replace").lower()
+            dropping = any(authserv == d or authserv.endswith("." + d) for d in domains)
+        if not dropping:
+            kept.append(line)
+    return b"\r\n".join(kept) + b"\r\n" + data[end + 2 :]
+
+
+class InboundAuthPolicy(Policy):
+    """Gateway0: SPF and DKIM verification, then an Authentication-Results header."""
+
+    def __init__(self, authserv_id: str, resolver: Any, domains: frozenset[str] = frozenset()):
+        self.authserv_id = authserv_id
+        self.resolver = resolver
+        self.domains = domains
+
+    async def check(self, msg: Incoming) -> Verdict | None:
+        from mailgate.realnet.services.checks import authentication_results, check_spf, verify_dkim
+
+        spf = await msg.stage(
+            "spf", check_spf, self.resolver, msg.client_ip, msg.mail_from, msg.helo
+        )
+        template = SPF_REPLIES.get(spf[0])
+        if template:
+            return Verdict.reject(template.format(explanation=spf[1] or spf[0]))
+        msg.data = strip_forged_results(msg.data, self.domains)
+        dkim_results = await msg.stage("dkim_verify", verify_dkim, msg.data, self.resolver)
+        value = authentication_results(
+            self.authserv_id,
+            spf,
+            dkim_results,
+            mail_from=msg.mail_from,
+            helo=msg.helo,
+            client_ip=msg.client_ip,
+        )
+        msg.prepend.append(f"Authentication-Results: {value}\r\n".encode())
+        return None
+
+
+class AntivirusPolicy(Policy):
+    """Gateway1 and Gateway2: scan; infected mail goes to the quarantine folder."""
+
+    def __init__(self, scanner: Any, *, routing: bool) -> None:
+        self.scanner = scanner
+        self.routing = routing
+
+    async def check(self, msg: Incoming) -> Verdict | None:
+        virus = await msg.stage("antivirus", self.scanner.scan, msg.data)
+        if virus:
+            return Verdict.quarantine(f"virus {virus}")
+        if self.routing:
+            # one mailbox server: routing is a table lookup, recorded for the model's "route"
+            t0 = time.time()
+            msg.add_span("route", t0, time.time())
+        return None
+
+
+class SignPolicy(Policy):
+    """Gateway3: DKIM-sign mail from our domains."""
+
+    def __init__(self, key: Any, domains: frozenset[str]) -> None:
+        self.key = key
+        self.domains = domains
+
+    async def check(self, msg: Incoming) -> Verdict | None:
+        from mailgate.realnet.relay.relay import domain_of
+        from mailgate.realnet.services.checks import sign_dkim
+
+        if domain_of(msg.mail_from) in self.domains or not msg.mail_from:
+            msg.data = await msg.stage("dkim_sign", sign_dkim, msg.data, self.key)
+        return None
+
+
+def _networks(addresses: list[str]) -> tuple[ipaddress.IPv4Network, ...]:
+    return tuple(ipaddress.IPv4Network(f"{a}/32") for a in addresses)
+
+
+def relay_config(
+    scenario: Scenario, plan: AddressPlan, host_id: str, state_dir: Path, **extra: Any
+) -> RelayConfig:
+    """The relay settings every tier shares, from the scenario."""
+    from mailgate.realnet.services.dnsserver import host_name
+
+    tier_name = host_id.rsplit(".", 1)[0]
+    tier = scenario.tiers[tier_name]
+    host = tier.hosts[int(host_id.rsplit(".", 1)[1])]
+    rn, scale = scenario.realnet, scenario.realnet.time_scale
+    next_hop = () if tier.next_hop == INTERNET else tuple(plan.tier_addresses(tier.next_hop))
+    fallback = tuple(plan.tier_addresses(tier.fallback)) if tier.fallback else ()
+    settings: dict[str, Any] = {
+        "host_id": host_id,
+        "hostname": host_name(plan, host_id),
+        "bind": plan.host_address(host_id),
+        "port": rn.smtp_port,
+        "state_dir": state_dir,
+        "local_domains": frozenset(d.lower() for d in scenario.population.domains),
+        "next_hop": next_hop,
+        "next_hop_name": tier.next_hop,
+        "next_hop_port": rn.smtp_port,
+        "balance": tier.balance,
+        "fallback": fallback,
+        "fallback_name": tier.fallback,
+        "delivery_concurrency": host.delivery_concurrency,
+        "session_limit": host.session_limit,
+        # a dead twin refuses at once on loopback; the timeout guards a hung one
+        "connect_timeout_s": max(1.0, min(tier.connect_timeout_s, 30.0)),
+        "minimal_backoff_s": scenario.retry.minimal_backoff_s * scale,
+        "maximal_backoff_s": scenario.retry.maximal_backoff_s * scale,
+        "max_queue_lifetime_s": scenario.retry.max_queue_lifetime_s * scale,
+        "message_size_limit": scenario.limits.message_size_limit_bytes,
+        "hopcount_limit": scenario.limits.hopcount_limit,
+        "dns": (plan.dns.host, plan.dns.port),
+        "host_ids": {plan.host_address(h): h for h in scenario.host_ids},
+    }
+    settings.update(extra)
+    return RelayConfig(**settings)
+
+
+def upstream(scenario: Scenario, plan: AddressPlan, tier_name: str) -> list[str]:
+    """Addresses of every host whose tier relays (or falls back) to ``tier_name``."""
+    return [
+        a
+        for name, t in scenario.tiers.items()
+        if t.next_hop == tier_name or t.fallback == tier_name
+        for a in plan.tier_addresses(name)
+    ]
+
+
+def build_gateway(
+    scenario: Scenario,
+    plan: AddressPlan,
+    host_id: str,
+    state_dir: Path,
+    *,
+    resolver: Any = None,
+    dkim_key: Any = None,
+    scanner: Any = None,
+) -> Relay:
+    """The relay of one gateway host, with its role's policy."""
+    from mailgate.realnet.services.dnsserver import host_name, make_resolver
+
+    tier_name = host_id.rsplit(".", 1)[0]
+    tier = scenario.tiers[tier_name]
+    role = tier.role
+    if role in ("inbound_auth", "fallback_mx") and resolver is None:
+        resolver = make_resolver(plan.dns.host, plan.dns.port)
+    if role in ("inbound_av", "outbound_av") and scanner is None:
+        from mailgate.realnet.services.antivirus import make_scanner
+
+        scanner = make_scanner(scenario)
+    if role == "outbound_sign" and dkim_key is None:
+        from mailgate.realnet.services.keys import DkimKey
+
+        dkim_key = DkimKey.load(state_dir / "dkim")
+    ups = upstream(scenario, plan, tier_name)
+    extra: dict[str, Any] = {}
+    policy: Policy
+    if role == "inbound_auth":
+        # our MX: anybody may send to our domains, nobody may relay through it
+        policy = InboundAuthPolicy(
+            host_name(plan, host_id),
+            resolver,
+            frozenset(d.lower() for d in scenario.population.domains),
+        )
+    elif role == "inbound_av":
+        policy = AntivirusPolicy(scanner, routing=True)
+        extra["allowed_clients"] = _networks(ups)
+    elif role == "outbound_av":
+        policy = AntivirusPolicy(scanner, routing=False)
+        extra["allowed_clients"] = extra["relay_clients"] = _networks(ups)
+    elif role == "outbound_sign":
+        policy = SignPolicy(dkim_key, frozenset(d.lower() for d in scenario.population.domains))
+        extra["allowed_clients"] = extra["relay_clients"] = _networks(ups)
+    elif role == "fallback_mx":
+        policy = Policy()
+        extra["allowed_clients"] = extra["relay_clients"] = _networks(ups)
+    else:
+        raise ValueError(f"{host_id}: role {role!r} is not a gateway")
+    config = relay_config(scenario, plan, host_id, state_dir, **extra)
+    return Relay(config, policy)

@@ -1,0 +1,181 @@
+"""The mailbox server (収容サーバ): Maildir delivery, submission with AUTH, POP3.
+
+Three services on the host's own loopback address:
+
+- SMTP on ``realnet.smtp_port``: mail from Gateway1 for our domains is filed
+  into ``<state>/maildirs/<user>/`` (``maildir.deliver``; the file is fsynced
+  before the 250, like the spool); an unknown user gets ``550 5.1.1``.
+- Submission on ``realnet.submission_port``: PCs authenticate with SMTP AUTH
+  PLAIN or LOGIN against ``realnet.users`` (scrypt hashes) and every message,
+  our own domain's included, is relayed through the spool to Gateway2 (the
+  source: the mailbox server relays *all* outgoing mail to Gateway2).
+- POP3 on ``realnet.pop3_port`` on the same Maildirs. Each RETR leaves a
+  ``HopRecord`` (outcome ``retrieved``) with the ``pop_session`` (login) and
+  ``pop_retrieve`` spans, joined to the message's trace id.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+from mailgate.realnet.addresses import AddressPlan
+from mailgate.realnet.relay.message import parse_trace
+from mailgate.realnet.relay.policy import Incoming, Policy
+from mailgate.realnet.relay.relay import Relay
+from mailgate.realnet.relay.tracing import Tracer
+from mailgate.realnet.testbed.gateways import relay_config
+from mailgate.sim.scenario.records import HopRecord, StageSpan
+from mailgate.sim.scenario.topology import MAILBOX, Scenario
+
+#: Maildir file uids remembered for joining POP retrievals to trace ids.
+UID_MEMORY = 100_000
+
+
+class KnownUsers(Policy):
+    """Refuse recipients that have no mailbox (550 5.1.1) before DATA."""
+
+    def __init__(self, users: set[str], domains: frozenset[str]) -> None:
+        self.users = users
+        self.domains = domains
+
+    async def check_rcpt(self, msg: Incoming, address: str) -> str | None:
+        local, _, domain = address.rpartition("@")
+        if domain.lower() in self.domains and local.lower() not in self.users:
+            return "550 5.1.1 Recipient address rejected: user unknown"
+        return None
+
+
+def mailbox_users(scenario: Scenario) -> set[str]:
+    """Local parts with a mailbox: the scenario's users (they may also log in)."""
+    return {u.name.lower() for u in scenario.realnet.users}
+
+
+def make_authenticator(scenario: Scenario) -> Any:
+    """``(login, password) -> bool`` against the scenario's scrypt hashes."""
+    from mailgate.realnet.services.passwords import dummy_verify, verify_password
+
+    hashes = {u.name: u.password_hash for u in scenario.realnet.users}
+
+    def authenticate(login: str, password: str) -> bool:
+        user = login.partition("@")[0]
+        if user not in hashes:
+            dummy_verify(password)  # same cost: do not reveal which users exist
+            return False
+        return verify_password(password, hashes[user])
+
+    return authenticate
+
+
+class MailboxServer:
+    """SMTP-in to Maildirs, submission relay to Gateway2, and POP3, as one host."""
+
+    def __init__(
+        self, scenario: Scenario, plan: AddressPlan, state_dir: Path, host_id: str = "mailbox.0"
+    ) -> None:
+        from mailgate.realnet.services import maildir
+
+        self.root = state_dir / "maildirs"
+        self.root.mkdir(parents=True, exist_ok=True)
+        domains = frozenset(d.lower() for d in scenario.population.domains)
+        users = mailbox_users(scenario)
+        root = self.root
+        # uid -> (trace id, flow): POP events name the Maildir file, traces the message
+        self._uids: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        self._uid_lock = threading.Lock()
+        self._logins: dict[str, tuple[float, float]] = {}
+
+        def file_message(user: str, data: bytes) -> None:
+            path = maildir.deliver(root, user.lower(), data)
+            trace = parse_trace(data)
+            if trace is not None:
+                with self._uid_lock:  # runs in the relay's thread pool
+                    self._uids[path.name.split(":", 1)[0]] = trace
+                    while len(self._uids) > UID_MEMORY:
+                        self._uids.popitem(last=False)
+
+        self.smtp = Relay(
+            relay_config(scenario, plan, host_id, state_dir, local_delivery=file_message),
+            KnownUsers(users, domains),
+        )
+        self.submission = Relay(
+            relay_config(
+                scenario,
+                plan,
+                host_id,
+                state_dir,
+                port=scenario.realnet.submission_port,
+                authenticate=make_authenticator(scenario),
+            )
+        )
+        self.pop3: Any = None
+        self.tracer = Tracer(state_dir, host_id)
+        self.scenario = scenario
+        self.plan = plan
+        self.host_id = host_id
+
+    async def start(self) -> None:
+        from mailgate.realnet.services.pop3 import Pop3Server
+
+        await self.smtp.start()
+        await self.submission.start()
+        self.pop3 = Pop3Server(
+            self.root,
+            self.scenario.realnet.users,  # Pop3Server maps them to name -> hash itself
+            self.plan.host_address(self.host_id),
+            self.scenario.realnet.pop3_port,
+            on_event=self._pop_event,
+        )
+        await self.pop3.start()
+
+    async def stop(self) -> None:
+        if self.pop3 is not None:
+            await self.pop3.stop()
+        await self.submission.stop()
+        await self.smtp.stop()
+        self.tracer.close()
+
+    def _pop_event(self, kind: str, user: str, uid: str | None, start: float, end: float) -> None:
+        """POP3 events become HopRecords: login → pop_session, RETR → pop_retrieve."""
+        if kind == "login":
+            self._logins[user] = (start, end)
+            return
+        if kind != "retrieve" or uid is None:
+            return
+        with self._uid_lock:
+            trace = self._uids.get(uid)
+        if trace is None:
+            trace = self._trace_from_file(user, uid)
+        if trace is None:
+            return
+        login = self._logins.get(user, (start, start))
+        self.tracer.write(
+            HopRecord(
+                msg_id=trace[0],
+                flow=trace[1],
+                host=self.host_id,
+                size_kb=0.0,
+                arrived=login[0],
+                left=end,
+                outcome="retrieved",
+                stages={
+                    "pop_session": StageSpan(*login),
+                    "pop_retrieve": StageSpan(start, end),
+                },
+            )
+        )
+
+    def _trace_from_file(self, user: str, uid: str) -> tuple[str, str] | None:
+        """After a restart the uid map is empty: read the message's own header."""
+
+        for sub in ("cur", "new"):
+            for path in (self.root / user / sub).glob(f"{uid}*"):
+                with path.open("rb") as f:
+                    return parse_trace(f.read(65536))
+        return None
+
+
+def is_mailbox(host_id: str) -> bool:
+    return host_id.rsplit(".", 1)[0] == MAILBOX

@@ -1,0 +1,1 @@
+"""The shipped scenarios, as package data (``mailgate scenarios`` lists them)."""

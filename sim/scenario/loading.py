@@ -1,0 +1,289 @@
+"""Load a scenario file: parse TOML → resolve ``extends`` → fill defaults →
+validate → build a ``sim.topology.Scenario``.
+
+Every user error becomes a ``ScenarioError`` naming the file, the key path and
+what is wrong, so the CLI can print one line instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import re
+import tomllib
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from mailgate.sim.scenario.errors import UserError
+from mailgate.sim.scenario.schema import SchemaError, build, join, suggest
+from mailgate.sim.scenario.topology import (
+    GATEWAY_ROLES,
+    INTERNET,
+    MAILBOX,
+    ROLE_STAGES,
+    STAGES,
+    Scenario,
+)
+
+
+class ScenarioError(UserError, ValueError):
+    """A scenario the user must fix: ``file: key: message``."""
+
+    def __init__(self, file: str | Path, key: str, message: str) -> None:
+        self.file, self.key, self.message = str(file), key, message
+        where = f"{self.file}: {key}" if key else self.file
+        super().__init__(f"{where}: {message}")
+
+
+# ---------------------------------------------------------------- reading
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ScenarioError(path, "", "no such file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ScenarioError(path, "", f"not valid TOML: {e}") from None
+    except OSError as e:
+        raise ScenarioError(path, "", f"cannot read: {e.strerror}") from None
+
+
+def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``over`` onto ``base``: tables merge key by key, the rest replaces."""
+    out = copy.deepcopy(dict(base))
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def read_layers(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict[str, Any]]]:
+    """The file and everything it ``extends``, base first, each with its path."""
+    path = path.resolve()
+    if path in seen:
+        chain = " -> ".join(p.name for p in (*seen, path))
+        raise ScenarioError(path, "extends", f"extends itself in a cycle: {chain}")
+    table = read_toml(path)
+    parent = table.pop("extends", None)
+    if parent is None:
+        return [(path, table)]
+    if not isinstance(parent, str):
+        raise ScenarioError(path, "extends", f"expected a file name, got {parent!r}")
+    parent_path = path.parent / parent
+    if not parent_path.exists():
+        raise ScenarioError(path, "extends", f"no such file {parent!r} (next to {path.name})")
+    return [*read_layers(parent_path, (*seen, path)), (path, table)]
+
+
+def sets_key(table: Mapping[str, Any], key: str) -> bool:
+    """Whether a raw table sets the dotted ``key`` (array indices and all)."""
+    node: Any = table
+    for part in re.findall(r"[^.\[\]]+", key):
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return False
+    return True
+
+
+def default_topology() -> dict[str, Any]:
+    """The source's five gateways and mailbox server (sim/default_topology.toml)."""
+    text = (
+        resources.files("mailgate.sim.scenario")
+        .joinpath("default_topology.toml")
+        .read_text("utf-8")
+    )
+    return tomllib.loads(text)
+
+
+def dotted(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"population.mailboxes": 5}`` → ``{"population": {"mailboxes": 5}}``."""
+    out: dict[str, Any] = {}
+    for key, value in overrides.items():
+        node = out
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return out
+
+
+# ---------------------------------------------------------------- filling
+
+
+def expand_hosts(tier: dict[str, Any], path: str) -> dict[str, Any]:
+    """Turn ``host = {...}`` (template) and ``hosts = N | [{...}, ...]`` into a host list."""
+    tier = dict(tier)
+    template = tier.pop("host", {})
+    if not isinstance(template, dict):
+        raise SchemaError(join(path, "host"), f"expected a table, got {template!r}")
+    hosts = tier.get("hosts", 2)
+    if isinstance(hosts, bool) or not isinstance(hosts, int | list):
+        raise SchemaError(
+            join(path, "hosts"), f"expected a host count or a list of host tables, got {hosts!r}"
+        )
+    if isinstance(hosts, int):
+        if hosts < 1:
+            raise SchemaError(join(path, "hosts"), f"must be ≥ 1, got {hosts}")
+        hosts = [{}] * hosts
+    expanded = []
+    for i, host in enumerate(hosts):
+        if not isinstance(host, dict):
+            raise SchemaError(join(join(path, "hosts"), i), "expected a table")
+        expanded.append({**template, **host})
+    tier["hosts"] = expanded
+    return tier
+
+
+def fill(table: dict[str, Any]) -> dict[str, Any]:
+    """Merge the scenario over the default topology and expand host lists."""
+    table = merge(default_topology(), table)
+    gateways = table.get("gateways", {})
+    if not isinstance(gateways, dict):
+        raise SchemaError("gateways", "expected a table of gateways")
+    for name, tier in gateways.items():
+        if not isinstance(tier, dict):
+            raise SchemaError(join("gateways", name), "expected a table")
+        gateways[name] = expand_hosts(tier, join("gateways", name))
+    if not isinstance(table.get("mailbox_server"), dict):
+        raise SchemaError("mailbox_server", "expected a table")
+    table["mailbox_server"] = expand_hosts(table["mailbox_server"], "mailbox_server")
+    return table
+
+
+# ---------------------------------------------------------------- checking
+
+
+def check(s: Scenario) -> None:
+    """Cross-field rules the schema cannot express; raises SchemaError."""
+    tiers = s.tiers
+    for name, tier in tiers.items():
+        base = "mailbox_server" if name == MAILBOX else join("gateways", name)
+        _check_tier(name, tier, base, tiers)
+    if not any(t.role == "inbound_auth" for t in s.gateways.values()):
+        raise SchemaError("gateways", "no gateway has role inbound_auth: nothing is the MX")
+    _check_path(s, s.mx, MAILBOX, "inbound")
+    _check_path(s, MAILBOX, INTERNET, "outbound")
+
+    hosts = set(s.host_ids)
+    for i, down in enumerate(s.failures.host_down):
+        if down.host not in hosts:
+            raise SchemaError(
+                join(join("failures.host_down", i), "host"),
+                f"no host {down.host!r}{suggest(down.host, hosts)}; hosts are "
+                f"{', '.join(sorted(hosts))}",
+            )
+    names = [d.name for d in s.internet.domains]
+    for i, outage in enumerate(s.failures.remote_outage):
+        if outage.domain not in names:
+            raise SchemaError(
+                join(join("failures.remote_outage", i), "domain"),
+                f"no remote domain {outage.domain!r}{suggest(outage.domain, names)}; "
+                f"internet.domains has {', '.join(names) or 'none'}",
+            )
+    for key in ("share", "inbound_share"):
+        total = sum(getattr(d, key) for d in s.internet.domains)
+        if total > 1 + 1e-9:
+            raise SchemaError(f"internet.domains[*].{key}", f"shares add up to {total:g}, over 1")
+    for i, machine in enumerate(s.deployment.machines):
+        if not any(s.deployment.machine_of(h) is machine for h in hosts):
+            raise SchemaError(
+                join(join("deployment.machines", i), "hosts"),
+                f"patterns {list(machine.hosts)} place no host here",
+            )
+
+
+def _check_tier(name: str, tier: Any, base: str, tiers: Mapping[str, Any]) -> None:
+    if name == MAILBOX and tier.role != MAILBOX:
+        raise SchemaError(
+            join(base, "role"), f"the mailbox server's role is 'mailbox', not {tier.role!r}"
+        )
+    if name != MAILBOX and tier.role not in GATEWAY_ROLES:
+        raise SchemaError(
+            join(base, "role"), f"a gateway's role is one of {', '.join(GATEWAY_ROLES)}"
+        )
+    allowed = ROLE_STAGES[tier.role]
+    for stage in tier.stages:
+        if stage not in STAGES:
+            raise SchemaError(
+                join(join(base, "stages"), stage),
+                f"unknown stage{suggest(stage, STAGES)}; stages are {', '.join(STAGES)}",
+            )
+        if stage not in allowed:
+            raise SchemaError(
+                join(join(base, "stages"), stage),
+                f"role {tier.role} does not run {stage}; it runs {', '.join(allowed)}",
+            )
+    targets = [*tiers, INTERNET]
+    if tier.next_hop not in targets:
+        raise SchemaError(
+            join(base, "next_hop"),
+            f"no tier {tier.next_hop!r}{suggest(tier.next_hop, targets)}; "
+            f"expected one of {', '.join(targets)}",
+        )
+    if tier.fallback and (tier.fallback not in tiers or tier.fallback == name):
+        raise SchemaError(
+            join(base, "fallback"),
+            f"no other tier {tier.fallback!r}{suggest(tier.fallback, tiers)}",
+        )
+
+
+def _check_path(s: Scenario, start: str, end: str, flow: str) -> None:
+    path = s.path(start)
+    last = s.tiers[path[-1]]
+    reaches = path[-1] == end if end == MAILBOX else last.next_hop == INTERNET
+    if not reaches:
+        raise SchemaError(
+            "gateways",
+            f"the {flow} path {' -> '.join(path)} does not reach {end} (check next_hop)",
+        )
+
+
+# ---------------------------------------------------------------- front door
+
+
+def load(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Scenario:
+    """Load, fill, validate and build a scenario; ``overrides`` use dotted keys.
+
+    An error names the last file in the ``extends`` chain that sets the bad key.
+    """
+    path = Path(path)
+    layers = read_layers(path)
+    table: dict[str, Any] = {}
+    for _, layer in layers:
+        table = merge(table, layer)
+    if overrides:
+        table = merge(table, dotted(overrides))
+    try:
+        return from_table(table, source=str(path))
+    except ScenarioError as e:
+        culprit = next((p for p, t in reversed(layers) if sets_key(t, e.key)), None)
+        if culprit is None or culprit == path.resolve():
+            raise
+        raise ScenarioError(_relative(culprit), e.key, e.message) from None
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def from_table(table: Mapping[str, Any], source: str = "<table>") -> Scenario:
+    """Build a scenario from an already-parsed table (no ``extends``)."""
+    try:
+        filled = fill(dict(table))
+        scenario = build(Scenario, filled)
+        check(scenario)
+    except SchemaError as e:
+        raise ScenarioError(source, e.key, e.message) from None
+    return dataclasses.replace(scenario, source=source)
