@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 import simpy
+
 from mailgate.sim.model.engine import Scheduler, Station
 from mailgate.sim.model.sampling import BATCH
 

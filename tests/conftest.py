@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
 from mailgate.realnet.addresses import AddressPlan
 from mailgate.sim.scenario.loading import load
 from mailgate.sim.scenario.topology import Scenario
 
 if TYPE_CHECKING:
     import dns.resolver
+
     from mailgate.realnet.services.dnsserver import DnsServer
     from mailgate.realnet.services.keys import DkimKey
     from mailgate.realnet.testbed.supervisor import Testbed

@@ -11,9 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mailgate.realnet.load.loadgen import flow_shares
-from mailgate.sim.scenario.loading import load
-from mailgate.sim.scenario.records import HopRecord, MessageRecord, StageSpan
 
 from mailgate.calibration.calibrate import (
     Options,
@@ -41,6 +38,9 @@ from mailgate.calibration.compare import (
     write_outputs,
 )
 from mailgate.calibration.fit import Fit
+from mailgate.realnet.load.loadgen import flow_shares
+from mailgate.sim.scenario.loading import load
+from mailgate.sim.scenario.records import HopRecord, MessageRecord, StageSpan
 from tests.conftest import ROOT, TESTBED
 
 

@@ -7,10 +7,10 @@ import subprocess
 import sys
 
 import pytest
-from mailgate.sim.analysis.offered import SECONDS_PER_DAY, pop_sessions_per_s, tier_loads
-from mailgate.sim.scenario.loading import load
 
 from mailgate.cli import main
+from mailgate.sim.analysis.offered import SECONDS_PER_DAY, pop_sessions_per_s, tier_loads
+from mailgate.sim.scenario.loading import load
 from tests.conftest import ROOT
 
 BASELINE = ROOT / "scenarios" / "drive-network.toml"

@@ -13,8 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mailgate.sim.scenario.loading import load
-from mailgate.sim.scenario.records import HopRecord, StageSpan
 
 from mailgate.calibration.fit import (
     attribute_untraced_cpu,
@@ -23,6 +21,8 @@ from mailgate.calibration.fit import (
     sigma_from_cv,
     write_overlay,
 )
+from mailgate.sim.scenario.loading import load
+from mailgate.sim.scenario.records import HopRecord, StageSpan
 from tests.conftest import TESTBED
 
 # tier -> stage -> (fixed mean s, sigma, per KB s, wait s)
@@ -188,10 +188,9 @@ def test_on_path_cpu_is_shared_in_proportion_to_traced_receive_cpu() -> None:
 def test_overlay_with_housekeeping_loads_and_the_model_recovers_it(tmp_path: Path) -> None:
     """The model with a known housekeeping cost: its traces show no span for it,
     its hosts' CPU does; the fitter gives the cost back, and off the path."""
+    from mailgate.calibration.calibrate import model_overrides
     from mailgate.realnet.load.loadgen import flow_shares
     from mailgate.sim.model.network import Model
-
-    from mailgate.calibration.calibrate import model_overrides
 
     base = load(TESTBED)
     overrides = model_overrides(base, 5.0, flow_shares(base), 1.0, 600.0)
@@ -223,10 +222,9 @@ def test_recovers_the_models_own_costs_from_its_trace() -> None:
     """The model (sim.simulate) with known costs writes HopRecords; the fitter
     must give those costs back: means and per-KB slopes within 5 %, the
     lognormal sigma within 0.1, DNS and fsync times within 5 %."""
+    from mailgate.calibration.calibrate import model_overrides
     from mailgate.realnet.load.loadgen import flow_shares
     from mailgate.sim.model.simulate import simulate
-
-    from mailgate.calibration.calibrate import model_overrides
 
     base = load(TESTBED)
     overrides = model_overrides(base, 5.0, flow_shares(base), 1.0, 600.0)

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
+
 from mailgate.realnet.addresses import Endpoint
 from mailgate.realnet.load.loadgen import (
     LoadSpec,
@@ -35,7 +36,6 @@ from mailgate.realnet.load.loadgen import (
 from mailgate.realnet.load.mailclients import Auth, dot_stuff
 from mailgate.sim.scenario.loading import load
 from mailgate.sim.scenario.records import HopRecord, MessageRecord
-
 from tests.conftest import TESTBED
 
 SCENARIO = load(TESTBED)

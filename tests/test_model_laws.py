@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from mailgate.sim.model.network import OUTCOMES
 from mailgate.sim.model.simulate import simulate
 from mailgate.sim.scenario.loading import load

@@ -7,9 +7,9 @@ the textbook mean lies inside the replications' 95 % confidence interval.
 from __future__ import annotations
 
 import pytest
-from mailgate.sim.model.stats import confidence_interval
 
 from benchmarks.tandem import erlang_c_wait, jackson_tandem_sojourn, run_tandem
+from mailgate.sim.model.stats import confidence_interval
 
 REPS, CUSTOMERS, WARMUP = 10, 20_000, 2_000
 

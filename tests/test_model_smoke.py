@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from mailgate.sim.model.simulate import simulate
-from mailgate.sim.scenario.loading import load
 
 from mailgate.cli import main
+from mailgate.sim.model.simulate import simulate
+from mailgate.sim.scenario.loading import load
 
 ROOT = Path(__file__).resolve().parents[1]
 FILES = sorted((ROOT / "scenarios").glob("*.toml"))

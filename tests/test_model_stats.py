@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from mailgate.sim.model.engine import Pool, Scheduler
 from mailgate.sim.model.stats import Level, LogHistogram, confidence_interval
 

@@ -6,6 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+
 from mailgate.sim.model.simulate import simulate
 from mailgate.sim.scenario.loading import load
 from mailgate.sim.scenario.records import read_hops, read_messages

@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 
 import pytest
+
 from mailgate.sim.analysis.selftest import idle
 from mailgate.sim.model.network import DELIVERY_STAGES, FSYNC_STAGES, OFF_PATH_STAGES, Model
 from mailgate.sim.scenario.loading import load

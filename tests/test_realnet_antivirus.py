@@ -11,6 +11,7 @@ import time
 from email.message import EmailMessage
 
 import pytest
+
 from mailgate.realnet.services.antivirus import (
     EICAR,
     EICAR_NAME,
@@ -21,7 +22,6 @@ from mailgate.realnet.services.antivirus import (
     make_scanner,
 )
 from mailgate.sim.scenario.loading import load
-
 from tests.conftest import TESTBED
 
 HOST = "127.0.0.1"

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
 from mailgate.realnet.addresses import AddressPlan
 from mailgate.realnet.load.probe import probe_once, submit
 from mailgate.realnet.services import maildir

@@ -12,6 +12,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+
 from mailgate.realnet.services.checks import (
     SPF_RESULTS,
     DkimResult,

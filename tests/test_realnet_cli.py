@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from mailgate.realnet.testbed.supervisor import RUNNING_DIR
 
 pytestmark = pytest.mark.realnet

@@ -14,6 +14,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.resolver
 import pytest
+
 from mailgate.realnet.services.dnsserver import (
     DnsServer,
     Zone,

@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mailgate.realnet.testbed.remote import received
-from mailgate.realnet.testbed.supervisor import Testbed
 
 from benchmarks import stockpostfix
+from mailgate.realnet.testbed.remote import received
+from mailgate.realnet.testbed.supervisor import Testbed
 
 pytestmark = pytest.mark.realnet
 

@@ -6,6 +6,7 @@ import stat
 
 import dkim
 import pytest
+
 from mailgate.realnet.services.keys import DkimKey
 from mailgate.realnet.services.passwords import hash_password, parse_hash, verify_password
 

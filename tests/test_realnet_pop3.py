@@ -8,12 +8,12 @@ import socket
 import threading
 
 import pytest
+
 from mailgate.realnet.services import maildir
 from mailgate.realnet.services.inthread import serve_in_thread
 from mailgate.realnet.services.passwords import hash_password, verify_password
 from mailgate.realnet.services.pop3 import MAX_AUTH_FAILURES, Pop3Server, dot_stuff
 from mailgate.sim.scenario.loading import load
-
 from tests.conftest import TESTBED
 
 pytestmark = pytest.mark.realnet

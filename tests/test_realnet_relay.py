@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+
 from mailgate.realnet.relay.relay import (
     Incoming,
     Policy,
@@ -428,6 +429,7 @@ def test_forged_authentication_results_from_our_domain_are_removed() -> None:
 
 def test_fast_path_parser_agrees_with_aiosmtpd() -> None:
     from aiosmtpd.smtp import SMTP
+
     from mailgate.realnet.relay.relay import _Protocol
 
     loop = asyncio.new_event_loop()

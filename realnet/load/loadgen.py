@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from mailgate.realnet.addresses import OTHER_DOMAIN, AddressPlan, Endpoint
 from mailgate.realnet.load.mailclients import Auth, ProtocolError, pop_fetch_all, smtp_send
 from mailgate.sim.scenario.records import HopRecord, MessageRecord

@@ -48,6 +48,7 @@ import dns.name
 import dns.rdatatype
 import dns.resolver
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
 from mailgate.realnet.relay.dsn import make_dsn
 from mailgate.realnet.relay.message import (
     TRACE_HEADER,

@@ -26,6 +26,7 @@ import dns.exception
 import dns.rdatatype
 import dns.resolver
 import spf
+
 from mailgate.realnet.services.keys import DkimKey
 
 #: RFC 7208 suggests at least 20 s in total for an SPF evaluation; loopback needs far less.

@@ -45,6 +45,7 @@ import dns.rdtypes.ANY.TXT
 import dns.resolver
 import dns.reversename
 import dns.rrset
+
 from mailgate.realnet.addresses import AddressPlan
 from mailgate.realnet.services.inthread import serve_in_thread
 from mailgate.sim.scenario.topology import MAILBOX, Scenario

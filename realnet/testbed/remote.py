@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 from aiosmtpd.smtp import SMTP, Envelope, Session
+
 from mailgate.realnet.addresses import AddressPlan
 from mailgate.realnet.relay.message import normalise_line_ends, parse_trace
 from mailgate.realnet.relay.tracing import Tracer

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import mailgate
 from mailgate.realnet.addresses import AddressPlan
 from mailgate.realnet.testbed.host import ready_file
 from mailgate.sim.scenario.loading import load
@@ -33,7 +34,9 @@ from mailgate.sim.scenario.topology import MAILBOX, Scenario
 
 #: ``up`` records the state dir of a running testbed here, per scenario name.
 RUNNING_DIR = Path(tempfile.gettempdir()) / "mailgate-realnet"
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The folder that holds the ``mailgate`` package (a checkout or site-packages): host
+# processes import the same code as the supervisor.
+PROJECT_ROOT = Path(mailgate.__file__).resolve().parent.parent
 
 
 class TestbedError(RuntimeError):

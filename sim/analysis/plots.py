@@ -14,8 +14,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from mailgate.sim.model.stats import LogHistogram
 from matplotlib.ticker import FuncFormatter, MultipleLocator
+
+from mailgate.sim.model.stats import LogHistogram
 
 SPAN_LABELS = {
     "accepted_to_mailbox": "accepted → in mailbox",

@@ -25,6 +25,7 @@ from heapq import heappush
 from typing import Any
 
 import simpy
+
 from mailgate.sim.model.stats import Level
 
 #: SimPy's normal event priority (simpy.events.NORMAL, an int enum).

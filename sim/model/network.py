@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 import simpy
+
 from mailgate.sim.model.engine import Scheduler
 from mailgate.sim.model.hosts import Host, HostStats, Machine, Msg, Stage
 from mailgate.sim.model.sampling import Streams

@@ -15,6 +15,7 @@ import math
 from collections.abc import Callable
 
 import numpy as np
+
 from mailgate.sim.scenario.distributions import (
     Constant,
     Distribution,

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+
 from mailgate.sim.model.network import Model, Trace, bucket_seconds
 from mailgate.sim.model.results import Results, collect
 from mailgate.sim.scenario.records import HopRecord, MessageRecord
