@@ -20,9 +20,9 @@ EXIT_OK, EXIT_INTERNAL, EXIT_USER = 0, 1, 2
 
 # subcommand -> "module:function"; the function takes the parsed args, returns an exit code
 COMMANDS = {
-    "check": "mailgate.sim.analysis.summary:check_command",
-    "run": "mailgate.sim.analysis.runner:run_command",
-    "selftest": "mailgate.sim.analysis.selftest:selftest_command",
+    "check": "mailgate.commands.check:check_command",
+    "run": "mailgate.commands.run:run_command",
+    "selftest": "mailgate.commands.selftest:selftest_command",
     "realnet up": "mailgate.realnet.testbed.supervisor:up_command",
     "realnet probe": "mailgate.realnet.load.probe:probe_command",
     "calibrate": "mailgate.calibration.calibrate:calibrate_command",

@@ -10,14 +10,10 @@ against ``slo.selftest_max_s`` (the source: "about 1 second").
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
-import sys
 from typing import Any
 
 from mailgate.sim.model.network import Model
-from mailgate.sim.scenario.loading import load
 from mailgate.sim.scenario.records import HopRecord, MessageRecord
 from mailgate.sim.scenario.topology import Scenario
 
@@ -161,16 +157,3 @@ def format_report(r: dict[str, Any]) -> str:
         f"(≤ {r['selftest_max_s']:g} s, slo.selftest_max_s)"
     )
     return "\n".join(lines)
-
-
-def selftest_command(args: argparse.Namespace) -> int:
-    """Entry point of ``mailgate selftest``."""
-    s = load(args.scenario)
-    seed = s.scenario.seed if args.seed is None else args.seed
-    r = selftest(s, seed)
-    if args.json:
-        print(json.dumps(r, indent=1))
-    else:
-        print(format_report(r))
-    sys.stdout.flush()
-    return 0

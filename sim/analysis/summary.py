@@ -7,12 +7,9 @@ utilisation in the peak hour, and warnings for anything suspicious.
 
 from __future__ import annotations
 
-import argparse
-import json
 from typing import Any
 
 from mailgate.sim.analysis.offered import pop_sessions_per_s, tier_loads
-from mailgate.sim.scenario.loading import load
 from mailgate.sim.scenario.topology import MAILBOX, Scenario
 
 #: Peak-hour CPU utilisation above which a host is flagged.
@@ -135,10 +132,3 @@ def render(summary: dict[str, Any]) -> str:
         lines.append("")
         lines += [f"  warning: {w}" for w in summary["warnings"]]
     return "\n".join(lines)
-
-
-def check_command(args: argparse.Namespace) -> int:
-    """``mailgate check SCENARIO``."""
-    summary = summarise(load(args.scenario))
-    print(json.dumps(summary, indent=2) if args.json else render(summary))
-    return 0

@@ -1,34 +1,15 @@
-"""``mailgate run``: simulate a scenario, print the summary, write results.json and plots."""
+"""A model run's results as text (the terminal summary) and as JSON-safe data."""
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import sys
-from pathlib import Path
 from typing import Any
-
-from mailgate.sim.model.simulate import simulate
-from mailgate.sim.scenario.loading import load
 
 SPAN_NAMES = {
     "accepted_to_mailbox": "accepted→mailbox",
     "sent_to_retrieved": "sent→retrieved",
     "sent_to_remote": "sent→remote MX",
 }
-
-
-def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
-    """Dotted scenario overrides from the command line."""
-    out: dict[str, Any] = {}
-    if getattr(args, "mailboxes", None):
-        out["population.mailboxes"] = args.mailboxes
-    if getattr(args, "hours", None):
-        out["scenario.duration_h"] = args.hours
-    if getattr(args, "replications", None):
-        out["scenario.replications"] = args.replications
-    return out
 
 
 def clean(value: Any) -> Any:
@@ -156,31 +137,3 @@ def summary(d: dict[str, Any]) -> str:
         if others:
             add(f"  next: {others}")
     return "\n".join(lines)
-
-
-def run_command(args: argparse.Namespace) -> int:
-    """Entry point of ``mailgate run``."""
-    scenario = load(args.scenario, overrides_from(args))
-    progress = not args.no_progress and sys.stderr.isatty()
-    trace = getattr(args, "trace", None)
-    results = simulate(scenario, seed=args.seed, progress=progress, trace=trace)
-    d = clean(results.to_dict())
-    out = Path(args.out) if args.out else Path("results") / scenario.scenario.name
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "results.json"
-    path.write_text(json.dumps(d, indent=1) + "\n", encoding="utf-8")
-    text = summary(d)
-    files = [path]
-    if not args.no_plots:
-        from mailgate.sim.analysis.plots import write_plots
-
-        files += write_plots(d, out)
-    written = "Wrote " + ", ".join(str(p) for p in files)
-    if args.json:
-        print(text, file=sys.stderr)
-        print(written, file=sys.stderr)
-        print(json.dumps(d, indent=1))
-    else:
-        print(text)
-        print(written)
-    return 0
