@@ -14,6 +14,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
+import mailgate
 from mailgate.sim.scenario.errors import UserError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USER = 0, 1, 2
@@ -27,6 +28,13 @@ COMMANDS = {
     "realnet probe": "mailgate.realnet.load.probe:probe_command",
     "calibrate": "mailgate.calibration.calibrate:calibrate_command",
 }
+
+
+START_HERE = """
+Start here:
+  mailgate scenarios                  the shipped scenarios (use a name or a path)
+  mailgate init my-network            copy the baseline and the testbed to edit
+  mailgate run drive-network          simulate the baseline: a day of 30,000 mailboxes"""
 
 
 def _positive_int(text: str) -> int:
@@ -51,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         "comparison of the two (calibrate).",
         epilog="Exit codes: 0 ok, 1 internal error, 2 user error, 3 calibration out of tolerance.",
     )
+    parser.add_argument("--version", action="version", version=f"mailgate {mailgate.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
@@ -152,7 +161,13 @@ def _command_name(args: argparse.Namespace) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mailgate`` console script."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    if not argv:
+        parser.print_help()
+        print(START_HERE)
+        return EXIT_OK
+    args = parser.parse_args(argv)
     module_name, function_name = COMMANDS[_command_name(args)].split(":")
     try:
         command = getattr(importlib.import_module(module_name), function_name)
