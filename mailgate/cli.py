@@ -12,18 +12,22 @@ import argparse
 import importlib
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 import mailgate
+from mailgate.commands.arguments import positive_float, positive_int
 from mailgate.sim.scenario.errors import UserError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USER = 0, 1, 2
 
-# subcommand -> "module:function"; the function takes the parsed args, returns an exit code
+# Commands whose module in mailgate/commands/ declares its own arguments: it has
+# add_parser(sub), which sets ``func`` (parsed args -> exit code). Command modules import
+# the domain code only when they run, so building the parser stays cheap.
+COMMAND_MODULES = ["check", "run", "selftest"]
+
+# subcommand -> "module:function" for commands whose arguments are still declared here
 COMMANDS = {
-    "check": "mailgate.commands.check:check_command",
-    "run": "mailgate.commands.run:run_command",
-    "selftest": "mailgate.commands.selftest:selftest_command",
     "realnet up": "mailgate.realnet.testbed.supervisor:up_command",
     "realnet probe": "mailgate.realnet.load.probe:probe_command",
     "calibrate": "mailgate.calibration.calibrate:calibrate_command",
@@ -37,22 +41,15 @@ Start here:
   mailgate run drive-network          simulate the baseline: a day of 30,000 mailboxes"""
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {value}")
-    return value
+class _Parser(argparse.ArgumentParser):
+    """An argument error is one line naming the flag (and exit 2), not the usage text."""
 
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USER, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mailgate",
         description="Simulate and measure ISP mail gateway topologies: a SimPy model "
         "(check, run, selftest), the real relays on loopback (realnet) and the "
@@ -62,49 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mailgate {mailgate.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser(
-        "check",
-        help="validate a scenario and summarise its offered load",
-        description="Validate a scenario file and print hosts per gateway, offered load per "
-        "gateway (messages/s at the daily mean and in the peak hour), POP sessions/s and "
-        "anything suspicious.",
-    )
-    p.add_argument("scenario", help="scenario TOML file")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
-
-    p = sub.add_parser(
-        "run",
-        help="run the discrete-event model of a scenario",
-        description="Simulate the scenario and report latency per flow, host utilisation, "
-        "queues, counts, the SLO verdict and the bottleneck; writes results.json and plots.",
-    )
-    p.add_argument("scenario", help="scenario TOML file")
-    p.add_argument("--seed", type=int, help="random seed (default: the scenario's)")
-    p.add_argument("--mailboxes", type=_positive_int, help="override population.mailboxes")
-    p.add_argument("--hours", type=_positive_float, help="override scenario.duration_h")
-    p.add_argument(
-        "--replications", type=_positive_int, help="independent runs (default: the scenario's)"
-    )
-    p.add_argument("--out", default=None, help="output folder (default: results/NAME)")
-    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--json", action="store_true", help="print results.json to stdout too")
-    p.add_argument(
-        "--trace",
-        metavar="FILE",
-        help="write every HopRecord to FILE (JSON lines) and MessageRecords to "
-        "FILE's stem + .messages.jsonl (slow; for calibration tests)",
-    )
-
-    p = sub.add_parser(
-        "selftest",
-        help="the source's 'mail to yourself' in the model, at idle and in the peak hour",
-        description="Send one mail to yourself through the model at idle and at the peak hour "
-        "and print its time per hop and per stage.",
-    )
-    p.add_argument("scenario", help="scenario TOML file")
-    p.add_argument("--seed", type=int, help="random seed (default: the scenario's)")
-    p.add_argument("--json", action="store_true", help="print as JSON")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"mailgate.commands.{name}").add_parser(sub)
 
     realnet = sub.add_parser(
         "realnet",
@@ -129,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         "stage with the SPF and DKIM verdicts.",
     )
     p.add_argument("scenario", help="scenario TOML file")
-    p.add_argument("--count", type=_positive_int, default=1, help="probes to send (default 1)")
+    p.add_argument("--count", type=positive_int, default=1, help="probes to send (default 1)")
     p.add_argument("--use-running", action="store_true", help="use a system already up")
     p.add_argument("--state-dir", help="spools, maildirs and traces (default: a temporary folder)")
     p.add_argument("--json", action="store_true", help="print as JSON")
@@ -147,8 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument(
         "--auto", action="store_true", help="10/30/50/70/90 %% of measured saturation (default)"
     )
-    p.add_argument("--duration", type=_positive_float, default=30.0, help="seconds per load")
-    p.add_argument("--tolerance", type=_positive_float, default=0.15, help="relative error allowed")
+    p.add_argument("--duration", type=positive_float, default=30.0, help="seconds per load")
+    p.add_argument("--tolerance", type=positive_float, default=0.15, help="relative error allowed")
     p.add_argument("--out", default=None, help="output folder (default: results/calibration)")
     return parser
 
@@ -157,6 +113,11 @@ def _command_name(args: argparse.Namespace) -> str:
     if args.command == "realnet":
         return f"realnet {args.realnet_command}"
     return args.command
+
+
+def _legacy_command(args: argparse.Namespace) -> Callable[[argparse.Namespace], int]:
+    module_name, function_name = COMMANDS[_command_name(args)].split(":")
+    return getattr(importlib.import_module(module_name), function_name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -168,9 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(START_HERE)
         return EXIT_OK
     args = parser.parse_args(argv)
-    module_name, function_name = COMMANDS[_command_name(args)].split(":")
     try:
-        command = getattr(importlib.import_module(module_name), function_name)
+        command = getattr(args, "func", None) or _legacy_command(args)
         return int(command(args) or 0)
     except UserError as e:
         print(f"mailgate: error: {e}", file=sys.stderr)

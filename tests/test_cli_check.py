@@ -118,12 +118,16 @@ def test_help_explains_every_subcommand() -> None:
         assert option in run.stdout
 
 
-def test_bad_arguments_exit_2() -> None:
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--hours", "-1"), ("--hours", "nan"), ("--hours", "inf"), ("--seed", "-1")]
+)
+def test_bad_arguments_exit_2_with_one_line_naming_the_flag(flag: str, value: str) -> None:
     run = subprocess.run(
-        [sys.executable, "-m", "mailgate", "run", "x.toml", "--hours", "-1"],
+        [sys.executable, "-m", "mailgate", "run", "x.toml", flag, value],
         capture_output=True,
         text=True,
         cwd=ROOT,
         check=False,
     )
-    assert run.returncode == 2 and "must be > 0" in run.stderr
+    assert run.returncode == 2
+    assert run.stderr.count("\n") == 1 and f"argument {flag}: must be" in run.stderr

@@ -5,6 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 
+from mailgate.commands.arguments import Subparsers, add_scenario
+
+
+def add_parser(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "check",
+        help="validate a scenario and summarise its offered load",
+        description="Validate a scenario and print hosts per gateway, offered load per "
+        "gateway (messages/s at the daily mean and in the peak hour), POP sessions/s and "
+        "anything suspicious.",
+    )
+    add_scenario(p)
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=check_command)
+
 
 def check_command(args: argparse.Namespace) -> int:
     """``mailgate check SCENARIO``."""

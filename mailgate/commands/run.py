@@ -8,6 +8,41 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mailgate.commands.arguments import (
+    Subparsers,
+    add_scenario,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
+
+
+def add_parser(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run the discrete-event model of a scenario",
+        description="Simulate the scenario and report latency per flow, host utilisation, "
+        "queues, counts, the SLO verdict and the bottleneck; writes results.json and plots.",
+    )
+    add_scenario(p)
+    p.add_argument("--seed", type=non_negative_int, help="random seed (default: the scenario's)")
+    p.add_argument("--mailboxes", type=positive_int, help="override population.mailboxes")
+    p.add_argument("--hours", type=positive_float, help="override scenario.duration_h")
+    p.add_argument(
+        "--replications", type=positive_int, help="independent runs (default: the scenario's)"
+    )
+    p.add_argument("--out", default=None, help="output folder (default: results/NAME)")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print results.json to stdout too")
+    p.add_argument(
+        "--trace",
+        metavar="FILE",
+        help="write every HopRecord to FILE (JSON lines) and MessageRecords to "
+        "FILE's stem + .messages.jsonl (slow; for calibration tests)",
+    )
+    p.set_defaults(func=run_command)
+
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
     """Dotted scenario overrides from the command line."""

@@ -1,0 +1,41 @@
+"""Argument types and arguments shared by several commands: a bad value is a one-line
+error naming the flag (argparse prints it and exits 2), never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+SCENARIO_HELP = "scenario: a shipped name (see 'mailgate scenarios') or a TOML file"
+
+
+def positive_int(text: str) -> int:
+    """An integer ≥ 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An integer ≥ 0 (seeds)."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be ≥ 0, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (``nan`` and ``inf`` are refused)."""
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def add_scenario(parser: argparse.ArgumentParser) -> None:
+    """The positional scenario argument."""
+    parser.add_argument("scenario", help=SCENARIO_HELP)
+
+
+Subparsers = argparse._SubParsersAction  # argparse's own type for add_subparsers()
