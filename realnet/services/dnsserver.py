@@ -46,9 +46,14 @@ import dns.resolver
 import dns.reversename
 import dns.rrset
 
-from mailgate.realnet.addresses import AddressPlan
+from mailgate.realnet.addresses import (
+    AddressPlan,
+    host_name,
+    remote_mx_name,
+    remote_sender_name,
+)
 from mailgate.realnet.services.inthread import serve_in_thread
-from mailgate.sim.scenario.topology import MAILBOX, Scenario
+from mailgate.sim.scenario.topology import Scenario
 
 log = logging.getLogger(__name__)
 
@@ -178,30 +183,6 @@ class Zone:
         if not self.exists(qname):
             response.set_rcode(dns.rcode.NXDOMAIN)
         return response
-
-
-def host_label(plan: AddressPlan, host_id: str) -> str:
-    """``gateway0.1`` → ``gw0-2``; mailbox hosts are ``mbox-1``, ...: the host's DNS label."""
-    tier, index = host_id.rsplit(".", 1)
-    if tier == MAILBOX:
-        return f"mbox-{int(index) + 1}"
-    return f"gw{plan.tier_numbers[tier]}-{int(index) + 1}"
-
-
-def host_name(plan: AddressPlan, host_id: str, domain: str | None = None) -> str:
-    """The host's fully qualified name (HELO name) under ``domain`` (default: our first)."""
-    domain = domain or plan.scenario.population.domains[0]
-    return f"{host_label(plan, host_id)}.{domain}"
-
-
-def remote_mx_name(domain: str) -> str:
-    """The MX host name published for a remote domain."""
-    return f"mx.{domain}"
-
-
-def remote_sender_name(domain: str) -> str:
-    """The HELO name of a remote domain's sending MTA."""
-    return f"mta.{domain}"
 
 
 def outbound_addresses(scenario: Scenario, plan: AddressPlan) -> list[str]:
