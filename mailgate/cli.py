@@ -23,8 +23,8 @@ COMMANDS = {
     "check": "mailgate.sim.analysis.summary:check_command",
     "run": "mailgate.sim.analysis.runner:run_command",
     "selftest": "mailgate.sim.analysis.selftest:selftest_command",
-    "realnet up": "mailgate.realnet.testbed.supervisor:up_command",
-    "realnet probe": "mailgate.realnet.load.probe:probe_command",
+    "realnet up": "mailgate.commands.realnet:up_command",
+    "realnet probe": "mailgate.commands.realnet:probe_command",
     "calibrate": "mailgate.calibration.calibrate:calibrate_command",
 }
 
