@@ -206,9 +206,10 @@ def scenario_server(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m realnet.dnsserver SCENARIO KEYDIR``: serve the scenario's DNS until SIGTERM.
+    """``python -m mailgate.realnet.services.dnsserver SCENARIO KEYDIR``: serve the
+    scenario's DNS until SIGTERM.
 
-    KEYDIR holds the DKIM key (:meth:`realnet.keys.DkimKey.save`); one is
+    KEYDIR holds the DKIM key (:meth:`realnet.services.keys.DkimKey.save`); one is
     generated there if it is missing or does not match the scenario.
     """
     import argparse
@@ -217,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     from mailgate.realnet.services.keys import DkimKey
     from mailgate.sim.scenario.loading import load
 
-    parser = argparse.ArgumentParser(prog="python -m realnet.dnsserver")
+    parser = argparse.ArgumentParser(prog="python -m mailgate.realnet.services.dnsserver")
     parser.add_argument("scenario")
     parser.add_argument("keydir")
     parser.add_argument("--port", type=int, default=None, help="override realnet.dns_port")

@@ -2,7 +2,7 @@
 
 Commands: USER, PASS, STAT, LIST, RETR, DELE, RSET, NOOP, QUIT, TOP, UIDL,
 CAPA. Users and password hashes come from ``scenario.realnet.users``
-(:mod:`realnet.passwords`; the scrypt check runs in a thread). The session
+(:mod:`realnet.services.passwords`; the scrypt check runs in a thread). The session
 follows the RFC's states: AUTHORIZATION, TRANSACTION, and UPDATE, which
 only QUIT from TRANSACTION enters; messages marked with DELE are removed
 then and only then, so a dropped connection deletes nothing. One session

@@ -1,13 +1,14 @@
 """Start, watch and stop a whole realnet testbed (``mailgate realnet up`` runs one).
 
 ``Testbed`` (a context manager, used by ``up``, the probe, calibration and
-the tests) generates the DKIM key, starts the DNS server, the remote sinks and
-one process per host (``python -m realnet.host``), waits until each one has
-written its ready file and answers on its port, and stops every process it
-started by PID (SIGTERM, then SIGKILL after a grace period) — also when a
-start fails half-way. ``kill(host)`` and ``restart(host)`` simulate a host
-failure. A file ``realnet.json`` in the state dir describes the running
-testbed (pids, addresses) for ``probe --use-running``.
+the tests) generates the DKIM key, starts the DNS server, the remote sinks
+and one process per host (``python -m mailgate.realnet.testbed.host``), waits
+until each one has written its ready file and answers on its port, and stops
+every process it started by PID (SIGTERM, then SIGKILL after a grace
+period) — also when a start fails half-way. ``kill(host)`` and
+``restart(host)`` simulate a host failure. A file ``realnet.json`` in the
+state dir describes the running testbed (pids, addresses) for
+``probe --use-running``.
 """
 
 from __future__ import annotations
