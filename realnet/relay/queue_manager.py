@@ -167,7 +167,7 @@ class QueueManager:
         The next hop is named like the model names it: the host id of the host that
         took the message (``gateway1.0``), or "" when it left our system (a remote MX).
         """
-        routes = await self._routes(rcpts, record)
+        routes = await self._routes(entry, rcpts, record)
         if isinstance(routes, dict):  # a domain that does not exist
             return [], routes, [], ""
         done: list[str] = []
@@ -184,11 +184,15 @@ class QueueManager:
         return done, failed, pending, hop
 
     async def _routes(
-        self, rcpts: list[str], record: HopRecord | None
+        self, entry: SpoolEntry, rcpts: list[str], record: HopRecord | None
     ) -> list[tuple[list[str], list[str]]] | dict[str, SmtpError]:
         """Where the recipients go: (hosts to try in order, recipients) groups — the next
         tier's twins, or each recipient domain's MX hosts — or, when a domain's lookup
-        fails permanently, that domain's recipients with the error."""
+        fails permanently, that domain's recipients with the error.
+
+        Every message takes the same route here, DSNs (``entry.mail_from == ""``) too:
+        a bounce queued on a tier whose next hop is the mailbox server goes there even
+        when the reverse-path is remote (issue #16)."""
         c = self.config
         if c.next_hop:
             return [(self._ordered(c.next_hop), rcpts)]
