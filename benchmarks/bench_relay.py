@@ -58,7 +58,8 @@ def wait_port(host: str, port: int, timeout: float = 20.0) -> None:
 
 def serve_relay(state: Path, worker: int = 0) -> None:
     """The relay under test (run in its own process by ``--serve``)."""
-    from mailgate.realnet.relay.relay import Relay, RelayConfig
+    from mailgate.realnet.relay.config import RelayConfig
+    from mailgate.realnet.relay.relay import Relay
 
     config = RelayConfig(
         host_id="bench.0",

@@ -22,11 +22,12 @@ from mailgate.realnet.addresses import AddressPlan
 from mailgate.realnet.services import maildir
 from mailgate.realnet.services.antivirus import EmbeddedScanner
 from mailgate.realnet.services.checks import check_spf, sign_dkim, verify_dkim
-from mailgate.realnet.services.dnsserver import build_zone, make_resolver, run_dns_in_thread
+from mailgate.realnet.services.dnsserver import make_resolver, run_dns_in_thread
 from mailgate.realnet.services.inthread import serve_in_thread
 from mailgate.realnet.services.keys import DkimKey
 from mailgate.realnet.services.passwords import hash_password
 from mailgate.realnet.services.pop3 import Pop3Server
+from mailgate.realnet.services.zone import build_zone
 from mailgate.sim.scenario.loading import load
 
 HOST = "127.0.0.1"

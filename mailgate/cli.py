@@ -28,8 +28,8 @@ COMMAND_MODULES = ["check", "run", "selftest"]
 
 # subcommand -> "module:function" for commands whose arguments are still declared here
 COMMANDS = {
-    "realnet up": "mailgate.realnet.testbed.supervisor:up_command",
-    "realnet probe": "mailgate.realnet.load.probe:probe_command",
+    "realnet up": "mailgate.commands.realnet:up_command",
+    "realnet probe": "mailgate.commands.realnet:probe_command",
     "calibrate": "mailgate.calibration.calibrate:calibrate_command",
 }
 

@@ -1,4 +1,5 @@
-"""Where everything lives on loopback: one address per host, all in 127.0.0.0/8.
+"""Where everything lives on loopback: one address (and DNS name) per host, all in
+127.0.0.0/8.
 
 Tier number N is the tier's position in ``scenario.tiers`` (gateway0..4, then
 the mailbox server); host k of tier N binds ``PREFIX.N.(k+1)``. The remote
@@ -14,7 +15,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from mailgate.sim.scenario.topology import Scenario
+from mailgate.sim.scenario.topology import MAILBOX, Scenario
 
 #: The remote domain standing for "the rest of the Internet".
 OTHER_DOMAIN = "elsewhere.example"
@@ -79,3 +80,27 @@ class AddressPlan:
         rows += [(f"senders of {d}", self.remote_sender_address(d)) for d in self.remote_domains]
         rows += [("PCs", self.pc_address), ("DNS", str(self.dns))]
         return rows
+
+
+def host_label(plan: AddressPlan, host_id: str) -> str:
+    """``gateway0.1`` → ``gw0-2``; mailbox hosts are ``mbox-1``, ...: the host's DNS label."""
+    tier, index = host_id.rsplit(".", 1)
+    if tier == MAILBOX:
+        return f"mbox-{int(index) + 1}"
+    return f"gw{plan.tier_numbers[tier]}-{int(index) + 1}"
+
+
+def host_name(plan: AddressPlan, host_id: str, domain: str | None = None) -> str:
+    """The host's fully qualified name (HELO name) under ``domain`` (default: our first)."""
+    domain = domain or plan.scenario.population.domains[0]
+    return f"{host_label(plan, host_id)}.{domain}"
+
+
+def remote_mx_name(domain: str) -> str:
+    """The MX host name published for a remote domain."""
+    return f"mx.{domain}"
+
+
+def remote_sender_name(domain: str) -> str:
+    """The HELO name of a remote domain's sending MTA."""
+    return f"mta.{domain}"

@@ -44,7 +44,8 @@ def dns_server(scenario: Scenario, plan: AddressPlan, key: DkimKey) -> Iterator[
 
     ``key``, the DKIM key, is a fixture of the requesting test module (its algorithm varies).
     """
-    from mailgate.realnet.services.dnsserver import build_zone, run_dns_in_thread
+    from mailgate.realnet.services.dnsserver import run_dns_in_thread
+    from mailgate.realnet.services.zone import build_zone
 
     with run_dns_in_thread(build_zone(scenario, plan, key.public_txt), "127.0.0.1", 0) as srv:
         yield srv

@@ -22,18 +22,16 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
 from mailgate.realnet.addresses import Endpoint
-from mailgate.realnet.load.loadgen import (
+from mailgate.realnet.load.loadgen import attach_traces, latency_quantiles, run_load
+from mailgate.realnet.load.mailclients import Auth, dot_stuff
+from mailgate.realnet.load.schedule import (
     LoadSpec,
     Target,
     arrival_offsets,
-    attach_traces,
     build_message,
-    latency_quantiles,
     message_id_of,
     plan_messages,
-    run_load,
 )
-from mailgate.realnet.load.mailclients import Auth, dot_stuff
 from mailgate.sim.scenario.loading import load
 from mailgate.sim.scenario.records import HopRecord, MessageRecord
 from tests.conftest import TESTBED

@@ -112,8 +112,9 @@ def test_self_test_mail_arrives_signed_and_verified(testbed: Testbed) -> None:
 
 @pytest.mark.skipif(shutil.which("opendkim") is None, reason="Debian opendkim not installed")
 def test_opendkim_verifies_gateway3_signature(testbed: Testbed, tmp_path: Path) -> None:
-    from mailgate.realnet.services.dnsserver import build_zone, run_dns_in_thread
+    from mailgate.realnet.services.dnsserver import run_dns_in_thread
     from mailgate.realnet.services.keys import DkimKey
+    from mailgate.realnet.services.zone import build_zone
 
     tag = uuid.uuid4().hex
     address = f"{USER}@{domain(testbed)}"

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from mailgate.realnet.addresses import host_name
 from mailgate.realnet.services.checks import (
     SPF_RESULTS,
     DkimResult,
@@ -22,13 +23,9 @@ from mailgate.realnet.services.checks import (
     sign_dkim,
     verify_dkim,
 )
-from mailgate.realnet.services.dnsserver import (
-    build_zone,
-    host_name,
-    make_resolver,
-    run_dns_in_thread,
-)
+from mailgate.realnet.services.dnsserver import make_resolver, run_dns_in_thread
 from mailgate.realnet.services.keys import DkimKey
+from mailgate.realnet.services.zone import build_zone
 
 pytestmark = pytest.mark.realnet
 

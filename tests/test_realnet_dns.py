@@ -15,15 +15,10 @@ import dns.rdatatype
 import dns.resolver
 import pytest
 
-from mailgate.realnet.services.dnsserver import (
-    DnsServer,
-    Zone,
-    build_zone,
-    host_name,
-    make_resolver,
-    run_dns_in_thread,
-)
+from mailgate.realnet.addresses import host_name
+from mailgate.realnet.services.dnsserver import DnsServer, make_resolver, run_dns_in_thread
 from mailgate.realnet.services.keys import DkimKey
+from mailgate.realnet.services.zone import Zone, build_zone
 
 pytestmark = pytest.mark.realnet
 

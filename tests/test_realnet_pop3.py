@@ -12,7 +12,8 @@ import pytest
 from mailgate.realnet.services import maildir
 from mailgate.realnet.services.inthread import serve_in_thread
 from mailgate.realnet.services.passwords import hash_password, verify_password
-from mailgate.realnet.services.pop3 import MAX_AUTH_FAILURES, Pop3Server, dot_stuff
+from mailgate.realnet.services.pop3 import Pop3Server
+from mailgate.realnet.services.pop3_session import MAX_AUTH_FAILURES, dot_stuff
 from mailgate.sim.scenario.loading import load
 from tests.conftest import TESTBED
 

@@ -16,16 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from mailgate.realnet.relay.relay import (
-    Incoming,
-    Policy,
-    Relay,
-    RelayConfig,
-    Verdict,
-    count_received,
-    normalise_line_ends,
-    parse_trace,
-)
+from mailgate.realnet.relay.config import RelayConfig
+from mailgate.realnet.relay.message import count_received, normalise_line_ends, parse_trace
+from mailgate.realnet.relay.policy import Incoming, Policy, Verdict
+from mailgate.realnet.relay.relay import Relay
 from mailgate.realnet.relay.spool import Spool, SpoolEntry
 from mailgate.sim.scenario.records import read_hops
 
@@ -430,7 +424,7 @@ def test_forged_authentication_results_from_our_domain_are_removed() -> None:
 def test_fast_path_parser_agrees_with_aiosmtpd() -> None:
     from aiosmtpd.smtp import SMTP
 
-    from mailgate.realnet.relay.relay import _Protocol
+    from mailgate.realnet.relay.receiver import _Protocol
 
     loop = asyncio.new_event_loop()
     try:

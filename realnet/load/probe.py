@@ -1,13 +1,14 @@
-"""The source's "mail to yourself", on the real chain: ``mailgate realnet probe SCENARIO``.
+"""The source's "mail to yourself", on the real chain (``mailgate realnet probe``).
 
 A PC (bound to ``AddressPlan.pc_address``) submits a mail to its own address
 with SMTP AUTH as the scenario's first user, then polls POP3 until it is
 there. The mail travels PC → mailbox server → Gateway2 → Gateway3 (DKIM sign,
 MX lookup of our own domain) → Gateway0 (SPF, DKIM verify) → Gateway1 →
-mailbox server → PC. The probe prints the send-to-receive time, each hop's
+mailbox server → PC. The probe measures the send-to-receive time, each hop's
 share and stages (from the hosts' trace files, joined on the
 ``X-Mailgate-Trace`` id) and the SPF/DKIM verdicts from the
-``Authentication-Results`` header.
+``Authentication-Results`` header (``ProbeResult``; the command,
+``mailgate.commands.realnet``, prints them).
 
 The password: ``MAILGATE_PROBE_PASSWORD`` or, by default, the user name (the
 testbed scenario's self-test user has password "selftest").
@@ -19,7 +20,6 @@ import contextlib
 import email
 import email.policy
 import email.utils
-import json
 import os
 import poplib
 import re
@@ -27,7 +27,7 @@ import smtplib
 import statistics
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -223,85 +223,17 @@ def _wait_for_traces(state_dir: Path, trace_id: str, timeout_s: float = 2.0) -> 
         time.sleep(0.005)
 
 
-def format_result(r: ProbeResult) -> str:
-    lines = [
-        f"self-test {r.trace_id}: {r.address} -> itself",
-        f"  send-to-receive {r.send_to_receive_s * 1000:.1f} ms"
-        + (
-            f" (in mailbox after {r.send_to_mailbox_s * 1000:.1f} ms)"
-            if r.send_to_mailbox_s is not None
-            else ""
-        )
-        + f"; submission took {r.submit_s * 1000:.1f} ms",
-        f"  SPF {r.spf}, DKIM {r.dkim}"
-        + (f" (signed by d={r.dkim_signer})" if r.dkim_signer else ""),
-        f"  Authentication-Results: {r.authentication_results}",
-        f"  {'hop':<36}{'arrived':>9}{'250 at':>9}{'left':>9}  {'outcome':<9} stages (ms)",
-    ]
-    for h in r.hops:
-        stages = ", ".join(f"{k} {v:.2f}" for k, v in h.stages_ms.items())
-
-        def f(v: float | None) -> str:
-            return "-" if v is None else f"{v:.1f}"
-
-        lines.append(
-            f"  {h.host + ' -> ' + (h.next_hop or h.outcome):<36}{f(h.arrived_ms):>9}"
-            f"{f(h.accepted_ms):>9}{f(h.left_ms):>9}  {h.outcome:<9} {stages}"
-        )
-    lines.append("  (times in ms after the PC started sending)")
-    return "\n".join(lines)
+def summarise(scenario: Scenario, results: list[ProbeResult]) -> dict[str, Any]:
+    """Median and worst send-to-receive time of several probes, and the source's target."""
+    times = [r.send_to_receive_s for r in results]
+    return {
+        "count": len(times),
+        "p50_s": statistics.median(times),
+        "max_s": max(times),
+        "selftest_max_s": scenario.slo.selftest_max_s,
+    }
 
 
-def probe_command(args: Any) -> int:
-    """``mailgate realnet probe SCENARIO [--count N] [--use-running] [--json]``."""
-    from mailgate.realnet.testbed.supervisor import Testbed, TestbedError, running_state_dir
-    from mailgate.sim.scenario.errors import UserError
-    from mailgate.sim.scenario.loading import load
-
-    scenario = load(args.scenario)
-    testbed = None
-    if args.use_running:
-        state = Path(args.state_dir) if args.state_dir else running_state_dir(scenario)
-        if state is None:
-            raise UserError(
-                f"no running testbed for {scenario.scenario.name}; start `mailgate realnet up` "
-                "or drop --use-running"
-            )
-    else:
-        testbed = Testbed(args.scenario, state_dir=args.state_dir)
-        try:
-            testbed.__enter__()
-        except TestbedError as e:
-            testbed.cleanup()
-            raise UserError(str(e)) from None
-        except BaseException:
-            testbed.cleanup()
-            raise
-        state = testbed.state_dir
-    try:
-        results = []
-        for _ in range(args.count):
-            results.append(probe_once(scenario, state))
-            if not args.json:
-                print(format_result(results[-1]), flush=True)
-        times = [r.send_to_receive_s for r in results]
-        summary = {
-            "count": len(times),
-            "p50_s": statistics.median(times),
-            "max_s": max(times),
-            "selftest_max_s": scenario.slo.selftest_max_s,
-        }
-        if args.json:
-            print(json.dumps({"summary": summary, "probes": [asdict(r) for r in results]}))
-        elif len(times) > 1:
-            print(
-                f"{len(times)} probes: p50 {summary['p50_s'] * 1000:.1f} ms, "
-                f"max {summary['max_s'] * 1000:.1f} ms "
-                f"(the source: about {scenario.slo.selftest_max_s:g} s)"
-            )
-        bad = [r for r in results if r.spf != "pass" or r.dkim != "pass"]
-        return 1 if bad else 0
-    finally:
-        if testbed is not None:
-            testbed.__exit__(None, None, None)
-            testbed.cleanup()
+def all_passed(results: list[ProbeResult]) -> bool:
+    """Whether every probe's mail passed both SPF and DKIM."""
+    return all(r.spf == "pass" and r.dkim == "pass" for r in results)

@@ -1,14 +1,29 @@
-"""Delivery status notifications (RFC 3464) for mail a relay gives up on."""
+"""Delivery status notifications (RFC 3464) for mail a relay gives up on.
+
+``make_dsn`` writes the report; ``Bouncer`` queues it on the relay's own spool
+as one more message from the null sender to the failed message's
+reverse-path, which the queue manager then delivers like any other. A
+message from the null sender that fails is dropped (logged), never bounced:
+that is where a bounce ends when it cannot be delivered (issue #16).
+"""
 
 from __future__ import annotations
 
 import email.utils
+import logging
 import re
+import time
 import uuid
+from collections.abc import Callable
 
-from mailgate.realnet.relay.message import header_block
+from mailgate.realnet.relay.config import RelayConfig
+from mailgate.realnet.relay.message import domain_of, header_block, trace_header
 from mailgate.realnet.relay.smtpclient import SmtpError
-from mailgate.realnet.relay.spool import SpoolEntry
+from mailgate.realnet.relay.spool import Spool, SpoolEntry
+from mailgate.realnet.relay.tracing import record_dict
+from mailgate.sim.scenario.records import HopRecord
+
+log = logging.getLogger(__name__)
 
 
 def make_dsn(hostname: str, entry: SpoolEntry, failed: dict[str, SmtpError]) -> bytes:
@@ -44,3 +59,40 @@ def _status(e: SmtpError) -> str:
     if m:
         return m.group(1)
     return "5.0.0" if e.permanent else "4.0.0"
+
+
+class Bouncer:
+    """Queues a DSN for the recipients a relay gave up on (Postfix's bounce daemon)."""
+
+    def __init__(
+        self, config: RelayConfig, spool: Spool, queued: Callable[[SpoolEntry], None]
+    ) -> None:
+        self.config = config
+        self.spool = spool
+        #: told of every DSN spooled (the queue manager delivers it)
+        self.queued = queued
+
+    async def bounce(self, entry: SpoolEntry, failed: dict[str, SmtpError]) -> None:
+        """Queue a DSN (RFC 3464) to the reverse-path; never for the null sender."""
+        if not entry.mail_from:
+            log.warning("dropping failed bounce %s: %s", entry.id, failed)
+            return
+        # a bounce is one more message: to our own user it travels like internal mail,
+        # to anyone else like outbound; it carries its own trace id
+        trace_id = uuid.uuid4().hex[:16]
+        local = domain_of(entry.mail_from) in self.config.local_domains
+        flow = "internal" if local else "outbound"
+        data = trace_header(trace_id, flow) + make_dsn(self.config.hostname, entry, failed)
+        dsn = SpoolEntry(
+            id=SpoolEntry.new_id(),
+            mail_from="",
+            rcpt_tos=[entry.mail_from],
+            data=data,
+            trace_id=trace_id,
+            flow=flow,
+        )
+        now = time.time()
+        record = HopRecord(trace_id, flow, self.config.host_id, len(data) / 1024, now, now)
+        dsn.record = record_dict(record)
+        await self.spool.put(dsn)
+        self.queued(dsn)

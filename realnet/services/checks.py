@@ -3,7 +3,7 @@
 Pure, synchronous functions; the relay runs them in a thread pool so that
 pyspf's and dkimpy's blocking DNS lookups and dkimpy's pure-Python RSA stay
 off the event loop. Every DNS lookup goes through the resolver passed in
-(:func:`realnet.dnsserver.make_resolver`), never the system one.
+(:func:`realnet.services.dnsserver.make_resolver`), never the system one.
 
 pyspf 2.0.14 looks names up through its module-level ``spf.DNSLookup``,
 which calls the deprecated ``dns.resolver.query`` on the default resolver.

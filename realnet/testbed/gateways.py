@@ -20,12 +20,16 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from mailgate.realnet.addresses import AddressPlan
-from mailgate.realnet.relay.relay import Incoming, Policy, Relay, RelayConfig, Verdict
-from mailgate.sim.scenario.topology import INTERNET, Scenario
+from mailgate.realnet.addresses import AddressPlan, host_name
+from mailgate.realnet.relay.config import RelayConfig
+from mailgate.realnet.relay.message import domain_of
+from mailgate.realnet.relay.policy import Incoming, Policy, Verdict
+from mailgate.realnet.relay.relay import Relay
+from mailgate.sim.scenario.topology import Scenario
 
 #: SPF verdicts that refuse the message before the 250 (TOPOLOGY.md: fail → 550).
 SPF_REPLIES = {
@@ -118,7 +122,6 @@ class SignPolicy(Policy):
         self.domains = domains
 
     async def check(self, msg: Incoming) -> Verdict | None:
-        from mailgate.realnet.relay.relay import domain_of
         from mailgate.realnet.services.checks import sign_dkim
 
         if domain_of(msg.mail_from) in self.domains or not msg.mail_from:
@@ -128,47 +131,6 @@ class SignPolicy(Policy):
 
 def _networks(addresses: list[str]) -> tuple[ipaddress.IPv4Network, ...]:
     return tuple(ipaddress.IPv4Network(f"{a}/32") for a in addresses)
-
-
-def relay_config(
-    scenario: Scenario, plan: AddressPlan, host_id: str, state_dir: Path, **extra: Any
-) -> RelayConfig:
-    """The relay settings every tier shares, from the scenario."""
-    from mailgate.realnet.services.dnsserver import host_name
-
-    tier_name = host_id.rsplit(".", 1)[0]
-    tier = scenario.tiers[tier_name]
-    host = tier.hosts[int(host_id.rsplit(".", 1)[1])]
-    rn, scale = scenario.realnet, scenario.realnet.time_scale
-    next_hop = () if tier.next_hop == INTERNET else tuple(plan.tier_addresses(tier.next_hop))
-    fallback = tuple(plan.tier_addresses(tier.fallback)) if tier.fallback else ()
-    settings: dict[str, Any] = {
-        "host_id": host_id,
-        "hostname": host_name(plan, host_id),
-        "bind": plan.host_address(host_id),
-        "port": rn.smtp_port,
-        "state_dir": state_dir,
-        "local_domains": frozenset(d.lower() for d in scenario.population.domains),
-        "next_hop": next_hop,
-        "next_hop_name": tier.next_hop,
-        "next_hop_port": rn.smtp_port,
-        "balance": tier.balance,
-        "fallback": fallback,
-        "fallback_name": tier.fallback,
-        "delivery_concurrency": host.delivery_concurrency,
-        "session_limit": host.session_limit,
-        # a dead twin refuses at once on loopback; the timeout guards a hung one
-        "connect_timeout_s": max(1.0, min(tier.connect_timeout_s, 30.0)),
-        "minimal_backoff_s": scenario.retry.minimal_backoff_s * scale,
-        "maximal_backoff_s": scenario.retry.maximal_backoff_s * scale,
-        "max_queue_lifetime_s": scenario.retry.max_queue_lifetime_s * scale,
-        "message_size_limit": scenario.limits.message_size_limit_bytes,
-        "hopcount_limit": scenario.limits.hopcount_limit,
-        "dns": (plan.dns.host, plan.dns.port),
-        "host_ids": {plan.host_address(h): h for h in scenario.host_ids},
-    }
-    settings.update(extra)
-    return RelayConfig(**settings)
 
 
 def upstream(scenario: Scenario, plan: AddressPlan, tier_name: str) -> list[str]:
@@ -192,7 +154,7 @@ def build_gateway(
     scanner: Any = None,
 ) -> Relay:
     """The relay of one gateway host, with its role's policy."""
-    from mailgate.realnet.services.dnsserver import host_name, make_resolver
+    from mailgate.realnet.services.dnsserver import make_resolver
 
     tier_name = host_id.rsplit(".", 1)[0]
     tier = scenario.tiers[tier_name]
@@ -208,7 +170,9 @@ def build_gateway(
 
         dkim_key = DkimKey.load(state_dir / "dkim")
     ups = upstream(scenario, plan, tier_name)
-    extra: dict[str, Any] = {}
+    # who may connect at all, who may relay to any domain (empty: anybody, nobody)
+    allowed: tuple[ipaddress.IPv4Network, ...] = ()
+    relaying: tuple[ipaddress.IPv4Network, ...] = ()
     policy: Policy
     if role == "inbound_auth":
         # our MX: anybody may send to our domains, nobody may relay through it
@@ -219,17 +183,21 @@ def build_gateway(
         )
     elif role == "inbound_av":
         policy = AntivirusPolicy(scanner, routing=True)
-        extra["allowed_clients"] = _networks(ups)
+        allowed = _networks(ups)
     elif role == "outbound_av":
         policy = AntivirusPolicy(scanner, routing=False)
-        extra["allowed_clients"] = extra["relay_clients"] = _networks(ups)
+        allowed = relaying = _networks(ups)
     elif role == "outbound_sign":
         policy = SignPolicy(dkim_key, frozenset(d.lower() for d in scenario.population.domains))
-        extra["allowed_clients"] = extra["relay_clients"] = _networks(ups)
+        allowed = relaying = _networks(ups)
     elif role == "fallback_mx":
         policy = Policy()
-        extra["allowed_clients"] = extra["relay_clients"] = _networks(ups)
+        allowed = relaying = _networks(ups)
     else:
         raise ValueError(f"{host_id}: role {role!r} is not a gateway")
-    config = relay_config(scenario, plan, host_id, state_dir, **extra)
+    config = replace(
+        RelayConfig.from_scenario(scenario, plan, host_id, state_dir),
+        allowed_clients=allowed,
+        relay_clients=relaying,
+    )
     return Relay(config, policy)

@@ -18,15 +18,16 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from mailgate.realnet.addresses import AddressPlan
+from mailgate.realnet.relay.config import RelayConfig
 from mailgate.realnet.relay.message import parse_trace
 from mailgate.realnet.relay.policy import Incoming, Policy
 from mailgate.realnet.relay.relay import Relay
 from mailgate.realnet.relay.tracing import Tracer
-from mailgate.realnet.testbed.gateways import relay_config
 from mailgate.sim.scenario.records import HopRecord, StageSpan
 from mailgate.sim.scenario.topology import MAILBOX, Scenario
 
@@ -96,16 +97,11 @@ class MailboxServer:
                     while len(self._uids) > UID_MEMORY:
                         self._uids.popitem(last=False)
 
-        self.smtp = Relay(
-            relay_config(scenario, plan, host_id, state_dir, local_delivery=file_message),
-            KnownUsers(users, domains),
-        )
+        config = RelayConfig.from_scenario(scenario, plan, host_id, state_dir)
+        self.smtp = Relay(replace(config, local_delivery=file_message), KnownUsers(users, domains))
         self.submission = Relay(
-            relay_config(
-                scenario,
-                plan,
-                host_id,
-                state_dir,
+            replace(
+                config,
                 port=scenario.realnet.submission_port,
                 authenticate=make_authenticator(scenario),
             )

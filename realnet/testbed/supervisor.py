@@ -1,13 +1,14 @@
-"""Start, watch and stop a whole realnet testbed: ``mailgate realnet up SCENARIO``.
+"""Start, watch and stop a whole realnet testbed (``mailgate realnet up`` runs one).
 
 ``Testbed`` (a context manager, used by ``up``, the probe, calibration and
-the tests) generates the DKIM key, starts the DNS server, the remote sinks and
-one process per host (``python -m realnet.host``), waits until each one has
-written its ready file and answers on its port, and stops every process it
-started by PID (SIGTERM, then SIGKILL after a grace period) — also when a
-start fails half-way. ``kill(host)`` and ``restart(host)`` simulate a host
-failure. A file ``realnet.json`` in the state dir describes the running
-testbed (pids, addresses) for ``probe --use-running``.
+the tests) generates the DKIM key, starts the DNS server, the remote sinks
+and one process per host (``python -m mailgate.realnet.testbed.host``), waits
+until each one has written its ready file and answers on its port, and stops
+every process it started by PID (SIGTERM, then SIGKILL after a grace
+period) — also when a start fails half-way. ``kill(host)`` and
+``restart(host)`` simulate a host failure. A file ``realnet.json`` in the
+state dir describes the running testbed (pids, addresses) for
+``probe --use-running``.
 """
 
 from __future__ import annotations
@@ -227,6 +228,14 @@ class Testbed:
             if json.loads(pointer.read_text()).get("state_dir") == str(self.state_dir):
                 pointer.unlink()
 
+    def exited(self) -> tuple[str, int] | None:
+        """A host process that has ended on its own: (host, exit code), or None."""
+        for host, proc in self.procs.items():
+            code = proc.poll()
+            if code is not None:
+                return host, code
+        return None
+
     def cleanup(self) -> None:
         """Remove the state dir if we made it (after stop)."""
         if self._own_dir:
@@ -316,45 +325,3 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def up_command(args: Any) -> int:
-    """``mailgate realnet up SCENARIO``: run every host until Ctrl-C or SIGTERM."""
-    from mailgate.sim.scenario.errors import UserError
-
-    testbed = Testbed(args.scenario, state_dir=args.state_dir)
-    stop = {"now": False}
-
-    def on_signal(signum: int, frame: Any) -> None:
-        stop["now"] = True
-
-    # both signals only set a flag: a Ctrl-C landing anywhere (even mid-start) ends in
-    # the same orderly stop, never in a KeyboardInterrupt half-way through it
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        with testbed:
-            print(f"realnet {testbed.scenario.scenario.name}: state dir {testbed.state_dir}")
-            width = max(len(name) for name, _ in testbed.plan.table())
-            for name, address in testbed.plan.table():
-                print(f"  {name:<{width}}  {address}")
-            rn = testbed.scenario.realnet
-            print(
-                f"SMTP on port {rn.smtp_port} of every host; submission "
-                f"{testbed.submission[0]}:{rn.submission_port}; "
-                f"POP3 {testbed.pop3[0]}:{rn.pop3_port}"
-            )
-            print("running; Ctrl-C to stop", flush=True)
-            while not stop["now"]:
-                for host, proc in testbed.procs.items():
-                    if proc.poll() is not None:
-                        print(f"{host} exited with {proc.returncode}", file=sys.stderr)
-                        return 1
-                time.sleep(0.2)
-            print("stopping", flush=True)
-    except TestbedError as e:
-        raise UserError(str(e)) from None
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        testbed.cleanup()
-    return 0

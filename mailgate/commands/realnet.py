@@ -1,0 +1,140 @@
+"""``mailgate realnet up`` and ``mailgate realnet probe``: the real chain on loopback.
+
+Argument handling, printing and exit codes; the testbed
+(``realnet.testbed.supervisor``) and the probe (``realnet.load.probe``) do the
+work and return data.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from mailgate.realnet.load.probe import (
+    ProbeResult,
+    all_passed,
+    probe_once,
+    summarise,
+)
+from mailgate.realnet.testbed.supervisor import Testbed, TestbedError, running_state_dir
+from mailgate.sim.scenario.errors import UserError
+from mailgate.sim.scenario.loading import load
+
+
+def up_command(args: Any) -> int:
+    """``mailgate realnet up SCENARIO``: run every host until Ctrl-C or SIGTERM."""
+    testbed = Testbed(args.scenario, state_dir=args.state_dir)
+    stop = {"now": False}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop["now"] = True
+
+    # both signals only set a flag: a Ctrl-C landing anywhere (even mid-start) ends in
+    # the same orderly stop, never in a KeyboardInterrupt half-way through it
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with testbed:
+            print(f"realnet {testbed.scenario.scenario.name}: state dir {testbed.state_dir}")
+            width = max(len(name) for name, _ in testbed.plan.table())
+            for name, address in testbed.plan.table():
+                print(f"  {name:<{width}}  {address}")
+            rn = testbed.scenario.realnet
+            print(
+                f"SMTP on port {rn.smtp_port} of every host; submission "
+                f"{testbed.submission[0]}:{rn.submission_port}; "
+                f"POP3 {testbed.pop3[0]}:{rn.pop3_port}"
+            )
+            print("running; Ctrl-C to stop", flush=True)
+            while not stop["now"]:
+                exited = testbed.exited()
+                if exited is not None:
+                    print(f"{exited[0]} exited with {exited[1]}", file=sys.stderr)
+                    return 1
+                time.sleep(0.2)
+            print("stopping", flush=True)
+    except TestbedError as e:
+        raise UserError(str(e)) from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        testbed.cleanup()
+    return 0
+
+
+def format_result(r: ProbeResult) -> str:
+    """One probe as the lines ``realnet probe`` prints."""
+    lines = [
+        f"self-test {r.trace_id}: {r.address} -> itself",
+        f"  send-to-receive {r.send_to_receive_s * 1000:.1f} ms"
+        + (
+            f" (in mailbox after {r.send_to_mailbox_s * 1000:.1f} ms)"
+            if r.send_to_mailbox_s is not None
+            else ""
+        )
+        + f"; submission took {r.submit_s * 1000:.1f} ms",
+        f"  SPF {r.spf}, DKIM {r.dkim}"
+        + (f" (signed by d={r.dkim_signer})" if r.dkim_signer else ""),
+        f"  Authentication-Results: {r.authentication_results}",
+        f"  {'hop':<36}{'arrived':>9}{'250 at':>9}{'left':>9}  {'outcome':<9} stages (ms)",
+    ]
+    for h in r.hops:
+        stages = ", ".join(f"{k} {v:.2f}" for k, v in h.stages_ms.items())
+
+        def f(v: float | None) -> str:
+            return "-" if v is None else f"{v:.1f}"
+
+        lines.append(
+            f"  {h.host + ' -> ' + (h.next_hop or h.outcome):<36}{f(h.arrived_ms):>9}"
+            f"{f(h.accepted_ms):>9}{f(h.left_ms):>9}  {h.outcome:<9} {stages}"
+        )
+    lines.append("  (times in ms after the PC started sending)")
+    return "\n".join(lines)
+
+
+def probe_command(args: Any) -> int:
+    """``mailgate realnet probe SCENARIO [--count N] [--use-running] [--json]``."""
+    scenario = load(args.scenario)
+    testbed = None
+    if args.use_running:
+        state = Path(args.state_dir) if args.state_dir else running_state_dir(scenario)
+        if state is None:
+            raise UserError(
+                f"no running testbed for {scenario.scenario.name}; start `mailgate realnet up` "
+                "or drop --use-running"
+            )
+    else:
+        testbed = Testbed(args.scenario, state_dir=args.state_dir)
+        try:
+            testbed.__enter__()
+        except TestbedError as e:
+            testbed.cleanup()
+            raise UserError(str(e)) from None
+        except BaseException:
+            testbed.cleanup()
+            raise
+        state = testbed.state_dir
+    try:
+        results = []
+        for _ in range(args.count):
+            results.append(probe_once(scenario, state))
+            if not args.json:
+                print(format_result(results[-1]), flush=True)
+        summary = summarise(scenario, results)
+        if args.json:
+            print(json.dumps({"summary": summary, "probes": [asdict(r) for r in results]}))
+        elif len(results) > 1:
+            print(
+                f"{len(results)} probes: p50 {summary['p50_s'] * 1000:.1f} ms, "
+                f"max {summary['max_s'] * 1000:.1f} ms "
+                f"(the source: about {scenario.slo.selftest_max_s:g} s)"
+            )
+        return 0 if all_passed(results) else 1
+    finally:
+        if testbed is not None:
+            testbed.__exit__(None, None, None)
+            testbed.cleanup()

@@ -1,0 +1,113 @@
+"""How one SMTP service of one host behaves: ``RelayConfig``, built once from the scenario.
+
+The defaults are declared here and only here (the dataclass fields); the
+scenario fills in what it decides (:meth:`RelayConfig.from_scenario`) and a
+gateway or the mailbox server changes what its role needs with
+``dataclasses.replace`` (who may connect or relay, local delivery, AUTH).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mailgate.realnet.addresses import AddressPlan, host_name
+from mailgate.sim.scenario.topology import INTERNET, Scenario
+
+
+@dataclass
+class RelayConfig:
+    """How one SMTP service of one host behaves."""
+
+    host_id: str
+    hostname: str
+    bind: str
+    port: int
+    state_dir: Path
+    #: domains accepted from any allowed client (our own mail domains)
+    local_domains: frozenset[str] = frozenset()
+    #: clients that may relay to any domain
+    relay_clients: tuple[ipaddress.IPv4Network, ...] = ()
+    #: clients that may connect at all (empty = anybody)
+    allowed_clients: tuple[ipaddress.IPv4Network, ...] = ()
+    #: next-hop addresses (twin hosts), or empty for the recipient's MX
+    next_hop: tuple[str, ...] = ()
+    next_hop_name: str = "internet"
+    next_hop_port: int = 25
+    balance: str = "mx_random"
+    #: host id of every address of ours, so HopRecord.next_hop names the host, as the
+    #: model does ("gateway1.0"); an address not listed is the rest of the Internet
+    host_ids: dict[str, str] = field(default_factory=dict)
+    #: tier offered what an attempt could not deliver (Gateway3 → Gateway4)
+    fallback: tuple[str, ...] = ()
+    fallback_name: str = ""
+    delivery_concurrency: int = 20
+    #: concurrent SMTP sessions (0 = no limit); more wait for their greeting, as
+    #: connections beyond Postfix's process_limit wait in the listen queue
+    session_limit: int = 0
+    connect_timeout_s: float = 30.0
+    minimal_backoff_s: float = 300.0
+    maximal_backoff_s: float = 4000.0
+    max_queue_lifetime_s: float = 5 * 86400.0
+    message_size_limit: int = 10_240_000
+    hopcount_limit: int = 50
+    dns: tuple[str, int] | None = None
+    #: mailbox server: file locally instead of spooling (user, message bytes)
+    local_delivery: Callable[[str, bytes], None] | None = None
+    #: submission: SMTP AUTH required, authenticated clients may relay anywhere
+    authenticate: Callable[[str, str], bool] | None = None
+    spool_name: str = "spool"
+    fsync: bool = True
+    #: several worker processes may share the address (SO_REUSEPORT), each its own spool
+    reuse_port: bool = False
+    worker: int = 0
+
+    @classmethod
+    def from_scenario(
+        cls, scenario: Scenario, plan: AddressPlan, host_id: str, state_dir: Path
+    ) -> RelayConfig:
+        """The settings every tier's relay takes from the scenario (times scaled by
+        ``realnet.time_scale``); role-specific ones keep their defaults."""
+        tier_name, index = host_id.rsplit(".", 1)
+        tier = scenario.tiers[tier_name]
+        host = tier.hosts[int(index)]
+        rn, scale = scenario.realnet, scenario.realnet.time_scale
+        next_hop = () if tier.next_hop == INTERNET else tuple(plan.tier_addresses(tier.next_hop))
+        fallback = tuple(plan.tier_addresses(tier.fallback)) if tier.fallback else ()
+        return cls(
+            host_id=host_id,
+            hostname=host_name(plan, host_id),
+            bind=plan.host_address(host_id),
+            port=rn.smtp_port,
+            state_dir=state_dir,
+            local_domains=frozenset(d.lower() for d in scenario.population.domains),
+            next_hop=next_hop,
+            next_hop_name=tier.next_hop,
+            next_hop_port=rn.smtp_port,
+            balance=tier.balance,
+            fallback=fallback,
+            fallback_name=tier.fallback,
+            delivery_concurrency=host.delivery_concurrency,
+            session_limit=host.session_limit,
+            # a dead twin refuses at once on loopback; the timeout guards a hung one
+            connect_timeout_s=max(1.0, min(tier.connect_timeout_s, 30.0)),
+            minimal_backoff_s=scenario.retry.minimal_backoff_s * scale,
+            maximal_backoff_s=scenario.retry.maximal_backoff_s * scale,
+            max_queue_lifetime_s=scenario.retry.max_queue_lifetime_s * scale,
+            message_size_limit=scenario.limits.message_size_limit_bytes,
+            hopcount_limit=scenario.limits.hopcount_limit,
+            dns=(plan.dns.host, plan.dns.port),
+            host_ids={plan.host_address(h): h for h in scenario.host_ids},
+        )
+
+    @property
+    def spool_dir(self) -> Path:
+        """This service's spool: one per host, or per worker when workers share a port."""
+        leaf = self.host_id if not self.worker else f"{self.host_id}-w{self.worker}"
+        return self.state_dir / self.spool_name / leaf
+
+    def backoff(self, attempts: int) -> float:
+        """Seconds before the next attempt after ``attempts`` failed ones (doubling)."""
+        return min(self.maximal_backoff_s, self.minimal_backoff_s * 2 ** max(0, attempts - 1))

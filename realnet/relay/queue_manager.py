@@ -1,0 +1,252 @@
+"""The queue manager of a relay (Postfix's qmgr and smtp): from the spool to the next hop.
+
+Every message the receiving side spooled (and every one found in the spool on
+start) gets a delivery attempt: to one of the next tier's twin hosts (in the
+tier's ``balance`` order; a twin that refuses or fails is skipped for the
+next), or to the recipient domain's MX hosts. What an attempt could not
+deliver is offered to the fallback tier (Postfix ``smtp_fallback_relay``),
+then retried with doubling backoff, and bounced after the queue lifetime;
+permanent refusals are bounced at once (``dsn.Bouncer``). At most
+``delivery_concurrency`` attempts run at once. The message's ``HopRecord``
+travels in its spool file and is traced when the message leaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from typing import Any
+
+from mailgate.realnet.relay.config import RelayConfig
+from mailgate.realnet.relay.dsn import Bouncer
+from mailgate.realnet.relay.message import domain_of
+from mailgate.realnet.relay.mx import MxResolver
+from mailgate.realnet.relay.smtpclient import ConnectError, ConnectionPool, SmtpError
+from mailgate.realnet.relay.spool import Spool, SpoolEntry
+from mailgate.realnet.relay.tracing import Tracer, record_dict
+from mailgate.sim.scenario.records import HopRecord, StageSpan
+
+log = logging.getLogger(__name__)
+
+#: (delivered, permanently failed, still pending, the host that took it)
+Outcome = tuple[list[str], dict[str, SmtpError], list[str], str]
+
+
+class QueueManager:
+    """Schedules and runs the delivery attempts of one relay's spooled messages."""
+
+    def __init__(self, config: RelayConfig, spool: Spool, tracer: Tracer) -> None:
+        self.config = config
+        self.spool = spool
+        self.tracer = tracer
+        # as many idle connections per next hop as deliveries may run at once, so that a
+        # burst does not close connections only to open them again
+        self.pool = ConnectionPool(
+            helo=config.hostname,
+            source=config.bind,
+            timeout=config.connect_timeout_s,
+            max_idle=config.delivery_concurrency,
+        )
+        self.bouncer = Bouncer(config, spool, self.queued)
+        self._mx: MxResolver | None = None
+        self._sem: asyncio.Semaphore | None = None
+        self._rr = 0
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- lifecycle
+
+    def start(self) -> None:
+        """Inside the running loop: the resolver, and an attempt for every spooled message."""
+        self._sem = asyncio.Semaphore(self.config.delivery_concurrency)
+        if self.config.dns:
+            self._mx = MxResolver(self.config.dns)
+        for entry in self.spool.recover():
+            self._schedule(entry, entry.next_retry)
+
+    async def stop(self) -> None:
+        """Cancel the timers and running attempts (their messages stay spooled)."""
+        for timer in self._timers:
+            timer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await self.pool.close()
+
+    def queued(self, entry: SpoolEntry) -> None:
+        """A message just spooled: attempt it now."""
+        self._schedule(entry, 0.0)
+
+    # -- scheduling
+
+    def _schedule(self, entry: SpoolEntry, at: float) -> None:
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, at - time.time())
+
+        def fire() -> None:
+            self._timers.discard(handle)
+            task = loop.create_task(self._deliver(entry))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        handle = loop.call_later(delay, fire)
+        self._timers.add(handle)
+
+    async def _deliver(self, entry: SpoolEntry) -> None:
+        assert self._sem is not None
+        async with self._sem:
+            try:
+                await self._deliver_once(entry)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("delivery of %s failed", entry.id)
+                entry.next_retry = time.time() + self.config.backoff(entry.attempts + 1)
+                self._schedule(entry, entry.next_retry)
+
+    async def _deliver_once(self, entry: SpoolEntry) -> None:
+        c = self.config
+        record = HopRecord.from_dict(entry.record) if entry.record else None
+        t0, c0 = time.time(), time.thread_time()
+        done, failed, pending, hop = await self._attempt(entry, list(entry.rcpt_tos), record)
+        if pending and c.fallback:
+            # like Postfix smtp_fallback_relay: every failed attempt is offered to the fallback
+            entry.fallback_tried = True
+            accepted, perm, pending, host = await self._try_hosts(
+                self._ordered(c.fallback), entry, pending
+            )
+            done += accepted
+            failed.update(perm)
+            if accepted:
+                hop = c.host_ids.get(host, c.fallback_name)
+        t1 = time.time()
+        if record is not None:
+            record.stages["deliver"] = StageSpan(t0, t1, time.thread_time() - c0)
+            record.next_hop = hop or record.next_hop
+        if failed:
+            await self.bouncer.bounce(entry, failed)
+        entry.attempts += 1
+        if pending and t1 - entry.first_accepted >= c.max_queue_lifetime_s:
+            await self.bouncer.bounce(
+                entry,
+                dict.fromkeys(
+                    pending,
+                    SmtpError(554, "5.4.7 delivery time expired, last error kept in the log"),
+                ),
+            )
+            pending = []
+            if record is not None:
+                record.outcome = "bounced"
+        if pending:
+            entry.rcpt_tos = pending
+            entry.next_retry = t1 + c.backoff(entry.attempts)
+            if record is not None:
+                entry.record = record_dict(record)
+            await self.spool.update(entry)
+            self._schedule(entry, entry.next_retry)
+            return
+        if record is not None:
+            # traced before the spool removal: a stop that cancels the removal must not
+            # lose the record of a hand-off that did happen
+            record.left = t1  # the next hop's 250 (HopRecord.left), not our removal after it
+            if not done:
+                record.outcome = "bounced"
+            elif not hop:
+                record.outcome = "remote"  # handed to a remote domain's MX
+            self.tracer.write(record)
+        await self.spool.remove(entry.id)
+
+    # -- one attempt
+
+    async def _attempt(
+        self, entry: SpoolEntry, rcpts: list[str], record: HopRecord | None
+    ) -> Outcome:
+        """One delivery attempt: (delivered, permanently failed, still pending, next hop).
+
+        The next hop is named like the model names it: the host id of the host that
+        took the message (``gateway1.0``), or "" when it left our system (a remote MX).
+        """
+        routes = await self._routes(entry, rcpts, record)
+        if isinstance(routes, dict):  # a domain that does not exist
+            return [], routes, [], ""
+        done: list[str] = []
+        failed: dict[str, SmtpError] = {}
+        pending: list[str] = []
+        hop = ""
+        for hosts, group in routes:
+            accepted, perm, left, host = await self._try_hosts(hosts, entry, group)
+            done += accepted
+            failed.update(perm)
+            pending += left
+            if accepted:
+                hop = self._hop_name(host)
+        return done, failed, pending, hop
+
+    async def _routes(
+        self, entry: SpoolEntry, rcpts: list[str], record: HopRecord | None
+    ) -> list[tuple[list[str], list[str]]] | dict[str, SmtpError]:
+        """Where the recipients go: (hosts to try in order, recipients) groups — the next
+        tier's twins, or each recipient domain's MX hosts — or, when a domain's lookup
+        fails permanently, that domain's recipients with the error.
+
+        Every message takes the same route here, DSNs (``entry.mail_from == ""``) too:
+        a bounce queued on a tier whose next hop is the mailbox server goes there even
+        when the reverse-path is remote (issue #16)."""
+        c = self.config
+        if c.next_hop:
+            return [(self._ordered(c.next_hop), rcpts)]
+        by_domain: dict[str, list[str]] = {}
+        for r in rcpts:
+            by_domain.setdefault(domain_of(r), []).append(r)
+        groups: list[tuple[list[str], list[str]]] = []
+        for domain, group in by_domain.items():
+            try:
+                groups.append((await self._mx_hosts(domain, record), group))
+            except SmtpError as e:
+                groups.append(([], group))
+                if e.permanent:
+                    return dict.fromkeys(group, e)
+        return groups
+
+    async def _mx_hosts(self, domain: str, record: HopRecord | None) -> list[str]:
+        if self._mx is None:
+            raise SmtpError(451, "no resolver configured")
+        return await self._mx.hosts(domain, record)
+
+    def _ordered(self, addresses: tuple[str, ...]) -> list[str]:
+        """The twin hosts in the order to try them (balance, then failover)."""
+        hosts = list(addresses)
+        if self.config.balance == "round_robin":
+            self._rr += 1
+            k = self._rr % len(hosts)
+            return hosts[k:] + hosts[:k]
+        random.shuffle(hosts)
+        return hosts
+
+    async def _try_hosts(self, hosts: list[str], entry: SpoolEntry, rcpts: list[str]) -> Outcome:
+        """Try each host until one takes the message.
+
+        (accepted, permanent refusals, still pending, the host that answered).
+        """
+        for host in hosts:
+            try:
+                result = await self.pool.send(
+                    host, self.config.next_hop_port, entry.mail_from, rcpts, entry.data
+                )
+            except SmtpError as e:
+                if e.permanent and not isinstance(e, ConnectError):
+                    return [], dict.fromkeys(rcpts, e), [], host
+                continue  # connect failure or 4xx: try the twin / next MX
+            permanent = {r: e for r, e in result.refused.items() if e.permanent}
+            pending = [r for r in rcpts if r not in result.accepted and r not in permanent]
+            return result.accepted, permanent, pending, host
+        return [], {}, list(rcpts), ""
+
+    def _hop_name(self, address: str) -> str:
+        """Our host's id for an address we delivered to; "" for the rest of the Internet."""
+        known = self.config.host_ids
+        if address in known:
+            return known[address]
+        # not one of ours: a remote MX (or, without an address map, the configured tier)
+        return self.config.next_hop_name if self.config.next_hop else ""

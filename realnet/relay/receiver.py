@@ -1,0 +1,369 @@
+"""The receiving side of a relay (Postfix's smtpd and cleanup; aiosmtpd's handler).
+
+``Receiver`` holds the SMTP dialogue: the protocol each connection gets
+(session slots, a fast path for plain addresses, the connection time), SMTP
+AUTH, and the MAIL/RCPT checks (who may connect, who may relay, the policy's
+per-recipient refusals). On DATA it hands the message to ``Intake``, which
+adds the trace header and ``Received:``, enforces the hop count, runs the
+policy, and then quarantines, files locally (mailbox server) or writes the
+message durably to the spool — written, fsynced, renamed, directory fsynced —
+and only then answers 250 and tells the queue manager (``queued``).
+
+Protocol hygiene: SIZE is advertised and enforced (552); more ``Received:``
+headers than ``limits.hopcount_limit`` is a loop (554 5.4.6); recipients are
+accepted only for our domains or from clients allowed to relay (550 5.7.1:
+never an open relay); bare CR or LF in DATA is normalised to CRLF (aiosmtpd
+≥ 1.4.6 ends DATA only on CRLF.CRLF, so a bare-LF ``\\n.\\n`` cannot split a
+message — no SMTP smuggling); an internal error answers 451, never 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import ipaddress
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from mailgate.realnet.relay.config import RelayConfig
+from mailgate.realnet.relay.message import (
+    count_received,
+    domain_of,
+    normalise_line_ends,
+    parse_trace,
+    trace_header,
+)
+from mailgate.realnet.relay.policy import Incoming, Policy, in_thread
+from mailgate.realnet.relay.spool import Spool, SpoolEntry
+from mailgate.realnet.relay.tracing import Tracer, record_dict
+from mailgate.sim.scenario.records import HopRecord, StageSpan
+
+log = logging.getLogger(__name__)
+
+#: the answer to anything that went wrong on our side: temporary, so the client retries
+INTERNAL_ERROR = "451 4.3.0 Internal error, try again later"
+
+#: ``<local@domain>`` in its plain form: the common case, parsed without the email package
+_SIMPLE_PATH = re.compile(r"<([A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.-]+)>")
+
+
+class _Protocol(SMTP):
+    """aiosmtpd's SMTP with the connection time remembered (HopRecord.arrived)."""
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        # aiosmtpd parses every MAIL/RCPT path with email._header_value_parser (~10 % of a
+        # relay's CPU); plain <local@domain> paths take this fast path, the rest (quoted
+        # local parts, source routes, "<>") still go through aiosmtpd's own parser
+        m = _SIMPLE_PATH.match(arg.lstrip())
+        if m is None:
+            return super()._getaddr(arg)
+        local = m.group(1).rpartition("@")[0]
+        if self.local_part_limit and len(local) > self.local_part_limit:
+            return super()._getaddr(arg)
+        return m.group(1), arg.lstrip()[m.end() :].lstrip()
+
+    #: the relay's session slots (set per connection by ``Receiver.protocol``)
+    session_slots: asyncio.Semaphore | None = None
+
+    async def _handle_client(self) -> None:
+        # the whole dialogue, greeting included, runs inside one session slot
+        if self.session_slots is None:
+            return await super()._handle_client()
+        async with self.session_slots:
+            return await super()._handle_client()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if self.session is not None:
+            self.session.connected_at = time.time()  # type: ignore[attr-defined]
+            self.session.connected_cpu = time.thread_time()  # type: ignore[attr-defined]
+
+
+class _Hooks:
+    """The handler aiosmtpd sees: only the hooks, because aiosmtpd runs
+    ``inspect.getmembers`` over its handler on every connection."""
+
+    def __init__(self, receiver: Receiver) -> None:
+        self.handle_MAIL = receiver.handle_MAIL
+        self.handle_RCPT = receiver.handle_RCPT
+        self.handle_DATA = receiver.handle_DATA
+        self.handle_exception = receiver.handle_exception
+
+
+class Receiver:
+    """The SMTP dialogue of one service: connections, AUTH, MAIL and RCPT checks."""
+
+    def __init__(self, config: RelayConfig, policy: Policy, intake: Intake) -> None:
+        self.config = config
+        self.policy = policy
+        self.intake = intake
+        self._auth_cache: dict[tuple[str, str], bool] = {}
+        self._hooks = _Hooks(self)
+        self._session_slots: asyncio.Semaphore | None = None
+
+    def start(self) -> None:
+        """Make the session slots (inside the running loop)."""
+        if self.config.session_limit:
+            self._session_slots = asyncio.Semaphore(self.config.session_limit)
+
+    def protocol(self) -> SMTP:
+        """The protocol object of one new connection (the server's factory)."""
+        c = self.config
+        protocol = _Protocol(
+            self._hooks,
+            hostname=c.hostname,
+            ident="mailgate realnet",
+            data_size_limit=c.message_size_limit,
+            enable_SMTPUTF8=True,
+            auth_required=c.authenticate is not None,
+            auth_require_tls=False,  # loopback only; PRACTICAL.md
+            authenticator=self._authenticator if c.authenticate else None,
+            loop=asyncio.get_running_loop(),
+        )
+        protocol.session_slots = self._session_slots
+        return protocol
+
+    # -- aiosmtpd hooks
+
+    def _authenticator(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        if not isinstance(data, LoginPassword) or self.config.authenticate is None:
+            return AuthResult(success=False, handled=False)
+        login = data.login.decode("utf-8", "replace")
+        password = data.password.decode("utf-8", "replace")
+        # scrypt costs ~50 ms; like Dovecot's auth cache, remember verified pairs
+        key = (login, password)
+        if key not in self._auth_cache:
+            if len(self._auth_cache) > 10_000:  # bounded: a password-guessing client cannot grow it
+                self._auth_cache.clear()
+            self._auth_cache[key] = self.config.authenticate(login, password)
+        if not self._auth_cache[key]:
+            # handled=False: aiosmtpd answers 535 5.7.8 itself
+            return AuthResult(success=False, handled=False)
+        return AuthResult(success=True, auth_data=login)
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        ip = _client_ip(session)
+        if self.config.allowed_clients and not _in(ip, self.config.allowed_clients):
+            return "550 5.7.1 Client host rejected: access denied"
+        envelope.mail_from = address  # "<>" for a bounce: aiosmtpd needs it non-empty
+        envelope.mail_options.extend(options)
+        envelope.mail_at = time.time()  # type: ignore[attr-defined]
+        envelope.mail_cpu = time.thread_time()  # type: ignore[attr-defined]
+        return "250 2.1.0 Ok"
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        c = self.config
+        ip = _client_ip(session)
+        local = domain_of(address) in c.local_domains
+        may_relay = bool(session.authenticated) or _in(ip, c.relay_clients)
+        if not local and not may_relay:
+            return "550 5.7.1 Relay access denied"
+        try:
+            refusal = await self.policy.check_rcpt(incoming(c.host_id, session, envelope), address)
+        except Exception:
+            log.exception("check_rcpt failed")
+            return INTERNAL_ERROR
+        if refusal:
+            return refusal
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        return "250 2.1.5 Ok"
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.error("internal error: %r", error)
+        return INTERNAL_ERROR
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        try:
+            return await self.intake.receive(session, envelope)
+        except Exception:
+            log.exception("handle_DATA failed")
+            return INTERNAL_ERROR
+
+
+class Intake:
+    """What happens to a message after DATA, up to the durable 250 (Postfix's cleanup)."""
+
+    def __init__(
+        self,
+        config: RelayConfig,
+        policy: Policy,
+        tracer: Tracer,
+        spool: Spool | None,
+        queued: Callable[[SpoolEntry], None],
+    ) -> None:
+        self.config = config
+        self.policy = policy
+        self.tracer = tracer
+        #: None on the mailbox server, which files locally instead
+        self.spool = spool
+        #: told of every message durably spooled (the queue manager delivers it)
+        self.queued = queued
+        self._quarantine_spool: Spool | None = None
+
+    def close(self) -> None:
+        if self._quarantine_spool is not None:
+            self._quarantine_spool.close()
+
+    async def receive(self, session: Session, envelope: Envelope) -> str:
+        """Trace, check and store the message of one DATA; the reply to send."""
+        c = self.config
+        t_data, cpu_data = time.time(), time.thread_time()
+        arrived = getattr(session, "connected_at", t_data)
+        cpu0 = getattr(session, "connected_cpu", cpu_data)
+        if getattr(session, "messages_done", 0):
+            # later transactions on a reused connection start at their MAIL
+            arrived = getattr(envelope, "mail_at", arrived)
+            cpu0 = getattr(envelope, "mail_cpu", cpu0)
+        session.messages_done = getattr(session, "messages_done", 0) + 1  # type: ignore[attr-defined]
+        raw = envelope.original_content or b""
+        data = normalise_line_ends(raw)
+        msg = incoming(c.host_id, session, envelope)
+        trace = parse_trace(data)
+        if trace is None:
+            flow = self._first_flow(msg)
+            trace = (uuid.uuid4().hex[:16], flow)
+            data = trace_header(*trace) + data
+        msg.trace_id, msg.flow = trace
+        record = HopRecord(
+            msg_id=msg.trace_id,
+            flow=msg.flow,
+            host=c.host_id,
+            size_kb=len(data) / 1024,
+            arrived=arrived,
+        )
+        # CPU: the event-loop thread's over the span, exact at idle (calibration fits
+        # the lowest load) and an over-estimate when sessions interleave
+        receive = "submission" if msg.authenticated else "smtp_receive"
+        record.stages[receive] = StageSpan(arrived, t_data, cpu_data - cpu0)
+        msg.record = record
+        if count_received(data) >= c.hopcount_limit:
+            return self._reject(record, "554 5.4.6 Too many hops: mail loop detected")
+        entry_id = SpoolEntry.new_id()
+        data = self._received_header(session, msg, entry_id) + data
+        msg.data = data
+        verdict = await self.policy.check(msg)
+        if verdict is not None and verdict.action == "reject":
+            return self._reject(record, verdict.reply)
+        data = b"".join(msg.prepend) + msg.data
+        if verdict is not None and verdict.action == "quarantine":
+            await self._quarantine(entry_id, msg, data, verdict.reason)
+            record.accepted = record.left = time.time()
+            record.outcome = "quarantined"
+            self.tracer.write(record)
+            return f"250 2.0.0 Ok: queued as {entry_id}"
+        if c.local_delivery is not None:
+            return await self._deliver_locally(msg, data, record, entry_id)
+        assert self.spool is not None
+        entry = SpoolEntry(
+            id=entry_id,
+            mail_from=msg.mail_from,
+            rcpt_tos=list(msg.rcpt_tos),
+            data=data,
+            trace_id=msg.trace_id,
+            flow=msg.flow,
+        )
+        t0, c0 = time.time(), time.thread_time()
+        # the record travels in the spool file, so a recovered message still gets its trace
+        entry.record = record_dict(record)
+        entry.record["accepted"] = t0
+        await self.spool.put(entry)
+        record.accepted = time.time()
+        record.stages["spool"] = StageSpan(t0, record.accepted, time.thread_time() - c0)
+        entry.record = record_dict(record)
+        self.queued(entry)
+        return f"250 2.0.0 Ok: queued as {entry_id}"
+
+    def _first_flow(self, msg: Incoming) -> str:
+        if msg.authenticated is None:
+            return "inbound"
+        local = all(domain_of(r) in self.config.local_domains for r in msg.rcpt_tos)
+        return "internal" if local else "outbound"
+
+    def _reject(self, record: HopRecord, reply: str) -> str:
+        record.left = time.time()
+        record.outcome = "rejected"
+        self.tracer.write(record)
+        return reply
+
+    def _received_header(self, session: Session, msg: Incoming, entry_id: str) -> bytes:
+        c = self.config
+        with_ = "ESMTPA" if msg.authenticated else "ESMTP"
+        rcpt = f"\r\n\tfor <{msg.rcpt_tos[0]}>" if len(msg.rcpt_tos) == 1 else ""
+        return (
+            f"Received: from {msg.helo or 'unknown'} ([{msg.client_ip}])\r\n"
+            f"\tby {c.hostname} ({c.host_id}) with {with_} id {entry_id}{rcpt};\r\n"
+            f"\t{email.utils.formatdate(localtime=False)}\r\n"
+        ).encode()
+
+    async def _quarantine(self, entry_id: str, msg: Incoming, data: bytes, reason: str) -> None:
+        if self._quarantine_spool is None:
+            folder = self.config.state_dir / "quarantine" / self.config.host_id
+            self._quarantine_spool = Spool(folder, fsync=self.config.fsync)
+        meta = SpoolEntry(
+            id=entry_id,
+            mail_from=msg.mail_from,
+            rcpt_tos=msg.rcpt_tos,
+            data=data,
+            trace_id=msg.trace_id,
+            flow=msg.flow,
+            record={"reason": reason},
+        )
+        await self._quarantine_spool.put(meta)
+
+    async def _deliver_locally(
+        self, msg: Incoming, data: bytes, record: HopRecord, entry_id: str
+    ) -> str:
+        assert self.config.local_delivery is not None
+        t0 = time.time()
+        cpu = 0.0
+        for rcpt in msg.rcpt_tos:
+            user = rcpt.partition("@")[0]
+            _, used = await in_thread(self.config.local_delivery, user, data)
+            cpu += used
+        record.accepted = record.left = time.time()
+        record.stages["maildir"] = StageSpan(t0, record.left, cpu)
+        record.outcome = "mailbox"
+        self.tracer.write(record)
+        return f"250 2.0.0 Ok: delivered as {entry_id}"
+
+
+def incoming(host_id: str, session: Session, envelope: Envelope) -> Incoming:
+    """The message being received as a policy sees it (no bytes yet before DATA)."""
+    return Incoming(
+        host=host_id,
+        client_ip=_client_ip(session),
+        helo=session.host_name or "",
+        mail_from=_reverse_path(envelope.mail_from),
+        rcpt_tos=list(envelope.rcpt_tos),
+        data=b"",
+        trace_id="",
+        flow="inbound",
+        authenticated=session.auth_data if session.authenticated else None,
+    )
+
+
+def _client_ip(session: Session) -> str:
+    return session.peer[0] if session.peer else ""
+
+
+def _in(ip: str, networks: Iterable[ipaddress.IPv4Network]) -> bool:
+    addr = ipaddress.ip_address(ip)
+    return any(addr in n for n in networks)
+
+
+def _reverse_path(address: str | None) -> str:
+    """The null reverse-path (``MAIL FROM:<>``) is "" from here on."""
+    return "" if not address or address.strip() in ("<>", "") else address
