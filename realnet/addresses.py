@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from mailgate.sim.scenario.topology import Scenario
+from mailgate.sim.scenario import Scenario
 
 #: The remote domain standing for "the rest of the Internet".
 OTHER_DOMAIN = "elsewhere.example"

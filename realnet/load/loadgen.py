@@ -38,8 +38,8 @@ import numpy as np
 
 from mailgate.realnet.addresses import OTHER_DOMAIN, AddressPlan, Endpoint
 from mailgate.realnet.load.mailclients import Auth, ProtocolError, pop_fetch_all, smtp_send
+from mailgate.sim.scenario import MAILBOX, Scenario
 from mailgate.sim.scenario.records import HopRecord, MessageRecord
-from mailgate.sim.scenario.topology import MAILBOX, Scenario
 
 log = logging.getLogger(__name__)
 

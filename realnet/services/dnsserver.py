@@ -48,7 +48,7 @@ import dns.rrset
 
 from mailgate.realnet.addresses import AddressPlan
 from mailgate.realnet.services.inthread import serve_in_thread
-from mailgate.sim.scenario.topology import MAILBOX, Scenario
+from mailgate.sim.scenario import MAILBOX, Scenario
 
 log = logging.getLogger(__name__)
 

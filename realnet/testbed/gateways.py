@@ -25,7 +25,7 @@ from typing import Any
 
 from mailgate.realnet.addresses import AddressPlan
 from mailgate.realnet.relay.relay import Incoming, Policy, Relay, RelayConfig, Verdict
-from mailgate.sim.scenario.topology import INTERNET, Scenario
+from mailgate.sim.scenario import INTERNET, Scenario
 
 #: SPF verdicts that refuse the message before the 250 (TOPOLOGY.md: fail → 550).
 SPF_REPLIES = {

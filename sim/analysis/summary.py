@@ -12,8 +12,8 @@ import json
 from typing import Any
 
 from mailgate.sim.analysis.offered import pop_sessions_per_s, tier_loads
+from mailgate.sim.scenario import MAILBOX, Scenario
 from mailgate.sim.scenario.loading import load
-from mailgate.sim.scenario.topology import MAILBOX, Scenario
 
 #: Peak-hour CPU utilisation above which a host is flagged.
 HOT = 0.8
