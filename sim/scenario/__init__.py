@@ -11,8 +11,8 @@ The modules, one idea each:
 - ``mta``, ``failures``, ``slo``, ``deployment``: retry and limits; what goes wrong;
   objectives; machines and the realnet layout
 - ``fields``, ``schema``: how a field is declared; building dataclasses from TOML
-- ``loading``, ``checks``: reading a file (with ``extends``) into a ``Scenario``; the
-  whole-scenario rules
+- ``loading``, ``checks``, ``shipped``: reading a file (``extends``, shipped names),
+  the whole-scenario rules, the scenarios that ship with mailgate
 - ``distributions``, ``records``, ``errors``: random quantities, trace records, UserError
 """
 
@@ -21,6 +21,7 @@ from mailgate.sim.scenario.errors import UserError
 from mailgate.sim.scenario.loading import ScenarioError, from_table, load
 from mailgate.sim.scenario.root import Meta, Scenario
 from mailgate.sim.scenario.schema import SchemaError, to_table
+from mailgate.sim.scenario.shipped import ShippedScenario, shipped_scenarios
 from mailgate.sim.scenario.topology import (
     FLOWS,
     INTERNET,
@@ -45,10 +46,12 @@ __all__ = [
     "Scenario",
     "ScenarioError",
     "SchemaError",
+    "ShippedScenario",
     "StageCost",
     "Tier",
     "UserError",
     "from_table",
     "load",
+    "shipped_scenarios",
     "to_table",
 ]

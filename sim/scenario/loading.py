@@ -1,5 +1,7 @@
 """Load a scenario file: parse TOML → resolve ``extends`` → fill defaults →
-validate → build a ``root.Scenario``.
+validate → build a ``root.Scenario``. A file is given by path or, for the
+scenarios that ship with mailgate, by name (``drive-network``), in ``load`` and in
+``extends`` alike.
 
 Every user error becomes a ``ScenarioError`` naming the file, the key path and
 what is wrong, so the CLI can print one line instead of a traceback.
@@ -20,6 +22,7 @@ from mailgate.sim.scenario.checks import check
 from mailgate.sim.scenario.errors import UserError
 from mailgate.sim.scenario.root import Scenario
 from mailgate.sim.scenario.schema import SchemaError, build, join
+from mailgate.sim.scenario.shipped import closest_names, is_bare_name, shipped_names, shipped_path
 
 
 class ScenarioError(UserError, ValueError):
@@ -71,7 +74,12 @@ def read_layers(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dic
         raise ScenarioError(path, "extends", f"expected a file name, got {parent!r}")
     parent_path = path.parent / parent
     if not parent_path.exists():
-        raise ScenarioError(path, "extends", f"no such file {parent!r} (next to {path.name})")
+        # a bare name with no such file next to this one: a shipped scenario
+        shipped = shipped_path(parent)
+        if shipped is None:
+            unknown = f"no such file {parent!r} (next to {path.name})"
+            raise ScenarioError(path, "extends", unknown + _shipped_hint(parent))
+        parent_path = shipped
     return [*read_layers(parent_path, (*seen, path)), (path, table)]
 
 
@@ -159,9 +167,11 @@ def fill(table: dict[str, Any]) -> dict[str, Any]:
 def load(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Scenario:
     """Load, fill, validate and build a scenario; ``overrides`` use dotted keys.
 
-    An error names the last file in the ``extends`` chain that sets the bad key.
+    ``path`` is a scenario file, or the name of a shipped scenario (``"drive-network"``
+    or ``"drive-network.toml"``) when no file of that name exists. An error names the
+    last file in the ``extends`` chain that sets the bad key.
     """
-    path = Path(path)
+    path = locate(path)
     layers = read_layers(path)
     table: dict[str, Any] = {}
     for _, layer in layers:
@@ -175,6 +185,29 @@ def load(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Scenar
         if culprit is None or culprit == path.resolve():
             raise
         raise ScenarioError(_relative(culprit), e.key, e.message) from None
+
+
+def locate(path: str | Path) -> Path:
+    """The file ``path`` stands for: an existing file as given; else, for a bare name
+    (no folder part), the shipped scenario of that name."""
+    given = Path(path)
+    if given.is_file() or not is_bare_name(str(path)):
+        return given
+    shipped = shipped_path(str(path))
+    if shipped is None:
+        raise ScenarioError(path, "", "no such file" + _shipped_hint(str(path)))
+    return shipped
+
+
+def _shipped_hint(name: str) -> str:
+    """What to say when a bare name is neither a file nor a shipped scenario."""
+    if not is_bare_name(name):
+        return ""
+    unknown = ", and no shipped scenario of that name"
+    close = closest_names(name)
+    if close:
+        return f"{unknown} (did you mean {' or '.join(map(repr, close))}?)"
+    return f"{unknown}; the shipped ones are {', '.join(shipped_names())}"
 
 
 def _relative(path: Path) -> str:
