@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from mailgate.sim.scenario import ScenarioError, load, shipped_scenarios
+from mailgate.sim.scenario.loading import extended_file
 from mailgate.sim.scenario.shipped import closest_names, describe, shipped_path
 from tests.conftest import ROOT
 
@@ -108,3 +109,11 @@ def test_a_path_with_folders_is_never_a_shipped_name(elsewhere: Path) -> None:
     with pytest.raises(ScenarioError) as info:
         load("nowhere/drive-network.toml")
     assert info.value.message == "no such file"
+
+
+def test_extended_file_names_the_parent_file(tmp_path: Path) -> None:
+    """What calibration's production_base needs: the parent file of an ``extends``."""
+    mine = tmp_path / "mine.toml"
+    assert extended_file(mine, "peak-hour").samefile(SHIPPED / "peak-hour.toml")
+    (tmp_path / "peak-hour.toml").write_text("")
+    assert extended_file(mine, "peak-hour.toml") == tmp_path / "peak-hour.toml"

@@ -1,7 +1,8 @@
 """How the schema declares a field: ``spec`` (a documented default with limits) and
 ``required`` (a key the file must give). Both return ``dataclasses.field`` with the
 ``doc`` and the limits (``min``, ``max``, ``gt``, ``choices``, ``parse``, ``nonempty``)
-in its metadata, which ``schema.build`` checks and the docs print."""
+in its metadata: ``schema.build`` checks the limits, and the ``doc`` is the key's
+reference text."""
 
 from __future__ import annotations
 

@@ -72,15 +72,20 @@ def read_layers(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dic
         return [(path, table)]
     if not isinstance(parent, str):
         raise ScenarioError(path, "extends", f"expected a file name, got {parent!r}")
-    parent_path = path.parent / parent
-    if not parent_path.exists():
-        # a bare name with no such file next to this one: a shipped scenario
-        shipped = shipped_path(parent)
-        if shipped is None:
-            unknown = f"no such file {parent!r} (next to {path.name})"
-            raise ScenarioError(path, "extends", unknown + _shipped_hint(parent))
-        parent_path = shipped
-    return [*read_layers(parent_path, (*seen, path)), (path, table)]
+    return [*read_layers(extended_file(path, parent), (*seen, path)), (path, table)]
+
+
+def extended_file(path: Path, parent: str) -> Path:
+    """The file that ``extends = parent`` in ``path`` names: the file next to ``path``,
+    else (a bare name) the shipped scenario of that name."""
+    beside = path.parent / parent
+    if beside.exists():
+        return beside
+    shipped = shipped_path(parent)
+    if shipped is None:
+        unknown = f"no such file {parent!r} (next to {path.name})"
+        raise ScenarioError(path, "extends", unknown + _shipped_hint(parent))
+    return shipped
 
 
 def sets_key(table: Mapping[str, Any], key: str) -> bool:
