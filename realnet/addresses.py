@@ -15,7 +15,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from mailgate.sim.scenario.topology import MAILBOX, Scenario
+from mailgate.sim.scenario import Scenario
+from mailgate.sim.scenario.topology import MAILBOX
 
 #: The remote domain standing for "the rest of the Internet".
 OTHER_DOMAIN = "elsewhere.example"

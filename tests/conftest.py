@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from mailgate.realnet.addresses import AddressPlan
+from mailgate.sim.scenario import Scenario
 from mailgate.sim.scenario.loading import load
-from mailgate.sim.scenario.topology import Scenario
 
 if TYPE_CHECKING:
     import dns.resolver

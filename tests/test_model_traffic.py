@@ -6,8 +6,8 @@ import math
 from pathlib import Path
 
 from mailgate.sim.model.network import Model, Stream
+from mailgate.sim.scenario import DIURNAL_SHAPES, HourlyProfile
 from mailgate.sim.scenario.loading import load
-from mailgate.sim.scenario.topology import DIURNAL_SHAPES, HourlyProfile
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,9 +15,9 @@ import pytest
 
 from mailgate.sim.analysis.selftest import idle
 from mailgate.sim.model.network import DELIVERY_STAGES, FSYNC_STAGES, OFF_PATH_STAGES, Model
+from mailgate.sim.scenario import MAILBOX, ROLE_STAGES, Scenario, StageCost
 from mailgate.sim.scenario.loading import load
 from mailgate.sim.scenario.records import HopRecord, MessageRecord
-from mailgate.sim.scenario.topology import MAILBOX, ROLE_STAGES, Scenario, StageCost
 
 BASE = Path(__file__).resolve().parents[1] / "scenarios" / "drive-network.toml"
 SIZE = 2.0

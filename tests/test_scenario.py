@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from mailgate.sim.scenario import ROLE_STAGES, Scenario
 from mailgate.sim.scenario.distributions import Constant, Geometric, Lognormal
 from mailgate.sim.scenario.loading import ScenarioError, load
-from mailgate.sim.scenario.topology import ROLE_STAGES, Scenario
 from tests.conftest import ROOT, SCENARIOS
 
 

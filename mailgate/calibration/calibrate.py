@@ -69,9 +69,9 @@ from mailgate.realnet.load.loadgen import (
     run_load,
 )
 from mailgate.realnet.load.mailclients import Auth
+from mailgate.sim.scenario import MAILBOX, Scenario
 from mailgate.sim.scenario.loading import load
 from mailgate.sim.scenario.records import HopRecord, MessageRecord
-from mailgate.sim.scenario.topology import MAILBOX, Scenario
 
 EXIT_TOLERANCE = 3
 #: Loads of the default sweep, as shares of the measured saturation throughput.

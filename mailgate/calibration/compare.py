@@ -21,8 +21,8 @@ import numpy as np
 
 from mailgate.calibration.fit import Fit, tier_of
 from mailgate.realnet.load.loadgen import quantile_row
+from mailgate.sim.scenario import Scenario
 from mailgate.sim.scenario.records import HopRecord, MessageRecord
-from mailgate.sim.scenario.topology import Scenario
 
 #: Targets are checked up to this share of saturation (the issue: "up to 70 %").
 TARGET_MAX_LOAD = 0.7

@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from mailgate.sim.scenario import MAILBOX, Scenario
 from mailgate.sim.scenario.records import HopRecord
-from mailgate.sim.scenario.topology import MAILBOX, Scenario
 
 #: Stages whose waiting is DNS round trips (``dns_lookups`` in the scenario).
 DNS_STAGES = ("spf", "dkim_verify", "mx_lookup")

@@ -37,8 +37,8 @@ from mailgate.realnet.load.schedule import (
     message_id_of,
     plan_messages,
 )
+from mailgate.sim.scenario import Scenario
 from mailgate.sim.scenario.records import HopRecord, MessageRecord
-from mailgate.sim.scenario.topology import Scenario
 
 # the schedule's names that callers of the runner (calibration) import from here
 __all__ = [

@@ -33,8 +33,8 @@ from typing import Any
 
 from mailgate.realnet.addresses import AddressPlan
 from mailgate.realnet.relay.message import trace_header
+from mailgate.sim.scenario import MAILBOX, Scenario
 from mailgate.sim.scenario.records import HopRecord, read_hops
-from mailgate.sim.scenario.topology import MAILBOX, Scenario
 
 POLL_INTERVAL_S = 0.005
 

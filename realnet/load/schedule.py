@@ -24,7 +24,8 @@ import numpy as np
 
 from mailgate.realnet.addresses import OTHER_DOMAIN, AddressPlan, Endpoint
 from mailgate.realnet.load.mailclients import Auth
-from mailgate.sim.scenario.topology import MAILBOX, Scenario
+from mailgate.sim.scenario import Scenario
+from mailgate.sim.scenario.topology import MAILBOX
 
 #: Headers + the fixed part of a generated message, bytes (sizes are totals).
 _HEADER_ROOM = 400

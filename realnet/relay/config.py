@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mailgate.realnet.addresses import AddressPlan, host_name
-from mailgate.sim.scenario.topology import INTERNET, Scenario
+from mailgate.sim.scenario import Scenario
+from mailgate.sim.scenario.topology import INTERNET
 
 
 @dataclass

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from mailgate.sim.scenario.topology import Scenario
+from mailgate.sim.scenario import Scenario
 
 #: The EICAR anti-virus test file (68 bytes), harmless by design.
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"

@@ -30,7 +30,7 @@ import dns.resolver
 from mailgate.realnet.addresses import AddressPlan
 from mailgate.realnet.services.inthread import serve_in_thread
 from mailgate.realnet.services.zone import Zone, build_zone
-from mailgate.sim.scenario.topology import Scenario
+from mailgate.sim.scenario import Scenario
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ import dns.reversename
 import dns.rrset
 
 from mailgate.realnet.addresses import AddressPlan, host_name, remote_mx_name, remote_sender_name
-from mailgate.sim.scenario.topology import Scenario
+from mailgate.sim.scenario import Scenario
 
 TTL = 300
 #: Last two octets of the address that fail-SPF domains authorise instead of

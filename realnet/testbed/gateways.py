@@ -29,7 +29,7 @@ from mailgate.realnet.relay.config import RelayConfig
 from mailgate.realnet.relay.message import domain_of
 from mailgate.realnet.relay.policy import Incoming, Policy, Verdict
 from mailgate.realnet.relay.relay import Relay
-from mailgate.sim.scenario.topology import Scenario
+from mailgate.sim.scenario import Scenario
 
 #: SPF verdicts that refuse the message before the 250 (TOPOLOGY.md: fail → 550).
 SPF_REPLIES = {

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from mailgate.realnet.addresses import AddressPlan
+from mailgate.sim.scenario import Scenario
 from mailgate.sim.scenario.loading import load
-from mailgate.sim.scenario.topology import Scenario
 
 
 def ready_file(state_dir: Path, host_id: str) -> Path:

@@ -28,8 +28,8 @@ from mailgate.realnet.relay.message import parse_trace
 from mailgate.realnet.relay.policy import Incoming, Policy
 from mailgate.realnet.relay.relay import Relay
 from mailgate.realnet.relay.tracing import Tracer
+from mailgate.sim.scenario import MAILBOX, Scenario
 from mailgate.sim.scenario.records import HopRecord, StageSpan
-from mailgate.sim.scenario.topology import MAILBOX, Scenario
 
 #: Maildir file uids remembered for joining POP retrievals to trace ids.
 UID_MEMORY = 100_000

@@ -31,8 +31,8 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from mailgate.realnet.addresses import AddressPlan
 from mailgate.realnet.relay.message import normalise_line_ends, parse_trace
 from mailgate.realnet.relay.tracing import Tracer
+from mailgate.sim.scenario import Scenario
 from mailgate.sim.scenario.records import HopRecord, StageSpan
-from mailgate.sim.scenario.topology import Scenario
 
 CONTROL_FILE = "control.json"
 

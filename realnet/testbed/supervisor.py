@@ -30,8 +30,8 @@ from typing import Any
 import mailgate
 from mailgate.realnet.addresses import AddressPlan
 from mailgate.realnet.testbed.host import ready_file
+from mailgate.sim.scenario import MAILBOX, Scenario
 from mailgate.sim.scenario.loading import load
-from mailgate.sim.scenario.topology import MAILBOX, Scenario
 
 #: ``up`` records the state dir of a running testbed here, per scenario name.
 RUNNING_DIR = Path(tempfile.gettempdir()) / "mailgate-realnet"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mailgate.sim.scenario.topology import INTERNET, MAILBOX, Scenario, Tier
+from mailgate.sim.scenario import INTERNET, MAILBOX, Scenario, Tier
 
 SECONDS_PER_DAY = 86_400.0
 

@@ -14,8 +14,8 @@ import dataclasses
 from typing import Any
 
 from mailgate.sim.model.network import Model
+from mailgate.sim.scenario import Scenario
 from mailgate.sim.scenario.records import HopRecord, MessageRecord
-from mailgate.sim.scenario.topology import Scenario
 
 #: The probe: a short text mail to yourself (KB). Not a cost, just its size.
 PROBE_KB = 2.0

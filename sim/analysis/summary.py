@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from mailgate.sim.analysis.offered import pop_sessions_per_s, tier_loads
-from mailgate.sim.scenario.topology import MAILBOX, Scenario
+from mailgate.sim.scenario import Scenario
+from mailgate.sim.scenario.topology import MAILBOX
 
 #: Peak-hour CPU utilisation above which a host is flagged.
 HOT = 0.8

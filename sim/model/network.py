@@ -43,8 +43,8 @@ from mailgate.sim.model.engine import Scheduler
 from mailgate.sim.model.hosts import Host, HostStats, Machine, Msg, Stage
 from mailgate.sim.model.sampling import Streams
 from mailgate.sim.model.stats import Level, LogHistogram
+from mailgate.sim.scenario import INTERNET, MAILBOX, Scenario, StageCost
 from mailgate.sim.scenario.records import HopRecord, MessageRecord
-from mailgate.sim.scenario.topology import INTERNET, MAILBOX, Scenario, StageCost
 
 #: Latency spans recorded per flow (names used by slo.objectives).
 SPANS = ("accepted_to_mailbox", "sent_to_retrieved", "sent_to_remote", "sent_to_accepted")

@@ -15,9 +15,9 @@ import numpy as np
 
 from mailgate.sim.model.network import Model, Trace, bucket_seconds
 from mailgate.sim.model.results import Results, collect
+from mailgate.sim.scenario import Scenario
 from mailgate.sim.scenario.records import HopRecord, MessageRecord
 from mailgate.sim.scenario.schema import to_table
-from mailgate.sim.scenario.topology import Scenario
 
 PACKAGES = ("simpy", "numpy", "matplotlib", "tqdm")
 

@@ -1,5 +1,7 @@
 """Load a scenario file: parse TOML → resolve ``extends`` → fill defaults →
-validate → build a ``sim.topology.Scenario``.
+validate → build a ``root.Scenario``. A file is given by path or, for the
+scenarios that ship with mailgate, by name (``drive-network``), in ``load`` and in
+``extends`` alike.
 
 Every user error becomes a ``ScenarioError`` naming the file, the key path and
 what is wrong, so the CLI can print one line instead of a traceback.
@@ -16,16 +18,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from mailgate.sim.scenario.checks import check
 from mailgate.sim.scenario.errors import UserError
-from mailgate.sim.scenario.schema import SchemaError, build, join, suggest
-from mailgate.sim.scenario.topology import (
-    GATEWAY_ROLES,
-    INTERNET,
-    MAILBOX,
-    ROLE_STAGES,
-    STAGES,
-    Scenario,
-)
+from mailgate.sim.scenario.root import Scenario
+from mailgate.sim.scenario.schema import SchemaError, build, join
+from mailgate.sim.scenario.shipped import closest_names, is_bare_name, shipped_names, shipped_path
 
 
 class ScenarioError(UserError, ValueError):
@@ -75,10 +72,20 @@ def read_layers(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dic
         return [(path, table)]
     if not isinstance(parent, str):
         raise ScenarioError(path, "extends", f"expected a file name, got {parent!r}")
-    parent_path = path.parent / parent
-    if not parent_path.exists():
-        raise ScenarioError(path, "extends", f"no such file {parent!r} (next to {path.name})")
-    return [*read_layers(parent_path, (*seen, path)), (path, table)]
+    return [*read_layers(extended_file(path, parent), (*seen, path)), (path, table)]
+
+
+def extended_file(path: Path, parent: str) -> Path:
+    """The file that ``extends = parent`` in ``path`` names: the file next to ``path``,
+    else (a bare name) the shipped scenario of that name."""
+    beside = path.parent / parent
+    if beside.exists():
+        return beside
+    shipped = shipped_path(parent)
+    if shipped is None:
+        unknown = f"no such file {parent!r} (next to {path.name})"
+        raise ScenarioError(path, "extends", unknown + _shipped_hint(parent))
+    return shipped
 
 
 def sets_key(table: Mapping[str, Any], key: str) -> bool:
@@ -95,7 +102,7 @@ def sets_key(table: Mapping[str, Any], key: str) -> bool:
 
 
 def default_topology() -> dict[str, Any]:
-    """The source's five gateways and mailbox server (sim/default_topology.toml)."""
+    """The source's five gateways and mailbox server (sim/scenario/default_topology.toml)."""
     text = (
         resources.files("mailgate.sim.scenario")
         .joinpath("default_topology.toml")
@@ -159,103 +166,17 @@ def fill(table: dict[str, Any]) -> dict[str, Any]:
     return table
 
 
-# ---------------------------------------------------------------- checking
-
-
-def check(s: Scenario) -> None:
-    """Cross-field rules the schema cannot express; raises SchemaError."""
-    tiers = s.tiers
-    for name, tier in tiers.items():
-        base = "mailbox_server" if name == MAILBOX else join("gateways", name)
-        _check_tier(name, tier, base, tiers)
-    if not any(t.role == "inbound_auth" for t in s.gateways.values()):
-        raise SchemaError("gateways", "no gateway has role inbound_auth: nothing is the MX")
-    _check_path(s, s.mx, MAILBOX, "inbound")
-    _check_path(s, MAILBOX, INTERNET, "outbound")
-
-    hosts = set(s.host_ids)
-    for i, down in enumerate(s.failures.host_down):
-        if down.host not in hosts:
-            raise SchemaError(
-                join(join("failures.host_down", i), "host"),
-                f"no host {down.host!r}{suggest(down.host, hosts)}; hosts are "
-                f"{', '.join(sorted(hosts))}",
-            )
-    names = [d.name for d in s.internet.domains]
-    for i, outage in enumerate(s.failures.remote_outage):
-        if outage.domain not in names:
-            raise SchemaError(
-                join(join("failures.remote_outage", i), "domain"),
-                f"no remote domain {outage.domain!r}{suggest(outage.domain, names)}; "
-                f"internet.domains has {', '.join(names) or 'none'}",
-            )
-    for key in ("share", "inbound_share"):
-        total = sum(getattr(d, key) for d in s.internet.domains)
-        if total > 1 + 1e-9:
-            raise SchemaError(f"internet.domains[*].{key}", f"shares add up to {total:g}, over 1")
-    for i, machine in enumerate(s.deployment.machines):
-        if not any(s.deployment.machine_of(h) is machine for h in hosts):
-            raise SchemaError(
-                join(join("deployment.machines", i), "hosts"),
-                f"patterns {list(machine.hosts)} place no host here",
-            )
-
-
-def _check_tier(name: str, tier: Any, base: str, tiers: Mapping[str, Any]) -> None:
-    if name == MAILBOX and tier.role != MAILBOX:
-        raise SchemaError(
-            join(base, "role"), f"the mailbox server's role is 'mailbox', not {tier.role!r}"
-        )
-    if name != MAILBOX and tier.role not in GATEWAY_ROLES:
-        raise SchemaError(
-            join(base, "role"), f"a gateway's role is one of {', '.join(GATEWAY_ROLES)}"
-        )
-    allowed = ROLE_STAGES[tier.role]
-    for stage in tier.stages:
-        if stage not in STAGES:
-            raise SchemaError(
-                join(join(base, "stages"), stage),
-                f"unknown stage{suggest(stage, STAGES)}; stages are {', '.join(STAGES)}",
-            )
-        if stage not in allowed:
-            raise SchemaError(
-                join(join(base, "stages"), stage),
-                f"role {tier.role} does not run {stage}; it runs {', '.join(allowed)}",
-            )
-    targets = [*tiers, INTERNET]
-    if tier.next_hop not in targets:
-        raise SchemaError(
-            join(base, "next_hop"),
-            f"no tier {tier.next_hop!r}{suggest(tier.next_hop, targets)}; "
-            f"expected one of {', '.join(targets)}",
-        )
-    if tier.fallback and (tier.fallback not in tiers or tier.fallback == name):
-        raise SchemaError(
-            join(base, "fallback"),
-            f"no other tier {tier.fallback!r}{suggest(tier.fallback, tiers)}",
-        )
-
-
-def _check_path(s: Scenario, start: str, end: str, flow: str) -> None:
-    path = s.path(start)
-    last = s.tiers[path[-1]]
-    reaches = path[-1] == end if end == MAILBOX else last.next_hop == INTERNET
-    if not reaches:
-        raise SchemaError(
-            "gateways",
-            f"the {flow} path {' -> '.join(path)} does not reach {end} (check next_hop)",
-        )
-
-
 # ---------------------------------------------------------------- front door
 
 
 def load(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Scenario:
     """Load, fill, validate and build a scenario; ``overrides`` use dotted keys.
 
-    An error names the last file in the ``extends`` chain that sets the bad key.
+    ``path`` is a scenario file, or the name of a shipped scenario (``"drive-network"``
+    or ``"drive-network.toml"``) when no file of that name exists. An error names the
+    last file in the ``extends`` chain that sets the bad key.
     """
-    path = Path(path)
+    path = locate(path)
     layers = read_layers(path)
     table: dict[str, Any] = {}
     for _, layer in layers:
@@ -269,6 +190,29 @@ def load(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Scenar
         if culprit is None or culprit == path.resolve():
             raise
         raise ScenarioError(_relative(culprit), e.key, e.message) from None
+
+
+def locate(path: str | Path) -> Path:
+    """The file ``path`` stands for: an existing file as given; else, for a bare name
+    (no folder part), the shipped scenario of that name."""
+    given = Path(path)
+    if given.is_file() or not is_bare_name(str(path)):
+        return given
+    shipped = shipped_path(str(path))
+    if shipped is None:
+        raise ScenarioError(path, "", "no such file" + _shipped_hint(str(path)))
+    return shipped
+
+
+def _shipped_hint(name: str) -> str:
+    """What to say when a bare name is neither a file nor a shipped scenario."""
+    if not is_bare_name(name):
+        return ""
+    unknown = ", and no shipped scenario of that name"
+    close = closest_names(name)
+    if close:
+        return f"{unknown} (did you mean {' or '.join(map(repr, close))}?)"
+    return f"{unknown}; the shipped ones are {', '.join(shipped_names())}"
 
 
 def _relative(path: Path) -> str:

@@ -1,10 +1,11 @@
 """Build frozen dataclasses from TOML tables, with errors a planner can act on.
 
-The dataclasses in ``sim.topology`` are the schema: their type hints say what
-each key holds, their defaults fill what a file leaves out and their field
-metadata gives limits. ``build(cls, table, path)`` checks a table against a
-class and returns an instance, or raises ``SchemaError`` naming the key path
-(``gateways.gateway1.hosts[0].cores``), the bad value and what was expected.
+The dataclasses of ``sim.scenario`` (``root.Scenario`` and its sections) are the
+schema: their type hints say what each key holds, their defaults fill what a file
+leaves out and their field metadata gives limits. ``build(cls, table, path)`` checks
+a table against a class and returns an instance, or raises ``SchemaError`` naming
+the key path (``gateways.gateway1.hosts[0].cores``), the bad value and what was
+expected.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from functools import cache
 from typing import Any
 
 from mailgate.sim.scenario.distributions import DistributionError, parse_distribution
-from mailgate.sim.scenario.topology import HourlyProfile
+from mailgate.sim.scenario.diurnal import HourlyProfile
 
 
 class SchemaError(ValueError):

@@ -1,0 +1,98 @@
+"""The rules of a whole scenario that no single field can state: each tier's role
+and stages fit, next hops and fallbacks name real tiers, the inbound and outbound
+paths reach the mailbox and the Internet, and failures, remote domains and machines
+name things that exist. ``check`` raises ``SchemaError`` naming the key."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from mailgate.sim.scenario.root import Scenario
+from mailgate.sim.scenario.schema import SchemaError, join, suggest
+from mailgate.sim.scenario.topology import GATEWAY_ROLES, INTERNET, MAILBOX, ROLE_STAGES, STAGES
+
+
+def check(s: Scenario) -> None:
+    """Cross-field rules the schema cannot express; raises SchemaError."""
+    tiers = s.tiers
+    for name, tier in tiers.items():
+        base = "mailbox_server" if name == MAILBOX else join("gateways", name)
+        _check_tier(name, tier, base, tiers)
+    if not any(t.role == "inbound_auth" for t in s.gateways.values()):
+        raise SchemaError("gateways", "no gateway has role inbound_auth: nothing is the MX")
+    _check_path(s, s.mx, MAILBOX, "inbound")
+    _check_path(s, MAILBOX, INTERNET, "outbound")
+
+    hosts = set(s.host_ids)
+    for i, down in enumerate(s.failures.host_down):
+        if down.host not in hosts:
+            raise SchemaError(
+                join(join("failures.host_down", i), "host"),
+                f"no host {down.host!r}{suggest(down.host, hosts)}; hosts are "
+                f"{', '.join(sorted(hosts))}",
+            )
+    names = [d.name for d in s.internet.domains]
+    for i, outage in enumerate(s.failures.remote_outage):
+        if outage.domain not in names:
+            raise SchemaError(
+                join(join("failures.remote_outage", i), "domain"),
+                f"no remote domain {outage.domain!r}{suggest(outage.domain, names)}; "
+                f"internet.domains has {', '.join(names) or 'none'}",
+            )
+    for key in ("share", "inbound_share"):
+        total = sum(getattr(d, key) for d in s.internet.domains)
+        if total > 1 + 1e-9:
+            raise SchemaError(f"internet.domains[*].{key}", f"shares add up to {total:g}, over 1")
+    for i, machine in enumerate(s.deployment.machines):
+        if not any(s.deployment.machine_of(h) is machine for h in hosts):
+            raise SchemaError(
+                join(join("deployment.machines", i), "hosts"),
+                f"patterns {list(machine.hosts)} place no host here",
+            )
+
+
+def _check_tier(name: str, tier: Any, base: str, tiers: Mapping[str, Any]) -> None:
+    if name == MAILBOX and tier.role != MAILBOX:
+        raise SchemaError(
+            join(base, "role"), f"the mailbox server's role is 'mailbox', not {tier.role!r}"
+        )
+    if name != MAILBOX and tier.role not in GATEWAY_ROLES:
+        raise SchemaError(
+            join(base, "role"), f"a gateway's role is one of {', '.join(GATEWAY_ROLES)}"
+        )
+    allowed = ROLE_STAGES[tier.role]
+    for stage in tier.stages:
+        if stage not in STAGES:
+            raise SchemaError(
+                join(join(base, "stages"), stage),
+                f"unknown stage{suggest(stage, STAGES)}; stages are {', '.join(STAGES)}",
+            )
+        if stage not in allowed:
+            raise SchemaError(
+                join(join(base, "stages"), stage),
+                f"role {tier.role} does not run {stage}; it runs {', '.join(allowed)}",
+            )
+    targets = [*tiers, INTERNET]
+    if tier.next_hop not in targets:
+        raise SchemaError(
+            join(base, "next_hop"),
+            f"no tier {tier.next_hop!r}{suggest(tier.next_hop, targets)}; "
+            f"expected one of {', '.join(targets)}",
+        )
+    if tier.fallback and (tier.fallback not in tiers or tier.fallback == name):
+        raise SchemaError(
+            join(base, "fallback"),
+            f"no other tier {tier.fallback!r}{suggest(tier.fallback, tiers)}",
+        )
+
+
+def _check_path(s: Scenario, start: str, end: str, flow: str) -> None:
+    path = s.path(start)
+    last = s.tiers[path[-1]]
+    reaches = path[-1] == end if end == MAILBOX else last.next_hop == INTERNET
+    if not reaches:
+        raise SchemaError(
+            "gateways",
+            f"the {flow} path {' -> '.join(path)} does not reach {end} (check next_hop)",
+        )
