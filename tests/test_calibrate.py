@@ -61,6 +61,25 @@ def test_relative_error() -> None:
     assert relative_error(1.0, 0.0) == math.inf
 
 
+def test_read_traces_selects_one_run_from_every_hosts_file_in_order_of_arrival(
+    tmp_path: Path,
+) -> None:
+    from mailgate.realnet.relay.tracing import Tracer, read_traces
+
+    gateway, mailbox = Tracer(tmp_path, "gateway0.0"), Tracer(tmp_path, "mailbox.0")
+    mailbox.write(HopRecord("<cal1-0@loadgen>", "inbound", "mailbox.0", 4.0, arrived=2.0))
+    gateway.write(HopRecord("<cal1-0@loadgen>", "inbound", "gateway0.0", 4.0, arrived=1.0))
+    gateway.write(HopRecord("cal10-0", "inbound", "gateway0.0", 4.0, arrived=0.5))  # another run
+    gateway.write(HopRecord("cal0-3", "inbound", "gateway0.0", 4.0, arrived=0.1))
+    gateway.close()
+    mailbox.close()
+    run = read_traces(tmp_path, "cal1-")
+    assert [(h.host, h.arrived) for h in run] == [("gateway0.0", 1.0), ("mailbox.0", 2.0)]
+    everything = [h.msg_id for h in read_traces(tmp_path)]
+    assert everything == ["cal0-3", "cal10-0", "<cal1-0@loadgen>", "<cal1-0@loadgen>"]
+    assert read_traces(tmp_path / "nothing here") == []
+
+
 def test_parse_rates_sorts_and_refuses_nonsense() -> None:
     from mailgate.sim.scenario.errors import UserError
 

@@ -26,7 +26,6 @@ HopRecords, utilisations): the comparison and the report are in
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import sys
 import tempfile
@@ -69,6 +68,7 @@ from mailgate.realnet.load.loadgen import (
     run_load,
 )
 from mailgate.realnet.load.mailclients import Auth
+from mailgate.realnet.relay.tracing import read_traces
 from mailgate.sim.scenario.loading import load
 from mailgate.sim.scenario.records import HopRecord, MessageRecord
 from mailgate.sim.scenario.topology import MAILBOX, Scenario
@@ -95,19 +95,6 @@ def parse_rates(text: str) -> list[float]:
     if not rates or any(r <= 0 or not math.isfinite(r) for r in rates):
         raise UserError(f"--rates: every rate must be a number > 0, got {text!r}")
     return rates
-
-
-def read_traces(state_dir: Path, prefix: str) -> list[HopRecord]:
-    """Every host's HopRecords whose message id starts with ``prefix`` (one run)."""
-    hops = []
-    for path in sorted((state_dir / "traces").glob("*.jsonl")):
-        with path.open(encoding="utf-8") as f:
-            for line in f:
-                if prefix in line:
-                    hop = HopRecord.from_dict(json.loads(line))
-                    if hop.msg_id.strip("<").startswith(prefix):
-                        hops.append(hop)
-    return hops
 
 
 @dataclass
