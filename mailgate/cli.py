@@ -25,7 +25,7 @@ COMMANDS = {
     "selftest": "mailgate.sim.analysis.selftest:selftest_command",
     "realnet up": "mailgate.realnet.testbed.supervisor:up_command",
     "realnet probe": "mailgate.realnet.load.probe:probe_command",
-    "calibrate": "mailgate.calibration.calibrate:calibrate_command",
+    "calibrate": "mailgate.commands.calibrate:calibrate_command",
 }
 
 
