@@ -34,7 +34,7 @@ from mailgate.sim.scenario.topology import Scenario
 #: Stages whose waiting is DNS round trips (``dns_lookups`` in the scenario).
 DNS_STAGES = ("spf", "dkim_verify", "mx_lookup")
 #: Stages whose waiting is the disk (the host's ``fsync_s``; the model charges
-#: one fsync in each, like ``sim.model.FSYNC_STAGES``).
+#: one fsync in each, like the model's ``FSYNC_STAGES``).
 DISK_STAGES = ("spool", "maildir")
 #: Stages whose waiting is another party the model already represents (the
 #: sending client, the next hop receiving the message, the POP client): their
@@ -241,6 +241,7 @@ def _dns_per_lookup(
 
 
 def dns_lookups(scenario: Scenario | None, tier: str, stage: str) -> int:
+    """DNS lookups the scenario gives a stage (1 without a scenario, 0 for no such stage)."""
     if scenario is None:
         return 1
     t = scenario.tiers.get(tier)

@@ -72,7 +72,7 @@ def model_point(
 ) -> Point:
     """Run the model at one load on ``base`` with the fitted ``overlay`` table
     (``overlay.overlay_table``) on top, merged in memory."""
-    from mailgate.sim.model.simulate import simulate  # the model (sim-model branch): import late
+    from mailgate.sim.model.simulate import simulate  # only when the model runs: import late
 
     fitted = fitted_scenario(base, overlay or {})
     overrides = model_overrides(fitted, rate, shares, pop_interval_s, horizon_s)
