@@ -81,7 +81,7 @@ def _tier_table(table: dict[str, Any], tier: str) -> dict[str, Any]:
     return table.setdefault("gateways", {}).setdefault(tier, {})
 
 
-#: The comment at the top of a written overlay (TOML keeps no comments: tomli-w writes none).
+#: The comment lines on top of a written overlay (tomli-w writes the values only).
 HEADER = (
     "# Stage costs fitted by `mailgate calibrate` from a low-load realnet run.",
     "# CPU: fixed + per KB by least squares; spread as a lognormal sigma;",
