@@ -30,7 +30,7 @@ COMMAND_MODULES = ["check", "run", "selftest"]
 COMMANDS = {
     "realnet up": "mailgate.commands.realnet:up_command",
     "realnet probe": "mailgate.commands.realnet:probe_command",
-    "calibrate": "mailgate.calibration.calibrate:calibrate_command",
+    "calibrate": "mailgate.commands.calibrate:calibrate_command",
 }
 
 

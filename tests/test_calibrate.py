@@ -12,32 +12,29 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mailgate.calibration.calibrate import (
-    Options,
-    calibrate,
-    find_saturation,
-    latency_growth,
-    model_overrides,
-    model_point,
-    model_saturation,
-    outside_cpu_per_message,
-    parse_rates,
-    with_outside_cpu,
-)
+from mailgate.calibration.calibrate import Options, calibrate
 from mailgate.calibration.compare import (
     MIN_JUDGED_N,
-    Point,
-    Saturation,
     build_report,
     compare_points,
     departures,
     most_off,
     relative_error,
-    stage_profile,
-    utilisation_law_saturation,
-    write_outputs,
 )
 from mailgate.calibration.fit import Fit
+from mailgate.calibration.measure import latency_growth
+from mailgate.calibration.modelled import model_overrides, model_point
+from mailgate.calibration.outputs import write_outputs
+from mailgate.calibration.points import Point, stage_profile
+from mailgate.calibration.saturation import (
+    Saturation,
+    find_saturation,
+    model_saturation,
+    outside_cpu_per_message,
+    utilisation_law_saturation,
+    with_outside_cpu,
+)
+from mailgate.commands.calibrate import parse_rates
 from mailgate.realnet.load.loadgen import flow_shares
 from mailgate.sim.scenario.loading import load
 from mailgate.sim.scenario.records import HopRecord, MessageRecord, StageSpan
@@ -59,6 +56,25 @@ def test_relative_error() -> None:
     assert relative_error(1.1, 1.0) == pytest.approx(0.1)
     assert relative_error(0.0, 0.0) == 0.0
     assert relative_error(1.0, 0.0) == math.inf
+
+
+def test_read_traces_selects_one_run_from_every_hosts_file_in_order_of_arrival(
+    tmp_path: Path,
+) -> None:
+    from mailgate.realnet.relay.tracing import Tracer, read_traces
+
+    gateway, mailbox = Tracer(tmp_path, "gateway0.0"), Tracer(tmp_path, "mailbox.0")
+    mailbox.write(HopRecord("<cal1-0@loadgen>", "inbound", "mailbox.0", 4.0, arrived=2.0))
+    gateway.write(HopRecord("<cal1-0@loadgen>", "inbound", "gateway0.0", 4.0, arrived=1.0))
+    gateway.write(HopRecord("cal10-0", "inbound", "gateway0.0", 4.0, arrived=0.5))  # another run
+    gateway.write(HopRecord("cal0-3", "inbound", "gateway0.0", 4.0, arrived=0.1))
+    gateway.close()
+    mailbox.close()
+    run = read_traces(tmp_path, "cal1-")
+    assert [(h.host, h.arrived) for h in run] == [("gateway0.0", 1.0), ("mailbox.0", 2.0)]
+    everything = [h.msg_id for h in read_traces(tmp_path)]
+    assert everything == ["cal0-3", "cal10-0", "<cal1-0@loadgen>", "<cal1-0@loadgen>"]
+    assert read_traces(tmp_path / "nothing here") == []
 
 
 def test_parse_rates_sorts_and_refuses_nonsense() -> None:
@@ -231,7 +247,8 @@ def _check_report_files(out: Path) -> dict:
     return data
 
 
-def test_report_and_json_from_synthetic_points(tmp_path: Path) -> None:
+def synthetic_report(out: Path) -> tuple[dict, list[str], list[Point], list[Point]]:
+    """A report on two made-up loads whose saturation misses its targets."""
     measured = [point(10, 0.010, 0.020), point(30, 0.012, 0.030)]
     modelled = [point(10, 0.011, 0.021), point(30, 0.020, 0.040)]
     report, failures = build_report(
@@ -242,10 +259,15 @@ def test_report_and_json_from_synthetic_points(tmp_path: Path) -> None:
         saturation_measured=Saturation(50.0, "mailbox.0", "ramp"),
         saturation_modelled=Saturation(60.0, "gateway3.0", "model"),
         fit=Fit(),
-        overlay=tmp_path / "fitted.toml",
+        overlay=out / "fitted.toml",
         tolerance=0.15,
         wall_s=1.0,
     )
+    return report, failures, measured, modelled
+
+
+def test_report_and_json_from_synthetic_points(tmp_path: Path) -> None:
+    report, failures, measured, modelled = synthetic_report(tmp_path)
     assert any(f.startswith("saturation") for f in failures)  # +20 % > 10 %
     assert any(f.startswith("first to saturate") for f in failures)
     write_outputs(report, measured, modelled, tmp_path)
@@ -268,9 +290,8 @@ def test_short_end_to_end_calibration(tmp_path: Path) -> None:
         # addresses no other test picks from (a running `realnet up` keeps 127.25)
         testbed_overrides={"realnet.address_prefix": prefix, "realnet.dns_address": dns},
     )
-    report, code = calibrate(opts, log=lambda s: None)
-    assert code in (0, 3)
-    assert (code == 3) == bool(report["failures"])
+    report = calibrate(opts, log=lambda s: None)
+    assert report["ok"] == (not report["failures"])
     data = _check_report_files(tmp_path / "cal")
     assert [load["measured"]["rate"] for load in data["loads"]] == [3.0, 8.0]
     measured = data["loads"][0]["measured"]
@@ -299,3 +320,28 @@ def test_cli_user_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[st
     no_users.write_text(f'extends = "{TESTBED}"\n[realnet]\nusers = []\n')
     assert main(["calibrate", str(no_users), "--rates", "5"]) == 2
     assert "realnet.users" in capsys.readouterr().err
+
+
+def test_command_prints_the_report_and_exits_3_when_a_target_is_missed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mailgate.commands.calibrate as command
+    from mailgate.cli import main
+
+    report = synthetic_report(tmp_path)[0]
+    given: list[Options] = []
+
+    def fake_calibrate(opts: Options, log: object) -> dict:
+        given.append(opts)
+        return report
+
+    monkeypatch.setattr(command, "calibrate", fake_calibrate)
+    args = ["calibrate", str(TESTBED), "--rates", "30,10", "--out", str(tmp_path)]
+    assert main(args) == command.EXIT_TOLERANCE == 3
+    out = capsys.readouterr().out
+    assert out.startswith("# Calibration") and "## Verdict" in out and "saturation" in out
+    assert given[0].rates == [10.0, 30.0] and given[0].out == tmp_path
+    assert given[0].user.user == "selftest"  # the testbed's first realnet user
+    report.update(ok=True, failures=[])
+    assert main(args) == 0
+    assert "All targets met." in capsys.readouterr().out

@@ -8,19 +8,19 @@ lognormal sigma within 0.05, R² high for size-driven stages.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from mailgate.calibration.fit import (
-    attribute_untraced_cpu,
-    fit_traces,
-    linear_fit,
-    sigma_from_cv,
-    write_overlay,
-)
+from mailgate.calibration.attribution import attribute_untraced_cpu
+from mailgate.calibration.fit import fit_traces, linear_fit, sigma_from_cv
+from mailgate.calibration.modelled import model_overrides
+from mailgate.calibration.overlay import fitted_scenario, overlay_table, write_overlay
+from mailgate.realnet.load.loadgen import flow_shares
 from mailgate.sim.scenario.loading import load
 from mailgate.sim.scenario.records import HopRecord, StageSpan
 from tests.conftest import TESTBED
@@ -116,7 +116,7 @@ def test_r2_reflects_size_dependence(fit) -> None:
 
 
 def test_overlay_loads_on_testbed_with_fitted_means(fit, tmp_path: Path) -> None:
-    path = write_overlay(fit, TESTBED, tmp_path / "fitted.toml", load(TESTBED))
+    path = write_overlay(overlay_table(fit, load(TESTBED)), TESTBED, tmp_path / "fitted.toml")
     assert path.read_text().startswith("#")
     s = load(path)
     assert s.scenario.name == "loopback-testbed"  # extends the testbed
@@ -133,6 +133,34 @@ def test_overlay_loads_on_testbed_with_fitted_means(fit, tmp_path: Path) -> None
     assert s.network.dns_s.mean == pytest.approx(fit.dns_s)
     # DNS stages carry no extra wait beyond their lookups
     assert s.gateways["gateway0"].cost("spf").wait_s.mean < 0.0002
+
+
+def test_fitted_overlay_round_trips_and_is_the_scenario_the_model_runs_on(
+    fit, tmp_path: Path
+) -> None:
+    """fitted.toml holds exactly the fitted table (tomli-w writes, tomllib reads
+    the same values), and loading it gives the scenario calibration builds from
+    the table in memory, with and without the model's load overrides."""
+    scenario = load(TESTBED)
+    table = overlay_table(fit, scenario)
+    path = write_overlay(table, TESTBED, tmp_path / "fitted.toml")
+    with path.open("rb") as f:
+        written = tomllib.load(f)
+    assert (path.parent / written.pop("extends")).resolve() == TESTBED.resolve()
+    assert written == table
+    loaded = load(path)
+    for (tier, stage), sf in fit.stages.items():
+        cost = loaded.tiers[tier].cost(stage)
+        assert cost.cpu_per_kb_s == sf.cpu_per_kb_s, (tier, stage)
+        # a lognormal is written by its median: the mean comes back to rounding
+        assert cost.cpu_s.mean == pytest.approx(sf.cpu_fixed_s, rel=1e-12, abs=0), (tier, stage)
+    assert loaded.network.dns_s.mean == fit.dns_s
+    overrides = model_overrides(scenario, 5.0, flow_shares(scenario), 1.0, 60.0)
+    for extra in (None, overrides):
+        from_file = dataclasses.replace(load(path, extra), source="")
+        in_memory = dataclasses.replace(fitted_scenario(TESTBED, table, extra), source="")
+        assert from_file == in_memory
+    assert table == overlay_table(fit, scenario)  # loading did not write into the table
 
 
 def test_untraced_cpu_off_the_path_becomes_housekeeping() -> None:
@@ -188,8 +216,6 @@ def test_on_path_cpu_is_shared_in_proportion_to_traced_receive_cpu() -> None:
 def test_overlay_with_housekeeping_loads_and_the_model_recovers_it(tmp_path: Path) -> None:
     """The model with a known housekeeping cost: its traces show no span for it,
     its hosts' CPU does; the fitter gives the cost back, and off the path."""
-    from mailgate.calibration.calibrate import model_overrides
-    from mailgate.realnet.load.loadgen import flow_shares
     from mailgate.sim.model.network import Model
 
     base = load(TESTBED)
@@ -212,7 +238,7 @@ def test_overlay_with_housekeeping_loads_and_the_model_recovers_it(tmp_path: Pat
         assert fit.stages[(tier, "housekeeping")].cpu_fixed_s == pytest.approx(cpu_s, rel=0.05)
         assert fit.stages[(tier, "smtp_receive")].cpu_fixed_s == pytest.approx(receive[tier])
     assert fit.stages[("gateway2", "housekeeping")].cpu_fixed_s < 1e-6
-    s = load(write_overlay(fit, TESTBED, tmp_path / "fitted.toml", scenario))
+    s = load(write_overlay(overlay_table(fit, scenario), TESTBED, tmp_path / "fitted.toml"))
     assert s.tiers["gateway0"].cost("housekeeping").cpu_s.mean == pytest.approx(
         fit.stages[("gateway0", "housekeeping")].cpu_fixed_s
     )
@@ -222,8 +248,6 @@ def test_recovers_the_models_own_costs_from_its_trace() -> None:
     """The model (sim.simulate) with known costs writes HopRecords; the fitter
     must give those costs back: means and per-KB slopes within 5 %, the
     lognormal sigma within 0.1, DNS and fsync times within 5 %."""
-    from mailgate.calibration.calibrate import model_overrides
-    from mailgate.realnet.load.loadgen import flow_shares
     from mailgate.sim.model.simulate import simulate
 
     base = load(TESTBED)

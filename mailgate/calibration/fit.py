@@ -9,8 +9,8 @@ names up, the disk for ``spool`` (the host's ``fsync_s``), a remote
 service for the rest. The fit quality (R², residual spread) is kept per
 stage so the report can say which stage's model is poor.
 
-The result is a scenario overlay (TOML) that ``extends`` the testbed
-scenario, so ``sim.scenario.load`` reads it like any other scenario.
+``attribution`` then places the CPU no stage span shows; ``overlay`` turns
+the fit into a scenario overlay that ``extends`` the testbed scenario.
 
 Why a low load: in realnet every host is one single-threaded asyncio
 process, so CPU measured around a stage that awaits includes other
@@ -21,34 +21,31 @@ contamination is small.
 from __future__ import annotations
 
 import math
-import os
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mailgate.sim.scenario import MAILBOX, Scenario
+from mailgate.sim.scenario import Scenario
 from mailgate.sim.scenario.records import HopRecord
 
 #: Stages whose waiting is DNS round trips (``dns_lookups`` in the scenario).
 DNS_STAGES = ("spf", "dkim_verify", "mx_lookup")
 #: Stages whose waiting is the disk (the host's ``fsync_s``; the model charges
-#: one fsync in each, like ``sim.model.FSYNC_STAGES``).
+#: one fsync in each, like the model's ``FSYNC_STAGES``).
 DISK_STAGES = ("spool", "maildir")
 #: Stages whose waiting is another party the model already represents (the
 #: sending client, the next hop receiving the message, the POP client): their
 #: wait is reported but not written to the overlay, or it would count twice.
 PEER_STAGES = ("smtp_receive", "submission", "deliver", "pop_session", "pop_retrieve")
 
+
 #: Below this coefficient of variation the fixed CPU part is written as a constant.
 CV_CONSTANT = 0.1
 #: Upper bound for a fitted lognormal sigma (CV ≈ 3): beyond that one outlier decides.
 MAX_SIGMA = 1.2
-#: Waits below this (seconds) are written as 0: timer and scheduling noise.
-MIN_WAIT_S = 20e-6
 
 
 @dataclass
@@ -69,13 +66,6 @@ class StageFit:
     wait_median_s: float
     wait_kind: str  # dns | disk | peer | other
     source: str = "trace"  # trace | utilisation law | measured in-process
-
-    def cpu_table(self) -> dict[str, Any]:
-        """The overlay's ``cpu_s`` / ``cpu_per_kb_s`` for this stage."""
-        cpu = (
-            _lognormal(self.cpu_fixed_s, self.cpu_sigma) if self.cpu_sigma > 0 else self.cpu_fixed_s
-        )
-        return {"cpu_s": cpu, "cpu_per_kb_s": self.cpu_per_kb_s}
 
 
 @dataclass
@@ -185,7 +175,7 @@ def fit_stage(tier: str, stage: str, rows: list[tuple[float, float, float]]) -> 
     )
 
 
-def _overhead(hop: HopRecord) -> float | None:
+def hop_overhead(hop: HopRecord) -> float | None:
     """Time from arrival to the 250 that no stage before the 250 covers."""
     if hop.accepted is None:
         return None
@@ -211,7 +201,7 @@ def fit_traces(hops: Iterable[HopRecord], scenario: Scenario | None = None) -> F
         tier = tier_of(hop.host)
         for stage, span in hop.stages.items():
             rows[(tier, stage)].append((hop.size_kb, span.cpu_s, span.elapsed))
-        extra = _overhead(hop)
+        extra = hop_overhead(hop)
         if extra is not None:
             overheads[tier].append(extra)
 
@@ -244,123 +234,19 @@ def _dns_per_lookup(
     for (tier, stage), stage_rows in rows.items():
         if stage not in DNS_STAGES:
             continue
-        lookups = _lookups(scenario, tier, stage)
+        lookups = dns_lookups(scenario, tier, stage)
         if lookups:
             per_lookup += [max(e - c, 0.0) / lookups for _, c, e in stage_rows]
     return float(np.median(per_lookup)) if per_lookup else None
 
 
-def _lookups(scenario: Scenario | None, tier: str, stage: str) -> int:
+def dns_lookups(scenario: Scenario | None, tier: str, stage: str) -> int:
+    """DNS lookups the scenario gives a stage (1 without a scenario, 0 for no such stage)."""
     if scenario is None:
         return 1
     t = scenario.tiers.get(tier)
     cost = t.cost(stage) if t else None
     return cost.dns_lookups if cost else 0
-
-
-#: Stages that carry the on-path part of a hop's untraced CPU: the dialogue
-#: before the 250 that no span covers (parsing commands, headers) is theirs.
-OVERHEAD_STAGES = ("smtp_receive", "submission")
-#: Where the rest goes: CPU after the hand-off (the model's off-path stage).
-HOUSEKEEPING = "housekeeping"
-
-
-def attribute_untraced_cpu(
-    fit: Fit,
-    hops: Iterable[HopRecord],
-    host_cpu_s: Mapping[str, float],
-    *,
-    extra_cpu_s: Mapping[str, float] | None = None,
-) -> dict[str, float]:
-    """Give each tier's CPU that no stage span accounts for to the model.
-
-    What a tier's hosts used by /proc, minus what the traced stages account
-    for, is the per-hop untraced CPU (the utilisation law, U = X·D, per
-    hop): accepting the connection, the dialogue outside spans, spool
-    removal, connection teardown, trace writing. Only part of it can delay
-    the message: at a low load a host's CPU within one message's visit
-    cannot exceed the wall time no span of that visit covers, so the mean
-    uncovered time before the 250 (``_overhead``) bounds the on-path part.
-    That part goes to ``OVERHEAD_STAGES`` in proportion to the CPU traced in
-    each; the rest ran while no span of the message was open, i.e. after
-    the hand-off, and becomes the tier's ``housekeeping`` (CPU that
-    competes for the cores but delays no message). When realnet traced no
-    CPU in the SMTP stages (before it timed its event-loop thread), the
-    on-path part goes to the receiving dialogue up to its mean elapsed time
-    and the delivery client gets the remainder. ``host_cpu_s`` is each
-    host's CPU over the run; ``extra_cpu_s`` per tier is CPU known to belong
-    to something else (POP logins at the mailbox server). Returns the
-    untraced CPU per hop of each tier (on and off the path).
-    """
-    extra = dict(extra_cpu_s or {})
-    count: dict[str, int] = defaultdict(int)
-    traced: dict[str, float] = defaultdict(float)
-    uncovered: dict[str, float] = defaultdict(float)
-    deliveries: dict[str, int] = defaultdict(int)
-    per_stage: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    hosts_of: dict[str, set[str]] = defaultdict(set)
-    for hop in hops:
-        if hop.outcome == "retrieved":
-            continue  # POP: its CPU is in extra_cpu_s or stays in the residual
-        tier = tier_of(hop.host)
-        count[tier] += 1
-        traced[tier] += sum(span.cpu_s for span in hop.stages.values())
-        uncovered[tier] += _overhead(hop) or 0.0
-        deliveries[tier] += "deliver" in hop.stages
-        for stage in OVERHEAD_STAGES:
-            if stage in hop.stages:
-                per_stage[tier][stage].append(hop.stages[stage].cpu_s)
-        hosts_of[tier].add(hop.host)
-    residual: dict[str, float] = {}
-    for tier, n in count.items():
-        used = sum(host_cpu_s.get(h, 0.0) for h in hosts_of[tier]) - extra.get(tier, 0.0)
-        total = max(used - traced[tier], 0.0)
-        residual[tier] = total / n
-        on_path = min(total, uncovered[tier])
-        _set_housekeeping(fit, tier, (total - on_path) / n, n)
-        stages = {st: v for st, v in per_stage[tier].items() if (tier, st) in fit.stages}
-        weight = {st: sum(v) for st, v in stages.items()}
-        if sum(weight.values()) > 0:
-            for st, w in weight.items():
-                sf = fit.stages[(tier, st)]
-                share = on_path * w / sum(weight.values()) / len(stages[st])
-                _set_cpu(sf, sf.cpu_fixed_s + share)
-        else:
-            counts = {st: len(v) for st, v in stages.items()}
-            _split_untraced(fit, tier, on_path, {**counts, "deliver": deliveries[tier]})
-    return residual
-
-
-def _split_untraced(fit: Fit, tier: str, total: float, n: Mapping[str, int]) -> None:
-    """No CPU traced in the SMTP stages: receive up to its elapsed, deliver the rest."""
-    receive = fit.stages.get((tier, "smtp_receive"))
-    deliver = fit.stages.get((tier, "deliver"))
-    if receive is not None and deliver is not None and n.get("deliver"):
-        share = min(total / n["smtp_receive"], receive.wait_mean_s)  # its elapsed (cpu 0)
-        _set_cpu(receive, share)
-        _set_cpu(deliver, (total - share * n["smtp_receive"]) / n["deliver"])
-    elif receive is not None and n.get("smtp_receive"):
-        _set_cpu(receive, total / n["smtp_receive"])
-    elif deliver is not None and n.get("deliver"):
-        _set_cpu(deliver, total / n["deliver"])
-
-
-def _set_housekeeping(fit: Fit, tier: str, cpu_s: float, n: int) -> None:
-    """The tier's CPU per hop after the hand-off (no span, no wait: the utilisation law)."""
-    add_measured_stage(fit, tier, HOUSEKEEPING, cpu_s, n)
-    sf = fit.stages[(tier, HOUSEKEEPING)]
-    sf.wait_kind = "none"
-    sf.source = "utilisation law, off the path"
-
-
-def _set_cpu(sf: StageFit, cpu_s: float) -> None:
-    """Set the fixed CPU of a stage (its per-KB part stays; its spread is rescaled)."""
-    traced = sf.cpu_fixed_s > 0 or sf.cpu_per_kb_s > 0
-    cpu_s = max(cpu_s, 0.0)
-    sf.wait_mean_s = max(sf.wait_mean_s - (cpu_s - sf.cpu_fixed_s), 0.0)  # elapsed stays
-    sf.cpu_fixed_s = cpu_s
-    sf.cpu_sigma = sigma_from_cv(sf.residual_std_s / cpu_s) if cpu_s > 0 else 0.0
-    sf.source = "trace + utilisation law" if traced else "utilisation law"
 
 
 def add_measured_stage(fit: Fit, tier: str, stage: str, cpu_s: float, n: int = 1) -> None:
@@ -381,112 +267,3 @@ def add_measured_stage(fit: Fit, tier: str, stage: str, cpu_s: float, n: int = 1
         wait_kind="peer",
         source="measured in-process",
     )
-
-
-# ---------------------------------------------------------------- overlay
-
-
-def overlay_table(
-    fit: Fit, scenario: Scenario | None = None, *, stages_only: bool = False
-) -> dict[str, Any]:
-    """The overlay as a TOML-shaped dict (without ``extends``).
-
-    ``stages_only``: just the stage costs, not this machine's disk and DNS
-    times (for an overlay on a production deployment).
-    """
-    table: dict[str, Any] = {}
-    for (tier, stage), sf in fit.stages.items():
-        cost = sf.cpu_table()
-        lookups = _lookups(scenario, tier, stage)
-        if sf.wait_kind == "other":
-            # waits inside a host (thread hand-off, the GIL) grow with contention from
-            # other processes, which the model queues for explicitly: the median
-            # is the uncontended part
-            cost["wait_s"] = _wait(sf.wait_median_s)
-        elif sf.wait_kind == "dns" and fit.dns_s is not None:
-            remote = sf.wait_median_s - lookups * fit.dns_s
-            cost["wait_s"] = _wait(remote)
-        _tier_table(table, tier).setdefault("stages", {})[stage] = cost
-    if stages_only:
-        return table
-    for tier, (mean, sigma) in fit.fsync_s.items():
-        fsync: Any = _wait(mean)
-        if sigma > 0 and fsync > 0:
-            fsync = _lognormal(mean, sigma)
-        _tier_table(table, tier)["host"] = {"fsync_s": fsync}
-    if fit.dns_s is not None:
-        table["network"] = {"dns_s": fit.dns_s}
-    return table
-
-
-def _lognormal(mean: float, sigma: float) -> dict[str, Any]:
-    """The scenario's lognormal table with this mean (it is given by its median)."""
-    return {"dist": "lognormal", "median": mean / math.exp(sigma**2 / 2), "sigma": sigma}
-
-
-def _wait(value: float) -> float:
-    return float(value) if value >= MIN_WAIT_S else 0.0
-
-
-def _tier_table(table: dict[str, Any], tier: str) -> dict[str, Any]:
-    if tier == MAILBOX:
-        return table.setdefault("mailbox_server", {})
-    return table.setdefault("gateways", {}).setdefault(tier, {})
-
-
-def write_overlay(
-    fit: Fit,
-    base: Path,
-    out: Path,
-    scenario: Scenario | None = None,
-    *,
-    stages_only: bool = False,
-) -> Path:
-    """Write the overlay TOML at ``out``; it ``extends`` ``base``."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    extends = os.path.relpath(base.resolve(), out.parent.resolve())
-    if extends.startswith(os.pardir + os.sep + os.pardir):
-        extends = str(base.resolve())  # far away: an absolute path survives moving ``out``
-    lines = [
-        "# Stage costs fitted by `mailgate calibrate` from a low-load realnet run.",
-        "# CPU: fixed + per KB by least squares; spread as a lognormal sigma;",
-        "# waits = elapsed - cpu (DNS per lookup in network.dns_s, disk in host.fsync_s).",
-    ]
-    if stages_only:
-        lines.append("# Stage costs only: the hosts, disks and network are the base scenario's.")
-    lines += [f"extends = {_toml_value(extends)}", ""]
-    lines += _toml_tables(overlay_table(fit, scenario, stages_only=stages_only), [])
-    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return out
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(float(value)) if isinstance(value, float) else str(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
-    raise TypeError(f"cannot write {value!r} as TOML")
-
-
-def _toml_tables(table: Mapping[str, Any], path: list[str]) -> list[str]:
-    """Leaf tables of scalars and inline tables become ``[a.b.c]`` sections."""
-    scalars = {k: v for k, v in table.items() if not _is_section(v)}
-    lines: list[str] = []
-    if scalars and path:
-        lines.append(f"[{'.'.join(path)}]")
-    lines += [f"{k} = {_toml_value(v)}" for k, v in scalars.items()]
-    if scalars:
-        lines.append("")
-    for key, value in table.items():
-        if _is_section(value):
-            lines += _toml_tables(value, [*path, key])
-    return lines
-
-
-def _is_section(value: Any) -> bool:
-    """A dict that holds dicts, or a stage/host table: written as a section."""
-    return isinstance(value, dict) and "dist" not in value

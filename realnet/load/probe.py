@@ -33,8 +33,10 @@ from typing import Any
 
 from mailgate.realnet.addresses import AddressPlan
 from mailgate.realnet.relay.message import trace_header
-from mailgate.sim.scenario import MAILBOX, Scenario
-from mailgate.sim.scenario.records import HopRecord, read_hops
+from mailgate.realnet.relay.tracing import read_traces
+from mailgate.sim.scenario import Scenario
+from mailgate.sim.scenario.records import HopRecord
+from mailgate.sim.scenario.topology import MAILBOX
 
 POLL_INTERVAL_S = 0.005
 
@@ -137,13 +139,6 @@ def fetch(
                 pop.close()
         time.sleep(POLL_INTERVAL_S)
     return None
-
-
-def read_traces(state_dir: Path, trace_id: str) -> list[HopRecord]:
-    out = []
-    for path in sorted((state_dir / "traces").glob("*.jsonl")):
-        out += [h for h in read_hops(path) if h.msg_id == trace_id]
-    return sorted(out, key=lambda h: h.arrived)
 
 
 def verdicts(raw: bytes) -> tuple[str, str, str, str]:

@@ -1,8 +1,9 @@
 """Trace files: one ``HopRecord`` JSON line per message per host.
 
-``traces/<host>.jsonl`` in the state dir, in ``sim.records`` format (the
-same the model emits), line-buffered so a killed host loses at most the line
-it was writing.
+``traces/<host>.jsonl`` in the state dir, in ``sim.scenario.records`` format
+(the same the model emits), line-buffered so a killed host loses at most the
+line it was writing. ``Tracer`` writes them; ``read_traces`` is the one reader
+of a state dir's traces (the probe and calibration use it).
 """
 
 from __future__ import annotations
@@ -11,16 +12,21 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mailgate.sim.scenario.records import HopRecord
+from mailgate.sim.scenario.records import HopRecord, read_hops
+
+
+def trace_dir(state_dir: Path) -> Path:
+    """Where the hosts of a state dir write their trace files."""
+    return state_dir / "traces"
 
 
 class Tracer:
     """Appends HopRecords as JSON lines to ``traces/<host>.jsonl``."""
 
     def __init__(self, state_dir: Path, host_id: str) -> None:
-        (state_dir / "traces").mkdir(parents=True, exist_ok=True)
+        trace_dir(state_dir).mkdir(parents=True, exist_ok=True)
         # line-buffered: a killed host loses at most a partial line, never earlier ones
-        self._out = (state_dir / "traces" / f"{host_id}.jsonl").open("a", buffering=1)
+        self._out = (trace_dir(state_dir) / f"{host_id}.jsonl").open("a", buffering=1)
 
     def write(self, record: HopRecord) -> None:
         self._out.write(json.dumps(record_dict(record), separators=(",", ":")) + "\n")
@@ -45,3 +51,20 @@ def record_dict(record: HopRecord) -> dict[str, Any]:
             k: {"start": v.start, "end": v.end, "cpu_s": v.cpu_s} for k, v in record.stages.items()
         },
     }
+
+
+def read_traces(state_dir: Path, msg_id_prefix: str = "") -> list[HopRecord]:
+    """Every host's HopRecords in ``state_dir``'s traces, in order of arrival.
+
+    Only messages whose id starts with ``msg_id_prefix`` (a Message-ID's ``<``
+    ignored): a run's ``"<run id>-"`` selects that run's messages, a whole
+    trace id one message (the probe's ids have one length, so no id is
+    another's prefix). Empty: every record.
+    """
+    hops = [
+        hop
+        for path in sorted(trace_dir(state_dir).glob("*.jsonl"))
+        for hop in read_hops(path)
+        if hop.msg_id.lstrip("<").startswith(msg_id_prefix)
+    ]
+    return sorted(hops, key=lambda hop: hop.arrived)

@@ -1,0 +1,175 @@
+"""The report's text (``report.md``, also printed by the command): saturation,
+latency per load, CPU per host and of the machine, where the model departs, the
+fit, the verdict and why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from mailgate.calibration.compare import SATURATION_TOLERANCE, most_off
+from mailgate.calibration.points import OUTSIDE_MODEL
+
+
+def format_report(report: Mapping[str, Any]) -> str:
+    """The terminal/Markdown report."""
+    lines = [f"# Calibration of {report['scenario']}", "", f"`{report['command']}`", ""]
+    sat = report["saturation"]
+    lines += [
+        "## Saturation",
+        "",
+        "| | msg/s | first to saturate |",
+        "|---|---:|---|",
+        f"| measured | {sat['measured']['throughput']:.1f} | {sat['measured']['first_host']} |",
+        f"| modelled | {sat['modelled']['throughput']:.1f} | {sat['modelled']['first_host']} |",
+        "",
+        f"relative error {_fmt_err(sat['relative_error'])}; same first host: "
+        f"{'yes' if sat['same_first_host'] else 'NO'}",
+        "",
+        "## Latency from the scheduled send (ms)",
+        "",
+        "| msg/s | load | span | flow | n | q | measured | modelled | error | |",
+        "|---:|---:|---|---|---:|---|---:|---:|---:|---|",
+    ]
+    for r in report["latency"]:
+        mark = "" if r["ok"] is None else ("ok" if r["ok"] else "**MISS**")
+        mod = "—" if r["modelled_s"] is None else f"{r['modelled_s'] * 1e3:.1f}"
+        lines.append(
+            f"| {r['rate']:g} | {r['load']:.0%} | {r['span']} | {r['flow']} | {r['n']} "
+            f"| {r['quantile']} "
+            f"| {r['measured_s'] * 1e3:.1f} | {mod} | {_fmt_err(r['relative_error'])} | {mark} |"
+        )
+    lines += ["", "## CPU utilisation per host (share of one core)", ""]
+    lines += ["| msg/s | host | measured | modelled | error |", "|---:|---|---:|---:|---:|"]
+    for r in report["utilisation"]:
+        lines.append(
+            f"| {r['rate']:g} | {r['host']} | {_fmt_share(r['measured'])} | "
+            f"{_fmt_share(r['modelled'])} | {_fmt_err(r['relative_error'])} |"
+        )
+    lines += machine_section(report)
+    lines += ["", "## Where the model departs (largest gaps in mean time per hop)", ""]
+    for rate, gaps in report["departures"].items():
+        text = "; ".join(
+            f"{g['tier']}/{g['stage']} measured {g['measured_s'] * 1e3:.2f} ms, modelled "
+            f"{g['modelled_s'] * 1e3:.2f} ms"
+            for g in gaps
+        )
+        lines.append(f"- {rate} msg/s: {text or 'no stage data'}")
+    lines += ["", "## Fit (lowest load)", ""]
+    lines += ["| tier | stage | n | cpu fixed ms | cpu µs/KB | sigma | R² | wait ms | from |"]
+    lines += ["|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for s in report["fit"]["stages"]:
+        r2 = "—" if s["r2"] is None else f"{s['r2']:.2f}"
+        lines.append(
+            f"| {s['tier']} | {s['stage']} | {s['n']} | {s['cpu_fixed_s'] * 1e3:.3f} | "
+            f"{s['cpu_per_kb_s'] * 1e6:.2f} | {s['cpu_sigma']:.2f} | {r2} | "
+            f"{s['wait_mean_s'] * 1e3:.3f} | {s.get('source', '')} |"
+        )
+    lines += ["", "## Verdict", ""]
+    if report["ok"]:
+        lines.append("All targets met.")
+    else:
+        lines += [f"- {f}" for f in report["failures"]]
+        lines += ["", "## Why", ""] + [f"- {w}" for w in closing_notes(report)]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def closing_notes(report: Mapping[str, Any]) -> list[str]:
+    """Why the model departs where a target is missed, from the measurements."""
+    notes = []
+    fit_load = min(report["loads"], key=lambda level: level["measured"]["rate"])["measured"]
+    if (fit_load.get("foreign_busy_cores") or 0.0) > 0.25:
+        notes.append(
+            f"the fit ({fit_load['rate']:g} msg/s) ran while other processes used "
+            f"{fit_load['foreign_busy_cores']:.2f} cores: its CPU and waits include their "
+            "interference; calibrate on a machine the testbed has to itself."
+        )
+    failing = {r["rate"] for r in report["latency"] if r["ok"] is False}
+    for level in report["loads"]:
+        m = level["measured"]
+        if m["rate"] not in failing:
+            continue
+        errs = [
+            r["relative_error"]
+            for r in report["latency"]
+            if r["rate"] == m["rate"] and r["ok"] is False
+        ]
+        g = most_off(report["departures"].get(f"{m['rate']:g}") or [], errs[0] if errs else 1.0)
+        where = (
+            f"{g['tier']}/{g['stage']} (measured {g['measured_s'] * 1e3:.1f} ms, modelled "
+            f"{g['modelled_s'] * 1e3:.1f} ms)"
+            if g
+            else "no stage data"
+        )
+        foreign = m.get("foreign_busy_cores") or 0.0
+        if foreign > 0.25:
+            notes.append(
+                f"{m['rate']:g} msg/s: other processes used {foreign:.2f} cores of the machine "
+                f"the model gives the testbed whole; the waiting for a core shows most in {where}."
+            )
+        else:
+            notes.append(f"{m['rate']:g} msg/s: the model of {where} is off.")
+    sat = report["saturation"]
+    if sat["relative_error"] is not None and abs(sat["relative_error"]) > SATURATION_TOLERANCE:
+        notes.append(
+            "saturation: the measured value is where throughput stopped following the offered "
+            "load or p95 passed 1 s; the model's is where its busiest resource reaches 100 % "
+            "(with the measured CPU of the processes outside the model). Other processes on the "
+            "machine (table above) lower the first and not the second."
+        )
+    if not sat["same_first_host"]:
+        notes.append(
+            "first to saturate: the model's per-host CPU (table above) ranks the hosts "
+            "differently from /proc."
+        )
+    return notes
+
+
+def machine_section(report: Mapping[str, Any]) -> list[str]:
+    """Who kept the machine's cores busy at each load: the modelled hosts, the
+    DNS server and remote sinks (not modelled), the load generator, others."""
+    lines = [
+        "",
+        "## The machine's cores during each load (cores busy, measured)",
+        "",
+        "| msg/s | whole machine | modelled hosts (meas.) | modelled hosts (model) "
+        "| dns + remote sinks | load generator | other processes |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    notes = []
+    for level in report["loads"]:
+        m, d = level["measured"], level["modelled"]
+        hosts = sum(u for h, u in m["utilisation"].items() if h not in OUTSIDE_MODEL)
+        outside = sum(u for h, u in m["utilisation"].items() if h in OUTSIDE_MODEL)
+        loadgen = m.get("loadgen", {}).get("loadgen_cpu_share", 0.0)
+        foreign = m.get("foreign_busy_cores")
+        lines.append(
+            f"| {m['rate']:g} | {_fmt_cores(m.get('machine_busy_cores'))} | {hosts:.2f} | "
+            f"{sum(d['utilisation'].values()):.2f} | {outside:.2f} | {loadgen:.2f} | "
+            f"{_fmt_cores(foreign)} |"
+        )
+        if foreign is not None and foreign > 0.25:
+            notes.append(
+                f"At {m['rate']:g} msg/s other processes kept {foreign:.2f} cores busy: the "
+                "testbed had less than the machine's cores the model gives it."
+            )
+        if outside + loadgen > 0.1 * max(hosts, 1e-9):
+            notes.append(
+                f"At {m['rate']:g} msg/s the DNS server, remote sinks and load generator used "
+                f"{outside + loadgen:.2f} cores the model does not know about."
+            )
+    return lines + ([""] + [f"- {n}" for n in notes] if notes else [])
+
+
+def _fmt_cores(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def _fmt_err(err: float | None) -> str:
+    return "—" if err is None else f"{err:+.0%}"
+
+
+def _fmt_share(u: float | None) -> str:
+    return "—" if u is None else f"{u:.0%}"

@@ -1,0 +1,64 @@
+"""``mailgate calibrate SCENARIO``: the arguments, the printed report and the
+exit code (3 when a target is missed); ``mailgate.calibration`` does the work
+and returns the report as data.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from mailgate.calibration.calibrate import Options, calibrate
+from mailgate.calibration.report import format_report
+from mailgate.realnet.load.mailclients import Auth
+from mailgate.sim.scenario.errors import UserError
+from mailgate.sim.scenario.loading import load
+
+EXIT_OK = 0
+#: A target missed (a relative error beyond ``--tolerance``): ``mailgate``'s exit code 3.
+EXIT_TOLERANCE = 3
+
+
+def parse_rates(text: str) -> list[float]:
+    """``"5,10.5,20"`` → ``[5.0, 10.5, 20.0]`` (sorted, each > 0)."""
+    try:
+        rates = sorted(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise UserError(f"--rates: expected numbers separated by commas, got {text!r}") from None
+    if not rates or any(r <= 0 or not math.isfinite(r) for r in rates):
+        raise UserError(f"--rates: every rate must be a number > 0, got {text!r}")
+    return rates
+
+
+def exit_code(report: dict[str, Any]) -> int:
+    """0 when every target was met, ``EXIT_TOLERANCE`` when one was missed."""
+    return EXIT_TOLERANCE if report["failures"] else EXIT_OK
+
+
+def calibrate_command(args: Any) -> int:
+    """``mailgate calibrate SCENARIO [--rates R,…|--auto] [--duration S] …``.
+
+    The PC user is the scenario's first ``[[realnet.users]]``; its password
+    comes from ``MAILGATE_PROBE_PASSWORD`` or is the user name (as for the
+    probe; the testbed's self-test user has password "selftest").
+    """
+    users = load(args.scenario).realnet.users
+    if not users:
+        raise UserError(f"{args.scenario}: no [[realnet.users]] to submit mail and read POP as")
+    name = users[0].name
+    opts = Options(
+        scenario=args.scenario,
+        user=Auth(name, os.environ.get("MAILGATE_PROBE_PASSWORD", name)),
+        rates=parse_rates(args.rates) if args.rates else None,
+        duration_s=args.duration,
+        tolerance=args.tolerance,
+        out=Path(args.out or "results/calibration"),
+        command=" ".join(["mailgate", *sys.argv[1:]]),
+    )
+    report = calibrate(opts, log=lambda s: print(s, file=sys.stderr))
+    print(format_report(report))
+    print(f"wrote {opts.out / 'calibration.json'} and {opts.out / 'report.md'}")
+    return exit_code(report)
