@@ -1,9 +1,10 @@
-"""The ``mailgate`` command: argument parsing and exit codes, nothing else.
+"""The ``mailgate`` command: the parser assembled from ``mailgate/commands/``, and the
+exit codes.
 
-Each subcommand lives in the module that does the work and is imported only
-when used, so ``mailgate check`` does not pay for asyncio servers. Exit
-codes: 0 ok, 2 user error (bad scenario or arguments), 1 internal error,
-3 a calibration missed its tolerance.
+Each command module declares its own arguments and imports the code that does the work
+only when it runs, so ``mailgate check`` does not pay for asyncio servers. Exit codes:
+0 ok, 2 user error (bad scenario or arguments: one line), 1 internal error, 3 a
+calibration missed its tolerance.
 """
 
 from __future__ import annotations
@@ -12,11 +13,10 @@ import argparse
 import importlib
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import NoReturn
 
 import mailgate
-from mailgate.commands.arguments import positive_float, positive_int
 from mailgate.sim.scenario.errors import UserError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USER = 0, 1, 2
@@ -24,15 +24,9 @@ EXIT_OK, EXIT_INTERNAL, EXIT_USER = 0, 1, 2
 # Commands whose module in mailgate/commands/ declares its own arguments: it has
 # add_parser(sub), which sets ``func`` (parsed args -> exit code). Command modules import
 # the domain code only when they run, so building the parser stays cheap.
-COMMAND_MODULES = ["check", "run", "selftest"]
-
-# subcommand -> "module:function" for commands whose arguments are still declared here
-COMMANDS = {
-    "realnet up": "mailgate.commands.realnet:up_command",
-    "realnet probe": "mailgate.commands.realnet:probe_command",
-    "calibrate": "mailgate.commands.calibrate:calibrate_command",
-}
-
+COMMAND_MODULES = [
+    "scenarios", "init", "check", "run", "selftest", "realnet", "calibrate"
+]  # fmt: skip
 
 START_HERE = """
 Start here:
@@ -62,62 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMAND_MODULES:
         importlib.import_module(f"mailgate.commands.{name}").add_parser(sub)
 
-    realnet = sub.add_parser(
-        "realnet",
-        help="the real gateway chain on loopback",
-        description="Run the scenario's topology as real SMTP, DNS and POP3 servers on "
-        "127.0.0.0/8 addresses.",
-    )
-    rsub = realnet.add_subparsers(dest="realnet_command", required=True, metavar="ACTION")
-    p = rsub.add_parser(
-        "up",
-        help="start every host, print the address map, run until Ctrl-C",
-        description="Start the DNS server and one process per host, wait until each is "
-        "healthy, print the address map and run until Ctrl-C; then stop everything.",
-    )
-    p.add_argument("scenario", help="scenario TOML file")
-    p.add_argument("--state-dir", help="spools, maildirs and traces (default: a temporary folder)")
-    p = rsub.add_parser(
-        "probe",
-        help="send a mail to yourself through the real chain and time every hop",
-        description="Bring the system up (or use a running one), submit the self-test mail "
-        "with SMTP AUTH, retrieve it by POP3 and print the send-to-receive time per hop and "
-        "stage with the SPF and DKIM verdicts.",
-    )
-    p.add_argument("scenario", help="scenario TOML file")
-    p.add_argument("--count", type=positive_int, default=1, help="probes to send (default 1)")
-    p.add_argument("--use-running", action="store_true", help="use a system already up")
-    p.add_argument("--state-dir", help="spools, maildirs and traces (default: a temporary folder)")
-    p.add_argument("--json", action="store_true", help="print as JSON")
-
-    p = sub.add_parser(
-        "calibrate",
-        help="measure the real relays under load, fit the model, compare",
-        description="Find the testbed's saturation throughput, run realnet at a sweep of "
-        "loads, fit stage costs from the lowest load, run the model at the same loads and "
-        "report measured against modelled latency.",
-    )
-    p.add_argument("scenario", help="scenario TOML file (the loopback testbed)")
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--rates", help="comma-separated loads in messages/s")
-    group.add_argument(
-        "--auto", action="store_true", help="10/30/50/70/90 %% of measured saturation (default)"
-    )
-    p.add_argument("--duration", type=positive_float, default=30.0, help="seconds per load")
-    p.add_argument("--tolerance", type=positive_float, default=0.15, help="relative error allowed")
-    p.add_argument("--out", default=None, help="output folder (default: results/calibration)")
     return parser
-
-
-def _command_name(args: argparse.Namespace) -> str:
-    if args.command == "realnet":
-        return f"realnet {args.realnet_command}"
-    return args.command
-
-
-def _legacy_command(args: argparse.Namespace) -> Callable[[argparse.Namespace], int]:
-    module_name, function_name = COMMANDS[_command_name(args)].split(":")
-    return getattr(importlib.import_module(module_name), function_name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -130,8 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     args = parser.parse_args(argv)
     try:
-        command = getattr(args, "func", None) or _legacy_command(args)
-        return int(command(args) or 0)
+        return int(args.func(args) or 0)
     except UserError as e:
         print(f"mailgate: error: {e}", file=sys.stderr)
         return EXIT_USER

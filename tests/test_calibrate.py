@@ -335,7 +335,8 @@ def test_command_prints_the_report_and_exits_3_when_a_target_is_missed(
         given.append(opts)
         return report
 
-    monkeypatch.setattr(command, "calibrate", fake_calibrate)
+    # the command imports the calibration when it runs: replace it where it lives
+    monkeypatch.setattr("mailgate.calibration.calibrate.calibrate", fake_calibrate)
     args = ["calibrate", str(TESTBED), "--rates", "30,10", "--out", str(tmp_path)]
     assert main(args) == command.EXIT_TOLERANCE == 3
     out = capsys.readouterr().out

@@ -3,6 +3,7 @@ the shipped scenarios by name, and ``mailgate init``."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -52,7 +53,7 @@ def test_scenarios_lists_every_shipped_file_with_a_description(
 def test_a_command_takes_a_shipped_name_from_any_folder(tmp_path: Path) -> None:
     run = _mailgate("check", "peak-hour", "--json", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
-    assert json.loads(run.stdout)["name"] == "peak-hour"
+    assert json.loads(run.stdout)["scenario"] == "peak-hour"
 
 
 def test_an_unknown_name_is_a_one_line_error_with_suggestions(tmp_path: Path) -> None:
@@ -77,7 +78,11 @@ def test_init_copies_the_baseline_and_the_testbed_to_edit(tmp_path: Path) -> Non
         "drive-network.toml",
         "loopback-testbed.toml",
     ]
-    assert load(folder / "drive-network.toml") == load(ROOT / "scenarios" / "drive-network.toml")
+    copied, shipped = (
+        load(folder / "drive-network.toml"),
+        load(ROOT / "scenarios" / "drive-network.toml"),
+    )
+    assert dataclasses.replace(copied, source="") == dataclasses.replace(shipped, source="")
     # the testbed copy extends the copied baseline: an edit there reaches it
     baseline = folder / "drive-network.toml"
     text = baseline.read_text(encoding="utf-8")

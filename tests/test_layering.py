@@ -118,6 +118,14 @@ def test_importing_the_model_does_not_import_realnet() -> None:
     assert not any(m.startswith("mailgate.realnet") for m in modules)
 
 
+def test_building_the_command_line_imports_no_domain_code() -> None:
+    """Every command module declares its arguments without importing realnet, the
+    calibration or the model: ``mailgate check`` stays quick."""
+    modules = _imported_after("from mailgate.cli import build_parser; build_parser()")
+    heavy = ("mailgate.realnet", "mailgate.calibration", "mailgate.sim.model", "asyncio")
+    assert not [m for m in modules if m.startswith(heavy)]
+
+
 def _imported_after(code: str) -> set[str]:
     probe = f"import sys\n{code}\nprint(' '.join(sorted(sys.modules)))"
     run = subprocess.run(

@@ -11,15 +11,32 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mailgate.calibration.calibrate import Options, calibrate
-from mailgate.calibration.report import format_report
-from mailgate.realnet.load.mailclients import Auth
+from mailgate.commands.arguments import Subparsers, add_scenario, positive_float
 from mailgate.sim.scenario.errors import UserError
-from mailgate.sim.scenario.loading import load
 
 EXIT_OK = 0
 #: A target missed (a relative error beyond ``--tolerance``): ``mailgate``'s exit code 3.
 EXIT_TOLERANCE = 3
+
+
+def add_parser(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "calibrate",
+        help="measure the real relays under load, fit the model, compare",
+        description="Find the testbed's saturation throughput, run realnet at a sweep of "
+        "loads, fit stage costs from the lowest load, run the model at the same loads and "
+        "report measured against modelled latency.",
+    )
+    add_scenario(p)
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--rates", help="comma-separated loads in messages/s")
+    group.add_argument(
+        "--auto", action="store_true", help="10/30/50/70/90 %% of measured saturation (default)"
+    )
+    p.add_argument("--duration", type=positive_float, default=30.0, help="seconds per load")
+    p.add_argument("--tolerance", type=positive_float, default=0.15, help="relative error allowed")
+    p.add_argument("--out", default=None, help="output folder (default: results/calibration)")
+    p.set_defaults(func=calibrate_command)
 
 
 def parse_rates(text: str) -> list[float]:
@@ -45,6 +62,11 @@ def calibrate_command(args: Any) -> int:
     comes from ``MAILGATE_PROBE_PASSWORD`` or is the user name (as for the
     probe; the testbed's self-test user has password "selftest").
     """
+    from mailgate.calibration.calibrate import Options, calibrate
+    from mailgate.calibration.report import format_report
+    from mailgate.realnet.load.mailclients import Auth
+    from mailgate.sim.scenario.loading import load
+
     users = load(args.scenario).realnet.users
     if not users:
         raise UserError(f"{args.scenario}: no [[realnet.users]] to submit mail and read POP as")

@@ -13,21 +13,51 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mailgate.realnet.load.probe import (
-    ProbeResult,
-    all_passed,
-    probe_once,
-    summarise,
-)
-from mailgate.realnet.testbed.supervisor import Testbed, TestbedError, running_state_dir
+from mailgate.commands.arguments import Subparsers, add_scenario, positive_int
 from mailgate.sim.scenario.errors import UserError
-from mailgate.sim.scenario.loading import load
+
+if TYPE_CHECKING:
+    from mailgate.realnet.load.probe import ProbeResult
+
+
+def add_parser(sub: Subparsers) -> None:
+    realnet = sub.add_parser(
+        "realnet",
+        help="the real gateway chain on loopback",
+        description="Run the scenario's topology as real SMTP, DNS and POP3 servers on "
+        "127.0.0.0/8 addresses.",
+    )
+    rsub = realnet.add_subparsers(dest="realnet_command", required=True, metavar="ACTION")
+    p = rsub.add_parser(
+        "up",
+        help="start every host, print the address map, run until Ctrl-C",
+        description="Start the DNS server and one process per host, wait until each is "
+        "healthy, print the address map and run until Ctrl-C; then stop everything.",
+    )
+    add_scenario(p)
+    p.add_argument("--state-dir", help="spools, maildirs and traces (default: a temporary folder)")
+    p.set_defaults(func=up_command)
+    p = rsub.add_parser(
+        "probe",
+        help="send a mail to yourself through the real chain and time every hop",
+        description="Bring the system up (or use a running one), submit the self-test mail "
+        "with SMTP AUTH, retrieve it by POP3 and print the send-to-receive time per hop and "
+        "stage with the SPF and DKIM verdicts.",
+    )
+    add_scenario(p)
+    p.add_argument("--count", type=positive_int, default=1, help="probes to send (default 1)")
+    p.add_argument("--use-running", action="store_true", help="use a system already up")
+    p.add_argument("--state-dir", help="spools, maildirs and traces (default: a temporary folder)")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(func=probe_command)
 
 
 def up_command(args: Any) -> int:
     """``mailgate realnet up SCENARIO``: run every host until Ctrl-C or SIGTERM."""
+    from mailgate.realnet.testbed.supervisor import Testbed, TestbedError
+
     testbed = Testbed(args.scenario, state_dir=args.state_dir)
     stop = {"now": False}
 
@@ -98,6 +128,10 @@ def format_result(r: ProbeResult) -> str:
 
 def probe_command(args: Any) -> int:
     """``mailgate realnet probe SCENARIO [--count N] [--use-running] [--json]``."""
+    from mailgate.realnet.load.probe import all_passed, probe_once, summarise
+    from mailgate.realnet.testbed.supervisor import Testbed, TestbedError, running_state_dir
+    from mailgate.sim.scenario.loading import load
+
     scenario = load(args.scenario)
     testbed = None
     if args.use_running:
