@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from mailgate.sim.model.network import OUTCOMES
 from mailgate.sim.model.simulate import simulate
+from mailgate.sim.model.statistics import OUTCOMES
 from mailgate.sim.scenario.loading import load
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"

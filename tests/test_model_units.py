@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from mailgate.sim.analysis.selftest import idle
-from mailgate.sim.model.network import DELIVERY_STAGES, FSYNC_STAGES, OFF_PATH_STAGES, Model
+from mailgate.sim.model.network import Model
+from mailgate.sim.model.plans import DELIVERY_STAGES, FSYNC_STAGES, OFF_PATH_STAGES
 from mailgate.sim.scenario.loading import load
 from mailgate.sim.scenario.records import HopRecord, MessageRecord
 from mailgate.sim.scenario.topology import MAILBOX, ROLE_STAGES, Scenario, StageCost
@@ -57,13 +58,7 @@ class Probe:
         self.model = Model(s, 1, trace=self._trace)
         self.model.t_end = horizon
         self.attempts: list[tuple[str, float]] = []
-        real = self.model._remote_attempt
-
-        def spy(m: object) -> None:
-            self.attempts.append((m.host.id, self.model.env.now))  # type: ignore[attr-defined]
-            real(m)  # type: ignore[arg-type]
-
-        self.model._remote_attempt = spy  # type: ignore[method-assign]
+        self.model.remote.watchers.append(lambda m, now: self.attempts.append((m.host.id, now)))
         self.model.start()
         self.msg = self.model.new_message(flow, False, 0.0, size=SIZE, probe=True)
 
@@ -221,13 +216,7 @@ def test_pop_poll_costs_and_retrieval_time() -> None:
     p.msg.counted = True  # so that its retrieval lands in the histogram
     boxes = p.model.mailboxes
     polls: list[float] = []
-    real_poll = boxes._poll
-
-    def spy(box: int) -> None:
-        polls.append(p.model.env.now)
-        real_poll(box)
-
-    boxes._poll = spy  # type: ignore[method-assign]
+    boxes.watchers.append(lambda box, now: polls.append(now))
     p.run()
     (msg,) = p.msgs
     assert msg.in_mailbox is not None
