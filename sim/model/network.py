@@ -42,8 +42,6 @@ from mailgate.sim.model.traffic import MessageMaker, Traffic, streams_of
 from mailgate.sim.model.visits import Visits
 from mailgate.sim.scenario.topology import MAILBOX, Scenario
 
-__all__ = ["Model", "Trace", "bucket_seconds"]
-
 
 class Model:
     """One replication of a scenario: its parts and their connections."""
