@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import ROOT
 
 # Bottom first; a module may import its own layer and the layers below it.
@@ -86,7 +84,6 @@ def test_imports_only_go_down() -> None:
     assert upward == []
 
 
-@pytest.mark.xfail(strict=True, reason="sim.model.hosts <-> network: the model split removes it")
 def test_no_import_circles() -> None:
     graph = _graph()
     # a package's __init__ that re-exports its modules is not a circle with them

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from mailgate.sim.model.network import Model, Stream
+from mailgate.sim.model.network import Model
+from mailgate.sim.model.traffic import Stream
 from mailgate.sim.scenario import DIURNAL_SHAPES, HourlyProfile
 from mailgate.sim.scenario.loading import load
 

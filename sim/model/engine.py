@@ -10,7 +10,14 @@ than the idiomatic version (``benchmarks/bench_sim.py`` measures it).
 Public pieces:
 
 - ``Scheduler``: ``after(delay, fn, arg)`` calls ``fn(arg)`` later;
-  ``call(delay, cb, arg)`` calls ``cb(ev)`` with ``ev.arg`` (hot paths).
+  ``call(delay, cb, arg)`` calls ``cb(ev)`` with ``ev.arg`` (hot paths);
+  ``now`` is the clock, ``events_scheduled`` how many events SimPy numbered,
+  ``pending()`` the arguments of the calls still to come (for tests that look
+  at where the messages are).
+
+This is the only module that touches SimPy's private state (its heap, its
+event counter, its clock attribute): the rest of the model asks the
+``Scheduler``.
 - ``Pool``: ``n`` identical slots with a FIFO of waiters (cores, SMTP
   sessions, delivery slots, a disk), with time-weighted busy and queue levels.
 - ``Station``: a FIFO multi-server queue built from a Pool and a Scheduler
@@ -20,7 +27,7 @@ Public pieces:
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from heapq import heappush
 from typing import Any
 
@@ -77,6 +84,24 @@ class Scheduler:
         self._queue = env._queue
         self._eid = env._eid
         self._cache: dict[Callable[[Any], None], _Trampoline] = {}
+
+    @property
+    def now(self) -> float:
+        """The simulated time (SimPy's clock, without the property's extra frame)."""
+        return self.env._now
+
+    @property
+    def events_scheduled(self) -> int:
+        """Events SimPy has numbered so far (ours and its own), read without taking an id."""
+        # itertools.count shows its next value in its repr ("count(123)"); next() would use one up
+        return int(repr(self._eid)[6:-1])
+
+    def pending(self) -> Iterator[Any]:
+        """The argument of every call still on the heap (SimPy's own events are skipped)."""
+        for entry in self._queue:
+            event = entry[3]
+            if isinstance(event, Call):
+                yield event.arg
 
     def call(self, delay: float, cb: Callable[[Call], None], arg: Any) -> None:
         """At ``now + delay`` call ``cb(ev)``; ``ev.arg`` is ``arg``."""
@@ -143,6 +168,11 @@ class Pool:
             self.in_use -= 1
             if self.busy is not None:
                 self.busy.add(self.env._now, -1)
+
+    def waiters(self) -> Iterator[Any]:
+        """The arguments of the calls waiting for a slot, longest waiter first."""
+        for _, arg in self.queue:
+            yield arg
 
     def __repr__(self) -> str:
         return f"Pool({self.name!r}, {self.in_use}/{self.capacity}, {len(self.queue)} waiting)"

@@ -19,22 +19,22 @@ After a visit ends, the ``housekeeping`` stage (if it costs anything) is a
 CPU burst no message waits for (``Host.housekeep``): it takes a core, so it
 delays the next message needing one, but not the message it belongs to.
 
-The topology glue (who talks to whom, outcomes, retries) lives in
-``sim.model``; this module only runs plans and keeps per-host statistics.
+The topology glue (who talks to whom, outcomes, retries) lives in the other
+parts of ``sim.model``; this module only runs plans and keeps per-host
+statistics. A host knows its scheduler, its machine, how long DNS lookups take
+and one callback, ``after_stage``, that says whether a visit goes on after a
+stage (the verdicts live in ``sim.model.visits``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mailgate.sim.model.engine import Call, Pool, Scheduler
 from mailgate.sim.model.stats import Level
 from mailgate.sim.scenario.records import HopRecord, StageSpan
-
-if TYPE_CHECKING:
-    from mailgate.sim.model.network import Model
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +101,12 @@ class Msg:
         self.parts: list[float] = []
 
 
+#: After a stage of ``m`` at a host: False if the visit ended there (a verdict).
+AfterStage = Callable[["Host", Msg, str], bool]
+#: Seconds that ``n`` DNS lookups take now.
+DnsTime = Callable[[int], float]
+
+
 class HostStats:
     """Time-weighted levels and tallies of one host, after the warm-up."""
 
@@ -149,7 +155,7 @@ class Host:
 
     def __init__(
         self,
-        model: Model,
+        sched: Scheduler,
         hid: str,
         tier: str,
         index: int,
@@ -161,10 +167,16 @@ class Host:
         delivery: int,
         fsync: Callable[[], float],
         stats: HostStats,
+        dns: DnsTime,
+        after_stage: AfterStage,
+        warm: float,
+        trace: bool,
     ) -> None:
-        self.model = model
-        self.sched = model.sched
-        self.env = model.env
+        self.sched = sched
+        self.env = sched.env
+        self.dns = dns
+        self.after_stage = after_stage
+        self.warm = warm  # CPU started before this time is not counted in cpu_demand
         self.id = hid
         self.tier = tier
         self.index = index
@@ -187,7 +199,7 @@ class Host:
         self.dead: dict[int, float] = {}
         self.disk = Pool(self.env, 1, f"{hid}.disk")  # busy time: pulses in _got_disk
         self.fsync = fsync
-        self.trace = model.trace is not None
+        self.trace = trace
         #: CPU seconds of one message's housekeeping by size (None: costs nothing)
         self.chore: Callable[[float], float] | None = None
         # bound methods once (the hot path)
@@ -213,11 +225,11 @@ class Host:
             return
         st = m.plan[m.si]
         if self.trace:
-            m.stage_t0 = self.env._now
+            m.stage_t0 = self.sched.now
         if st.has_wait:
             w = st.wait()
             if st.lookups:
-                w += self.model.dns_time(st.lookups)
+                w += self.dns(st.lookups)
             if w > 0:
                 self.sched.after(w, self._c_waited, m)
                 return
@@ -245,7 +257,7 @@ class Host:
         if c > 0:
             self.cpu(m)
         else:
-            self._block_done(m, self.env._now)
+            self._block_done(m, self.sched.now)
 
     def cpu(self, m: Msg) -> None:
         """Hold one core for ``m.cpu`` seconds, then continue the plan."""
@@ -258,9 +270,9 @@ class Host:
         self.machine.cores.acquire(self._c_core, m)
 
     def _got_core(self, m: Msg) -> None:
-        now = self.env._now
+        now = self.sched.now
         self.stats.cpu_busy.pulse(now, m.cpu)
-        if now >= self.model.t_warm:
+        if now >= self.warm:
             self.stats.cpu_demand += m.cpu
         if self.trace:
             m.core_t0 = now
@@ -299,7 +311,7 @@ class Host:
         d = self.fsync()
         if st.per_rcpt and m.rcpts > 1:
             d += sum(self.fsync() for _ in range(m.rcpts - 1))
-        self.stats.disk_busy.pulse(self.env._now, d)
+        self.stats.disk_busy.pulse(self.sched.now, d)
         self.sched.call(d, self._c_disk_done, m)
 
     def _disk_done(self, ev: Call) -> None:
@@ -310,9 +322,9 @@ class Host:
         st = m.plan[m.si]
         if self.trace and m.hop is not None:
             # m.host is this host in both plans: it moves on only at the next arrival
-            m.hop.stages[st.name] = StageSpan(m.stage_t0, self.env._now, m.cpu)
+            m.hop.stages[st.name] = StageSpan(m.stage_t0, self.sched.now, m.cpu)
         m.si += 1
-        if self.model.check_stage(self, m, st.name):
+        if self.after_stage(self, m, st.name):
             self._stage(m)
 
     # ------------------------------------------------------------ CPU-only work (POP)

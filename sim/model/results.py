@@ -23,7 +23,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from mailgate.sim.model.network import SPANS, Model
+from mailgate.sim.model.network import Model
+from mailgate.sim.model.statistics import SPANS
 from mailgate.sim.model.stats import LogHistogram, confidence_interval
 
 FLOWS = ("inbound", "outbound", "internal")
@@ -106,19 +107,19 @@ def collect(model: Model) -> dict[str, Any]:
         "counts": counts,
         "by_flow": by_flow,
         "deferred_total": {
-            "mean": model.deferred_total.mean,
-            "max": model.deferred_total.max,
-            "series": model.deferred_total.bucket_means(),
-            "bucket_max": list(model.deferred_total.bucket_max),
+            "mean": model.stats.deferred_total.mean,
+            "max": model.stats.deferred_total.max,
+            "series": model.stats.deferred_total.bucket_means(),
+            "bucket_max": list(model.stats.deferred_total.bucket_max),
         },
         "pop": {
             "sessions": model.mailboxes.sessions,
             "retrievals": model.mailboxes.retrievals,
             "active_mailboxes": model.mailboxes.active,
         },
-        "generated_series": list(model.generated_series),
+        "generated_series": list(model.stats.generated_series),
         "fallback_tiers": [n for n, t in s.tiers.items() if t.role == "fallback_mx"],
-        "events": next(model.env._eid),  # events scheduled (SimPy numbers them)
+        "events": model.sched.events_scheduled,
     }
 
 

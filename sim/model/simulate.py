@@ -13,8 +13,10 @@ from typing import IO, Any
 
 import numpy as np
 
-from mailgate.sim.model.network import Model, Trace, bucket_seconds
+from mailgate.sim.model.network import Model
+from mailgate.sim.model.outcomes import Trace
 from mailgate.sim.model.results import Results, collect
+from mailgate.sim.model.statistics import bucket_seconds
 from mailgate.sim.scenario import Scenario
 from mailgate.sim.scenario.records import HopRecord, MessageRecord
 from mailgate.sim.scenario.schema import to_table

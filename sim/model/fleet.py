@@ -1,0 +1,83 @@
+"""The fleet: every tier's hosts and the machines they run on, built from the scenario.
+
+A host on no ``[[deployment.machines]]`` entry has its own cores; hosts on a
+shared machine take one of their processes, then one of the machine's cores.
+"""
+
+from __future__ import annotations
+
+from mailgate.sim.model.engine import Scheduler
+from mailgate.sim.model.hosts import AfterStage, DnsTime, Host, HostStats, Machine
+from mailgate.sim.model.plans import Plans
+from mailgate.sim.model.sampling import Streams
+from mailgate.sim.model.statistics import Window
+from mailgate.sim.model.stats import Level
+from mailgate.sim.scenario import Scenario
+
+
+class Fleet:
+    """Machines (with their busy levels), hosts by id and by tier."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        sched: Scheduler,
+        streams: Streams,
+        window: Window,
+        plans: Plans,
+        *,
+        dns: DnsTime,
+        after_stage: AfterStage,
+        trace: bool,
+    ) -> None:
+        s = scenario
+        self.machines: dict[str, Machine] = {}
+        self.machine_levels: dict[str, Level] = {}
+        self.tiers: dict[str, list[Host]] = {}
+        self.hosts: dict[str, Host] = {}
+        for m in s.deployment.machines:
+            level = Level(window.warm, window.end, window.bucket_s)
+            self.machine_levels[m.name] = level
+            self.machines[m.name] = Machine(sched, m.name, m.cores, level)
+        for tier_name, tier in s.tiers.items():
+            hosts = []
+            for i, spec in enumerate(tier.hosts):
+                hid = f"{tier_name}.{i}"
+                stats = HostStats(window.warm, window.end, window.bucket_s)
+                placed = s.deployment.machine_of(hid)
+                if placed is None:
+                    machine = Machine(sched, hid, spec.cores, None)
+                    shared, procs = False, spec.cores
+                else:
+                    machine = self.machines[placed.name]
+                    shared = True
+                    procs = min(placed.processes_per_host or spec.cores, placed.cores)
+                host = Host(
+                    sched,
+                    hid,
+                    tier_name,
+                    i,
+                    sessions=spec.session_limit,
+                    processes=procs,
+                    machine=machine,
+                    shared=shared,
+                    delivery=spec.delivery_concurrency,
+                    fsync=streams.sampler(f"{hid}.fsync", spec.fsync_s),
+                    stats=stats,
+                    dns=dns,
+                    after_stage=after_stage,
+                    warm=window.warm,
+                    trace=trace,
+                )
+                host.chore = plans.chore[tier_name]
+                hosts.append(host)
+                self.hosts[hid] = host
+            self.tiers[tier_name] = hosts
+
+    def finish(self, end: float) -> None:
+        """Close every host's and machine's time-weighted levels at ``end``."""
+        for host in self.hosts.values():
+            for level in host.stats.levels().values():
+                level.finish(end)
+        for level in self.machine_levels.values():
+            level.finish(end)
