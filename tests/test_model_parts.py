@@ -25,8 +25,9 @@ from mailgate.sim.model.sampling import Streams
 from mailgate.sim.model.statistics import Statistics, Window
 from mailgate.sim.model.stats import Level
 from mailgate.sim.model.traffic import Stream, Traffic
-from mailgate.sim.scenario import Retry, Scenario
+from mailgate.sim.scenario import Scenario
 from mailgate.sim.scenario.loading import load
+from mailgate.sim.scenario.mta import Retry
 
 BASE = Path(__file__).resolve().parents[1] / "scenarios" / "drive-network.toml"
 DAY = 86400.0

@@ -14,7 +14,7 @@ from mailgate.sim.model.engine import Scheduler
 from mailgate.sim.model.hosts import Host, Msg
 from mailgate.sim.model.sampling import Streams
 from mailgate.sim.model.statistics import Window
-from mailgate.sim.scenario import Pop
+from mailgate.sim.scenario.workload import Pop
 
 #: Width of the batches in which polls of empty mailboxes are served (s).
 POP_BATCH_S = 1.0

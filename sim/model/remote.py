@@ -23,7 +23,8 @@ from mailgate.sim.model.links import Links
 from mailgate.sim.model.outcomes import Outcomes
 from mailgate.sim.model.routing import Router
 from mailgate.sim.model.statistics import Statistics
-from mailgate.sim.scenario import Retry, Scenario
+from mailgate.sim.scenario import Scenario
+from mailgate.sim.scenario.mta import Retry
 
 
 class RetrySchedule:
