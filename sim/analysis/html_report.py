@@ -68,7 +68,8 @@ def assumptions(d: dict[str, Any]) -> list[tuple[str, str]]:
     events = [f"{kind.replace('_', ' ')}: {len(v)}" for kind, v in failures.items() if v]
     rows.append(("failures", ", ".join(events) or "none"))
     if d.get("events") is not None:
-        rows.append(("events simulated", f"{d['events']:,} in {d.get('wall_s') or 0:.1f} s"))
+        wall = f" in {d['wall_s']:.1f} s" if d.get("wall_s") else ""
+        rows.append(("events simulated", f"{d['events']:,}{wall}"))
     return rows
 
 
