@@ -123,3 +123,4 @@ def test_statistics() -> None:
     assert cs.paired_series_test([1, 2], [1, 2]) is None
     assert cs.quantile_test(1.0, (0.9, 1.1), 1.0, (0.9, 1.1)) == 1.0
     assert cs.quantile_test(1.0, (0.99, 1.01), 1.5, (1.48, 1.52)) < 1e-6
+    assert cs.quantile_test(0.0, (0.0, 0.0), 1.0, (0.9, 1.1)) is None

@@ -50,9 +50,12 @@ def welch_from_intervals(
 
 def quantile_test(
     base: float, base_ci: tuple[float, float], new: float, new_ci: tuple[float, float]
-) -> float:
+) -> float | None:
     """p-value of a z-test between two quantile estimates, each with its 95 % interval,
-    on a log scale (latencies are positive and change by factors)."""
+    on a log scale (latencies are positive and change by factors); None when a figure is not
+    positive (everything in the histogram's underflow bin)."""
+    if min(base, new, base_ci[0], new_ci[0]) <= 0:
+        return None
     z975 = float(stats.norm.ppf(0.975))
     se1 = (math.log(base_ci[1]) - math.log(base_ci[0])) / (2 * z975)
     se2 = (math.log(new_ci[1]) - math.log(new_ci[0])) / (2 * z975)
