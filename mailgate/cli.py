@@ -4,7 +4,7 @@ exit codes.
 Each command module declares its own arguments and imports the code that does the work
 only when it runs, so ``mailgate check`` does not pay for asyncio servers. Exit codes:
 0 ok, 2 user error (bad scenario or arguments: one line), 1 internal error, 3 a
-calibration missed its tolerance.
+calibration missed its tolerance, 4 ``compare`` found a significant regression.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ EXIT_OK, EXIT_INTERNAL, EXIT_USER = 0, 1, 2
 # add_parser(sub), which sets ``func`` (parsed args -> exit code). Command modules import
 # the domain code only when they run, so building the parser stays cheap.
 COMMAND_MODULES = [
-    "scenarios", "init", "check", "run", "selftest", "realnet", "calibrate"
+    "scenarios", "init", "check", "run", "selftest", "report", "compare", "realnet", "calibrate"
 ]  # fmt: skip
 
 START_HERE = """
@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Simulate and measure ISP mail gateway topologies: a SimPy model "
         "(check, run, selftest), the real relays on loopback (realnet) and the "
         "comparison of the two (calibrate).",
-        epilog="Exit codes: 0 ok, 1 internal error, 2 user error, 3 calibration out of tolerance.",
+        epilog="Exit codes: 0 ok, 1 internal error, 2 user error, 3 calibration out of "
+        "tolerance, 4 compare found a significant regression.",
     )
     parser.add_argument("--version", action="version", version=f"mailgate {mailgate.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

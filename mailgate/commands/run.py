@@ -36,6 +36,9 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print results.json to stdout too")
     p.add_argument(
+        "--report", action="store_true", help="write report.html (one self-contained page) too"
+    )
+    p.add_argument(
         "--trace",
         metavar="FILE",
         help="write every HopRecord to FILE (JSON lines) and MessageRecords to "
@@ -73,6 +76,10 @@ def run_command(args: argparse.Namespace) -> int:
     path.write_text(json.dumps(d, indent=1) + "\n", encoding="utf-8")
     text = summary(d)
     files = [path]
+    if args.report:
+        from mailgate.sim.analysis.html_report import write_report
+
+        files.append(write_report(d, out / "report.html"))
     if not args.no_plots:
         from mailgate.sim.analysis.plots import write_plots
 

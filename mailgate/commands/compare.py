@@ -1,0 +1,46 @@
+"""``mailgate compare BASE NEW``: two model runs side by side, with a regression exit code."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from mailgate.commands.arguments import Subparsers, positive_float
+
+EXIT_REGRESSION = 4
+
+
+def add_parser(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="two model runs side by side; exit 4 on a significant regression",
+        description="Compare two results folders (or results.json files) of 'mailgate run': "
+        "latency p50/p95/p99 per flow and span with 95%% intervals, utilisation per host, "
+        "counts, SLO verdicts and the bottleneck, each difference marked within noise or "
+        "significant.",
+        epilog="Exit codes: 0 no significant regression, 4 a significant regression beyond "
+        "the tolerance, 2 bad input.",
+    )
+    p.add_argument("base", metavar="BASE", help="the reference run (folder or results.json)")
+    p.add_argument("new", metavar="NEW", help="the run to judge (folder or results.json)")
+    p.add_argument(
+        "--tolerance",
+        type=positive_float,
+        default=0.05,
+        help="relative worsening allowed before a significant difference is a regression "
+        "(default 0.05 = 5%%)",
+    )
+    p.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    p.set_defaults(func=compare_command)
+
+
+def compare_command(args: argparse.Namespace) -> int:
+    """``mailgate compare``."""
+    from mailgate.sim.analysis.compare_text import render
+    from mailgate.sim.analysis.results_file import load_results
+    from mailgate.sim.analysis.run_compare import compare
+
+    base, new = load_results(args.base), load_results(args.new)
+    result = compare(base, new, args.tolerance, labels=(args.base, args.new))
+    print(json.dumps(result, indent=1) if args.json else render(result))
+    return EXIT_REGRESSION if result["regressions"] else 0

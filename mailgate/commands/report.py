@@ -1,0 +1,45 @@
+"""``mailgate report DIR…``: one self-contained HTML report on model runs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mailgate.commands.arguments import Subparsers
+
+
+def add_parser(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "report",
+        help="one self-contained HTML report on model runs",
+        description="Write one HTML file (figures inline, nothing fetched: it reads offline "
+        "and as a mail attachment) on one or more results folders of 'mailgate run': the "
+        "SLO verdict, the key assumptions, latency per flow, utilisation per host, queues, "
+        "the bottleneck and the headroom.",
+    )
+    p.add_argument("runs", nargs="+", metavar="DIR", help="results folder or results.json file")
+    p.add_argument(
+        "--out",
+        metavar="FILE.html",
+        help="where to write (default: DIR/report.html for one run, report.html for several)",
+    )
+    p.set_defaults(func=report_command)
+
+
+def default_out(runs: list[str]) -> Path:
+    """Next to the results of a single run; in the current folder for several."""
+    if len(runs) == 1:
+        p = Path(runs[0])
+        return (p if p.is_dir() else p.parent) / "report.html"
+    return Path("report.html")
+
+
+def report_command(args: argparse.Namespace) -> int:
+    """``mailgate report``."""
+    from mailgate.sim.analysis.html_report import write_report
+    from mailgate.sim.analysis.results_file import load_results
+
+    results = [load_results(p) for p in args.runs]
+    path = write_report(results, args.out or default_out(args.runs))
+    print(f"Wrote {path}")
+    return 0
