@@ -1,0 +1,173 @@
+"""Per-tier aggregates of an imported log: what the model's scenario needs (arrival rate
+and its diurnal profile, sizes, per-hop delays, deferral and bounce rates, remote MTA
+time) and the measured send → final time per flow and hour. Only aggregates: no address,
+Message-ID or queue ID leaves this module."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path as FilePath
+from typing import Any
+
+import numpy as np
+
+from mailgate.calibration.maillog.events import Collector, QueueEntry
+from mailgate.calibration.maillog.lines import open_lines
+from mailgate.calibration.maillog.privacy import Hasher
+from mailgate.calibration.maillog.stitch import Path, Stitched, stitch
+
+QUANTILES = (0.5, 0.95, 0.99)
+DELAY_PARTS = ("a", "b", "c", "d")
+#: Hours with less log than this (s) get no diurnal weight of their own.
+MIN_HOUR_EXPOSURE_S = 60.0
+
+
+def read_logs(
+    paths: Iterable[FilePath], hasher: Hasher | None = None, year: int | None = None
+) -> Collector:
+    """Parse every line of every log (plain or gzip) into one collector."""
+    collector = Collector(hasher=hasher or Hasher(), year=year)
+    for path in paths:
+        collector.new_file()
+        for line in open_lines(path):
+            collector.feed(line)
+    return collector
+
+
+def quantile_stats(values: Sequence[float]) -> dict[str, float | int | None]:
+    """n, mean and the usual quantiles (None when there is nothing)."""
+    if not values:
+        return {"n": 0, "mean": None, **{f"p{round(q * 100)}": None for q in QUANTILES}}
+    a = np.asarray(values, dtype=float)
+    qs = np.quantile(a, QUANTILES)
+    return {
+        "n": len(values),
+        "mean": float(a.mean()),
+        **{f"p{round(q * 100)}": float(v) for q, v in zip(QUANTILES, qs, strict=True)},
+    }
+
+
+def lognormal_fit(values_kb: Sequence[float]) -> dict[str, float] | None:
+    """Median and sigma of log(size): the shape ``{dist = "lognormal"}`` takes."""
+    positive = [v for v in values_kb if v > 0]
+    if len(positive) < 2:
+        return None
+    logs = np.log(positive)
+    return {"median": float(math.exp(float(np.median(logs)))), "sigma": float(logs.std())}
+
+
+def default_tier(instance: str) -> str:
+    """An instance's tier: its name without a trailing host number (``gw-2`` -> ``gw``)."""
+    base, sep, tail = instance.rpartition("-")
+    return base if sep and tail.isdigit() and base else instance
+
+
+def hour_exposure(start_local: float, end_local: float) -> list[float]:
+    """Seconds of the log period falling in each hour of day (wall clock)."""
+    out = [0.0] * 24
+    t = start_local
+    while t < end_local:
+        edge = min((math.floor(t / 3600) + 1) * 3600, end_local)
+        out[int(t // 3600) % 24] += edge - t
+        t = edge
+    return out
+
+
+def diurnal(arrivals_local: Sequence[float], exposure: Sequence[float]) -> dict[str, Any]:
+    """24 weights (mean 1 over the hours the log covers) from arrivals per hour of day."""
+    counts = [0] * 24
+    for t in arrivals_local:
+        counts[int(t // 3600) % 24] += 1
+    pairs = zip(counts, exposure, strict=True)
+    rates = [c / x if x >= MIN_HOUR_EXPOSURE_S else None for c, x in pairs]
+    seen = [r for r in rates if r is not None]
+    mean = sum(seen) / len(seen) if seen and sum(seen) > 0 else None
+    weights = [round(r / mean, 4) if r is not None and mean else None for r in rates]
+    return {"arrivals": counts, "weights": weights, "hours_covered": len(seen)}
+
+
+def tier_aggregates(
+    entries: Sequence[QueueEntry], stitched: Stitched, exposure: Sequence[float], span_s: float
+) -> dict[str, Any]:
+    """The aggregates of one tier's entries."""
+    mail = [e for e in entries if e.source != "notification"]
+    deliveries = [d for e in mail for d in e.deliveries]
+    sent = [d for d in deliveries if d.status == "sent"]
+    finished = [d for d in deliveries if d.status in ("sent", "bounced", "expired")]
+    remote = [p.final for p in stitched.paths if p.flow == "outbound" and p.hops[-1] in mail]
+    sizes = [e.size / 1024 for e in mail if e.size is not None]
+    return {
+        "instances": sorted({e.instance for e in entries}),
+        "messages": len(mail),
+        "rate_per_s": len(mail) / span_s if span_s > 0 else None,
+        "diurnal": diurnal([e.local for e in mail], exposure),
+        "size_kb": {**quantile_stats(sizes), "lognormal": lognormal_fit(sizes)},
+        "recipients_per_message": quantile_stats([e.nrcpt for e in mail if e.nrcpt]),
+        "delays_s": {
+            "total": quantile_stats([d.delay for d in sent]),
+            **{p: quantile_stats([d.delays[i] for d in sent]) for i, p in enumerate(DELAY_PARTS)},
+        },
+        "agents": dict(Counter(d.agent for d in sent)),
+        "attempts": len(deliveries),
+        "deferral_rate": _share(sum(d.status == "deferred" for d in deliveries), len(deliveries)),
+        "deferred_messages": _share(
+            sum(any(d.status == "deferred" for d in e.deliveries) for e in mail), len(mail)
+        ),
+        "bounce_rate": _share(sum(d.status != "sent" for d in finished), len(finished)),
+        "rejected_messages": sum(e.rejected for e in mail),
+        "notifications": len(entries) - len(mail),
+        "remote_mta_s": quantile_stats([d.delays[2] + d.delays[3] for d in remote]),
+    }
+
+
+def end_to_end(paths: Sequence[Path], key: str = "seconds") -> dict[str, Any]:
+    """Send → final per flow, overall and per hour of day of the send."""
+    by_flow: dict[str, list[Path]] = defaultdict(list)
+    for p in paths:
+        by_flow[p.flow].append(p)
+    out: dict[str, Any] = {}
+    for flow, ps in sorted(by_flow.items()):
+        hours: dict[int, list[float]] = defaultdict(list)
+        for p in ps:
+            hours[int(p.start_local // 3600) % 24].append(getattr(p, key))
+        out[flow] = {
+            **quantile_stats([getattr(p, key) for p in ps]),
+            "by_hour": {f"{h:02d}": quantile_stats(v) for h, v in sorted(hours.items())},
+        }
+    return out
+
+
+def aggregate(collector: Collector, tiers: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Everything ``import-maillog`` reports and writes, from a parsed log."""
+    tiers = dict(tiers or {})
+    entries = collector.entries
+    stitched = stitch(entries)
+    times = [e.first_seen for e in entries]
+    local = [e.local for e in entries]
+    span = (max(times) - min(times)) if times else 0.0
+    exposure = hour_exposure(min(local), max(local) + 1.0) if local else [0.0] * 24
+    by_tier: dict[str, list[QueueEntry]] = defaultdict(list)
+    for e in entries:
+        by_tier[tiers.get(e.instance, default_tier(e.instance))].append(e)
+    rejects: Counter[str] = Counter()
+    for instance, n in collector.rejects.items():
+        rejects[tiers.get(instance, default_tier(instance))] += n
+    return {
+        "lines": dict(sorted(collector.counts.items())),
+        "skipped": sum(n for k, n in collector.counts.items() if k.startswith("skipped:")),
+        "period": {"seconds": span, "hours_covered": sum(x > 0 for x in exposure)},
+        "tiers": {
+            t: {**tier_aggregates(es, stitched, exposure, span), "noqueue_rejects": rejects[t]}
+            for t, es in sorted(by_tier.items(), key=lambda kv: min(e.arrival for e in kv[1]))
+        },
+        "stitching": stitched.summary(),
+        "end_to_end": end_to_end(stitched.paths),
+        "end_to_end_clock": end_to_end(stitched.paths, "clock_seconds"),
+        "hashed": collector.hasher.enabled,
+    }
+
+
+def _share(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
