@@ -45,13 +45,19 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument(
         "--keep-addresses", action="store_true", help="do not hash addresses (a lab's own log)"
     )
+    p.add_argument(
+        "--each-log-a-load",
+        action="store_true",
+        help="with --scenario: fit one overlay from all logs, compare each log on its own "
+        "(logs of one chain taken at different loads)",
+    )
     p.add_argument("--seed", type=non_negative_int, default=1, help="model seed (--scenario)")
     p.set_defaults(func=import_maillog_command)
 
 
 def import_maillog_command(args: argparse.Namespace) -> int:
     """``mailgate import-maillog``."""
-    from mailgate.calibration.maillog.aggregate import aggregate, read_logs
+    from mailgate.calibration.maillog.aggregate import aggregate, fit_samples, read_logs
     from mailgate.calibration.maillog.privacy import Hasher
     from mailgate.calibration.maillog.report import format_aggregates
 
@@ -71,9 +77,23 @@ def import_maillog_command(args: argparse.Namespace) -> int:
     if args.scenario:
         from mailgate.calibration.maillog.compare import compare_with_model, format_comparison
 
-        comparison = compare_with_model(result, args.scenario, out, seed=args.seed)
+        samples = fit_samples(collector, dict(args.tier))
+        loads = None
+        if args.each_log_a_load:
+            loads = {
+                path.name: aggregate(read_logs([path], Hasher(), args.year), dict(args.tier))
+                for path in paths
+            }
+        comparison = compare_with_model(
+            result, samples, args.scenario, out, seed=args.seed, loads=loads
+        )
         result["comparison"] = comparison
-        files += [Path(f) for f in comparison["files"]]
+        (out / "comparison.json").write_text(json.dumps(comparison, indent=1) + "\n")
+        (out / "report.md").write_text(format_comparison(comparison) + "\n")
+        files += [Path(f) for f in comparison["files"]] + [
+            out / "comparison.json",
+            out / "report.md",
+        ]
         text += "\n\n" + format_comparison(comparison)
     written = "Wrote " + ", ".join(str(f) for f in files)
     if args.json:

@@ -16,7 +16,7 @@ import numpy as np
 from mailgate.calibration.maillog.events import Collector, QueueEntry
 from mailgate.calibration.maillog.lines import open_lines
 from mailgate.calibration.maillog.privacy import Hasher
-from mailgate.calibration.maillog.stitch import Path, Stitched, stitch
+from mailgate.calibration.maillog.stitch import FINAL_AGENTS, Path, Stitched, stitch
 
 QUANTILES = (0.5, 0.95, 0.99)
 DELAY_PARTS = ("a", "b", "c", "d")
@@ -139,10 +139,25 @@ def end_to_end(paths: Sequence[Path], key: str = "seconds") -> dict[str, Any]:
     return out
 
 
+def tier_names(collector: Collector, tiers: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Instance -> tier (``tiers`` overrides ``default_tier``)."""
+    tiers = dict(tiers or {})
+    return {e.instance: tiers.get(e.instance, default_tier(e.instance)) for e in collector.entries}
+
+
+def path_order(stitched: Stitched, tier_of: Mapping[str, str]) -> dict[str, float]:
+    """Tier -> its mean position on the stitched paths (the MX first)."""
+    spots: dict[str, list[int]] = defaultdict(list)
+    for p in stitched.paths:
+        for i, hop in enumerate(p.hops):
+            spots[tier_of[hop.instance]].append(i)
+    return {t: sum(v) / len(v) for t, v in spots.items()}
+
+
 def aggregate(collector: Collector, tiers: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Everything ``import-maillog`` reports and writes, from a parsed log."""
-    tiers = dict(tiers or {})
     entries = collector.entries
+    tier_of = tier_names(collector, tiers)
     stitched = stitch(entries)
     times = [e.first_seen for e in entries]
     local = [e.local for e in entries]
@@ -150,23 +165,54 @@ def aggregate(collector: Collector, tiers: Mapping[str, str] | None = None) -> d
     exposure = hour_exposure(min(local), max(local) + 1.0) if local else [0.0] * 24
     by_tier: dict[str, list[QueueEntry]] = defaultdict(list)
     for e in entries:
-        by_tier[tiers.get(e.instance, default_tier(e.instance))].append(e)
+        by_tier[tier_of[e.instance]].append(e)
     rejects: Counter[str] = Counter()
     for instance, n in collector.rejects.items():
-        rejects[tiers.get(instance, default_tier(instance))] += n
+        rejects[(tiers or {}).get(instance, default_tier(instance))] += n
+    order = path_order(stitched, tier_of)
+    ranked = sorted(by_tier, key=lambda t: (order.get(t, math.inf), t))
     return {
         "lines": dict(sorted(collector.counts.items())),
         "skipped": sum(n for k, n in collector.counts.items() if k.startswith("skipped:")),
-        "period": {"seconds": span, "hours_covered": sum(x > 0 for x in exposure)},
+        "period": {
+            "seconds": span,
+            "hours_covered": sum(x > 0 for x in exposure),
+            "exposure_s": exposure,
+        },
         "tiers": {
-            t: {**tier_aggregates(es, stitched, exposure, span), "noqueue_rejects": rejects[t]}
-            for t, es in sorted(by_tier.items(), key=lambda kv: min(e.arrival for e in kv[1]))
+            t: {
+                **tier_aggregates(by_tier[t], stitched, exposure, span),
+                "noqueue_rejects": rejects[t],
+            }
+            for t in ranked
         },
         "stitching": stitched.summary(),
         "end_to_end": end_to_end(stitched.paths),
         "end_to_end_clock": end_to_end(stitched.paths, "clock_seconds"),
         "hashed": collector.hasher.enabled,
     }
+
+
+def fit_samples(
+    collector: Collector, tiers: Mapping[str, str] | None = None
+) -> dict[str, dict[str, list[float]]]:
+    """Tier -> the delay sums the overlay fits (kept in memory, never written): ``a`` of
+    every sent delivery, ``b+c`` of forwarding ones, ``b+c+d`` of final ones."""
+    tier_of = tier_names(collector, tiers)
+    out: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for e in collector.entries:
+        if e.source == "notification":
+            continue
+        for d in e.deliveries:
+            if d.status != "sent":
+                continue
+            a, b, c, dd = d.delays
+            s = out[tier_of[e.instance]]
+            s["a"].append(a)
+            s["b+c+d" if d.agent in FINAL_AGENTS else "b+c"].append(
+                b + c + dd if d.agent in FINAL_AGENTS else b + c
+            )
+    return {t: dict(v) for t, v in out.items()}
 
 
 def _share(part: int, whole: int) -> float | None:

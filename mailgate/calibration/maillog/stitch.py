@@ -9,7 +9,7 @@ was under way). A sent delivery with no next hop in the log ends a path: in a ma
 
 Send → final time per recipient comes from Postfix's own delays, not from the log's
 clock (``maillog_file`` stamps whole seconds): each forwarding hop adds ``a+b+c`` (its
-transmission ``d`` overlaps the next hop's receiving) and the last hop adds its ``delay``.
+transmission ``d`` overlaps the next hop's receiving) and the last hop adds its whole ``a+b+c+d``.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def _stitch_group(group: list[QueueEntry], out: Stitched) -> None:
     out.messages += 1
     complete = True
     for entry, final in ends:
-        hops, seconds = [entry], final.delay
+        hops, seconds = [entry], sum(final.delays)  # finer than delay= (2 digits)
         while id(hops[0]) in parent:
             up, via = parent[id(hops[0])]
             hops.insert(0, up)
