@@ -56,7 +56,11 @@ def format_aggregates(result: Mapping[str, Any]) -> str:
     out.append("")
     out.append("Send -> final (from Postfix's delays), p50/p95/p99:")
     for flow, e in result["end_to_end"].items():
-        out.append(f"  {flow}: {_q(e)}")
+        ind = e.get("if_hops_independent") or {}
+        out.append(
+            f"  {flow}: {_q(e)}; if the hops were independent: p50 {_ms(ind.get('p50'))}, "
+            f"p95 {_ms(ind.get('p95'))} ms"
+        )
         for hour, h in e["by_hour"].items():
             out.append(f"    {hour} h: {_q(h)}")
     return "\n".join(out)

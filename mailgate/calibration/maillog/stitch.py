@@ -35,6 +35,7 @@ class Path:
     flow: str  # inbound (ended in a mailbox) | outbound (ended at a remote MTA)
     seconds: float  # send -> final, from Postfix's delays
     clock_seconds: float  # the same from the log's timestamps (coarse)
+    parts: tuple[float, ...] = ()  # what each hop adds to ``seconds``, first hop first
 
     @property
     def start_local(self) -> float:
@@ -108,16 +109,18 @@ def _stitch_group(group: list[QueueEntry], out: Stitched) -> None:
     out.messages += 1
     complete = True
     for entry, final in ends:
-        hops, seconds = [entry], sum(final.delays)  # finer than delay= (2 digits)
+        hops, parts = [entry], [sum(final.delays)]  # finer than delay= (2 digits)
         while id(hops[0]) in parent:
             up, via = parent[id(hops[0])]
             hops.insert(0, up)
-            seconds += via.delays[0] + via.delays[1] + via.delays[2]
+            parts.insert(0, via.delays[0] + via.delays[1] + via.delays[2])
+        seconds = sum(parts)
         if hops[0] not in roots:
             complete = False
             continue
         flow = "inbound" if final.agent in FINAL_AGENTS else "outbound"
-        out.paths.append(Path(hops, final, flow, seconds, final.time - hops[0].arrival))
+        clock = final.time - hops[0].arrival
+        out.paths.append(Path(hops, final, flow, seconds, clock, tuple(parts)))
         out.hops[len(hops)] = out.hops.get(len(hops), 0) + 1
     wanted = sum(max(e.nrcpt or 0, 1) for e in roots)
     out.refused += refused
