@@ -142,3 +142,28 @@ def test_independent_hops_shows_what_correlation_between_hops_does() -> None:
     # and three slow hops together become rare
     assert shuffled["p50"] > 1.0
     assert shuffled["p95"] < 2.1
+
+
+def test_a_day_of_arrivals_gives_the_diurnal_weights() -> None:
+    """One message an hour from 00 to 11 h, three from 12 to 23 h: weights 0.5 and 1.5."""
+    lines = []
+    n = 0
+    for hour in range(24):
+        for k in range(1 if hour < 12 else 3):
+            n += 1
+            qid = f"{n:010X}"
+            stamp = f"Dec 02 {hour:02d}:{10 + 15 * k:02d}:00 gw"
+            lines += [
+                f"{stamp} postfix/smtpd[1]: {qid}: client=unknown[192.0.2.1]",
+                f"{stamp} postfix/cleanup[2]: {qid}: message-id=<{n}@example.org>",
+                f"{stamp} postfix/local[3]: {qid}: to=<u@ours.example>, relay=local, "
+                "delay=0.1, delays=0.05/0.01/0/0.04, dsn=2.0.0, status=sent (delivered)",
+            ]
+    # a message that arrived before the log began is no arrival
+    lines.append("Dec 02 23:59:59 gw postfix/qmgr[4]: 00000000FF: removed")
+    d = aggregate(collect("\n".join(lines)))["tiers"]["gw"]["diurnal"]
+    assert d["arrivals"] == [1] * 12 + [3] * 12
+    assert d["hours_covered"] == 24
+    # the first and last hours are partly outside the tier's first-to-last arrival
+    assert d["weights"][1:11] == [pytest.approx(0.5, rel=0.05)] * 10
+    assert d["weights"][12:23] == [pytest.approx(1.5, rel=0.05)] * 11

@@ -85,14 +85,25 @@ def diurnal(arrivals_local: Sequence[float], exposure: Sequence[float]) -> dict[
     seen = [r for r in rates if r is not None]
     mean = sum(seen) / len(seen) if seen and sum(seen) > 0 else None
     weights = [round(r / mean, 4) if r is not None and mean else None for r in rates]
-    return {"arrivals": counts, "weights": weights, "hours_covered": len(seen)}
+    return {
+        "arrivals": counts,
+        "exposure_s": [round(x, 3) for x in exposure],
+        "weights": weights,
+        "hours_covered": len(seen),
+    }
 
 
-def tier_aggregates(
-    entries: Sequence[QueueEntry], stitched: Stitched, exposure: Sequence[float], span_s: float
-) -> dict[str, Any]:
-    """The aggregates of one tier's entries."""
+def tier_aggregates(entries: Sequence[QueueEntry], stitched: Stitched) -> dict[str, Any]:
+    """The aggregates of one tier's entries.
+
+    Its rate and diurnal profile come from its own arrivals (Postfix's arrival times, finer
+    than the stamps) over its own first-to-last arrival: a short log's rate is not diluted
+    by the time other tiers take to finish."""
     mail = [e for e in entries if e.source != "notification"]
+    started = [e for e in mail if e.source in ("smtpd", "pickup")]  # arrived within the log
+    arrivals = [e.local - (e.first_seen - e.arrival) for e in started]
+    span_s = max(arrivals) - min(arrivals) if arrivals else 0.0
+    exposure = hour_exposure(min(arrivals), max(arrivals)) if arrivals else [0.0] * 24
     deliveries = [d for e in mail for d in e.deliveries]
     sent = [d for d in deliveries if d.status == "sent"]
     finished = [d for d in deliveries if d.status in ("sent", "bounced", "expired")]
@@ -101,8 +112,8 @@ def tier_aggregates(
     return {
         "instances": sorted({e.instance for e in entries}),
         "messages": len(mail),
-        "rate_per_s": len(mail) / span_s if span_s > 0 else None,
-        "diurnal": diurnal([e.local for e in mail], exposure),
+        "rate_per_s": (len(started) - 1) / span_s if span_s > 0 else None,
+        "diurnal": diurnal(arrivals, exposure),
         "size_kb": {**quantile_stats(sizes), "lognormal": lognormal_fit(sizes)},
         "recipients_per_message": quantile_stats([e.nrcpt for e in mail if e.nrcpt]),
         "delays_s": {
@@ -188,7 +199,7 @@ def aggregate(collector: Collector, tiers: Mapping[str, str] | None = None) -> d
     times = [e.first_seen for e in entries]
     local = [e.local for e in entries]
     span = (max(times) - min(times)) if times else 0.0
-    exposure = hour_exposure(min(local), max(local) + 1.0) if local else [0.0] * 24
+    exposure = hour_exposure(min(local), max(local)) if local else [0.0] * 24
     by_tier: dict[str, list[QueueEntry]] = defaultdict(list)
     for e in entries:
         by_tier[tier_of[e.instance]].append(e)
@@ -203,11 +214,10 @@ def aggregate(collector: Collector, tiers: Mapping[str, str] | None = None) -> d
         "period": {
             "seconds": span,
             "hours_covered": sum(x > 0 for x in exposure),
-            "exposure_s": exposure,
         },
         "tiers": {
             t: {
-                **tier_aggregates(by_tier[t], stitched, exposure, span),
+                **tier_aggregates(by_tier[t], stitched),
                 "noqueue_rejects": rejects[t],
             }
             for t in ranked

@@ -40,7 +40,7 @@ def resolve_scenario(name: str) -> Path:
 def hour_rates(result: Mapping[str, Any]) -> dict[str, float]:
     """Hour of day -> arrivals/s at the first tier in that hour."""
     first = next(iter(result["tiers"].values()))
-    exposure = result["period"]["exposure_s"]
+    exposure = first["diurnal"]["exposure_s"]
     arrivals = first["diurnal"]["arrivals"]
     return {f"{h:02d}": arrivals[h] / exposure[h] for h in range(24) if exposure[h] > 0}
 
