@@ -128,6 +128,8 @@ def test_bad_and_foreign_lines_are_counted(tmp_path: Path) -> None:
 def test_hour_exposure_splits_the_period_by_hour_of_day() -> None:
     x = hour_exposure(23.5 * 3600, 25 * 3600)  # 23:30 to 01:00 the next day
     assert x[23] == 1800 and x[0] == 3600 and sum(x) == 5400
+    week = hour_exposure(0.5 * 3600, (7 * 24 + 0.5) * 3600)
+    assert week == [7 * 3600.0] * 24
 
 
 def test_independent_hops_shows_what_correlation_between_hops_does() -> None:

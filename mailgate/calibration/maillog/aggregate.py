@@ -66,8 +66,9 @@ def default_tier(instance: str) -> str:
 
 def hour_exposure(start_local: float, end_local: float) -> list[float]:
     """Seconds of the log period falling in each hour of day (wall clock)."""
-    out = [0.0] * 24
-    t = start_local
+    days = max(0, math.floor((end_local - start_local) / 86400))
+    out = [days * 3600.0] * 24  # whole days cover every hour alike
+    t = start_local + days * 86400
     while t < end_local:
         edge = min((math.floor(t / 3600) + 1) * 3600, end_local)
         out[int(t // 3600) % 24] += edge - t
