@@ -169,3 +169,32 @@ def test_a_day_of_arrivals_gives_the_diurnal_weights() -> None:
     # the first and last hours are partly outside the tier's first-to-last arrival
     assert d["weights"][1:11] == [pytest.approx(0.5, rel=0.05)] * 10
     assert d["weights"][12:23] == [pytest.approx(1.5, rel=0.05)] * 11
+
+
+def test_one_file_per_host_stitches_like_one_merged_file(tmp_path: Path) -> None:
+    for host in ("gw", "mbox"):
+        mine = [line for line in CHAIN.splitlines() if f" {host} postfix/" in line]
+        (tmp_path / f"{host}.log").write_text("\n".join(mine) + "\n")
+    c = read_logs([tmp_path / "mbox.log", tmp_path / "gw.log"], year=2026)
+    st = aggregate(c)["stitching"]
+    assert (st["messages"], st["end_to_end"], st["paths"]) == (2, 2, 2)
+
+
+def test_tier_mapping_names_scenario_tiers_in_the_overlay() -> None:
+    from mailgate.calibration.maillog.aggregate import fit_samples
+    from mailgate.calibration.maillog.overlay import overlay_table
+    from mailgate.sim.scenario.loading import load
+    from tests.conftest import TESTBED
+
+    tiers = {"gw": "gateway0", "mbox": "mailbox"}
+    c = collect(CHAIN)
+    table = overlay_table(aggregate(c, tiers), fit_samples(c, tiers), load(TESTBED))
+    gw = table["gateways"]["gateway0"]
+    assert gw["hosts"] == 1
+    assert gw["stages"]["smtp_receive"]["wait_s"]["median"] == pytest.approx(0.1)
+    assert gw["stages"]["spf"] == {"cpu_s": 0.0, "cpu_per_kb_s": 0.0, "dns_lookups": 0,
+                                   "wait_s": 0.0}  # fmt: skip
+    # the mailbox's final delivery: b+c+d = 0.05 + 0 + 0.05
+    mailbox_wait = table["mailbox_server"]["stages"]["maildir"]["wait_s"]
+    assert mailbox_wait["median"] == pytest.approx(0.1)
+    assert "gateway1" not in table.get("gateways", {})  # not in the log: the base's costs

@@ -31,7 +31,7 @@ def add_parser(sub: Subparsers) -> None:
         "arrival rate and diurnal profile, sizes, per-hop delays (a/b/c/d), deferral and "
         "bounce rates, remote MTA time, and send -> mailbox time. Addresses are hashed on "
         "import; only aggregates are written. With --scenario: a fitted overlay and the "
-        "model against the log (exit 3 when a p50/p95 is more than 15 %% off).",
+        "model against the log (exit 3 when a p50/p95 is more than 15 % off).",
     )
     p.add_argument("logs", nargs="+", metavar="LOG", help="Postfix log file (plain or .gz)")
     p.add_argument("--scenario", help=SCENARIO_HELP + "; fit it and compare the model")

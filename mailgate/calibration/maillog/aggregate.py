@@ -234,11 +234,14 @@ def fit_samples(
     collector: Collector, tiers: Mapping[str, str] | None = None
 ) -> dict[str, dict[str, list[float]]]:
     """Tier -> the delay sums the overlay fits (kept in memory, never written): ``a`` of
-    every sent delivery, ``b+c`` of forwarding ones, ``b+c+d`` of final ones."""
+    every sent delivery, ``b+c`` of forwarding ones, ``b+c+d`` of final ones; messages
+    deferred on the way left out."""
     tier_of = tier_names(collector, tiers)
     out: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for e in collector.entries:
-        if e.source == "notification":
+        # after a deferral ``a`` includes the time in the deferred queue: the retry is the
+        # model's own mechanism (deferral rate), not a cost of receiving
+        if e.source == "notification" or any(d.status == "deferred" for d in e.deliveries):
             continue
         for d in e.deliveries:
             if d.status != "sent":
