@@ -198,3 +198,8 @@ def test_tier_mapping_names_scenario_tiers_in_the_overlay() -> None:
     mailbox_wait = table["mailbox_server"]["stages"]["maildir"]["wait_s"]
     assert mailbox_wait["median"] == pytest.approx(0.1)
     assert "gateway1" not in table.get("gateways", {})  # not in the log: the base's costs
+
+
+def test_a_message_id_sent_twice_is_two_messages() -> None:
+    st = aggregate(collect(CHAIN + CHAIN))["stitching"]  # queue IDs reused after "removed"
+    assert (st["messages"], st["end_to_end"], st["paths"]) == (4, 4, 4)

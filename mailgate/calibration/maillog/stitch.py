@@ -106,7 +106,7 @@ def _stitch_group(group: list[QueueEntry], out: Stitched) -> None:
     roots = [e for e in group if id(e) not in parent and e.source in ("smtpd", "pickup")]
     if not roots:
         return
-    out.messages += 1
+    out.messages += len(roots)  # one Message-ID sent twice is two messages
     complete = True
     for entry, final in ends:
         hops, parts = [entry], [sum(final.delays)]  # finer than delay= (2 digits)
@@ -125,8 +125,8 @@ def _stitch_group(group: list[QueueEntry], out: Stitched) -> None:
     wanted = sum(max(e.nrcpt or 0, 1) for e in roots)
     out.refused += refused
     complete = complete and len(ends) + refused >= wanted
-    out.end_to_end += complete
-    out.incomplete += not complete
+    out.end_to_end += len(roots) if complete else 0
+    out.incomplete += 0 if complete else len(roots)
 
 
 def _next_hop(
