@@ -49,7 +49,9 @@ log_line = st.one_of(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(st.lists(log_line, max_size=60), st.randoms(use_true_random=False))
 def test_fuzzed_log_never_crashes_and_every_line_is_counted(lines: list[str], rnd) -> None:
     rnd.shuffle(lines)  # interleave the queue IDs in any order
