@@ -8,6 +8,7 @@ protocol tests talk raw bytes to a single in-process relay on loopback.
 from __future__ import annotations
 
 import asyncio
+import json
 import smtplib
 import socket
 import time
@@ -263,3 +264,46 @@ def test_malformed_commands_get_permanent_replies(tmp_path: Path) -> None:
             d.close()
 
     asyncio.run(asyncio.wait_for(main(), 30))
+
+
+# ---------------------------------------------------------------- the audit (last: it checks
+# everything the tests above sent)
+
+
+def test_audit_accounts_for_every_message_and_names_one_deleted_from_a_spool(
+    testbed: Testbed,
+) -> None:
+    from mailgate.realnet.load.probe import submit
+    from mailgate.realnet.testbed.audit import audit
+
+    set_behaviour(testbed.state_dir, "carrier.example", "tempfail", seconds=60.0)
+    try:
+        tag = uuid.uuid4().hex
+        address = f"{USER}@{ours(testbed)}"
+        data = f"From: <{address}>\r\nSubject: {tag}\r\n\r\nx\r\n".encode()
+        submit(testbed.plan, USER, USER, address, ["nobody@carrier.example"], data)
+
+        def in_gateway4_spool() -> Path | None:
+            # Gateway3 meets the 451 and hands the message to its fallback, Gateway4
+            for path in (testbed.state_dir / "spool").glob("gateway4.*/queue/*.msg"):
+                if tag.encode() in path.read_bytes():
+                    return path
+            return None
+
+        path = until(in_gateway4_spool, what="the message in a Gateway4 spool")
+        host = path.parent.parent.name
+        trace_id = json.loads(path.read_bytes().partition(b"\n")[0])["trace_id"]
+        report = audit(testbed.state_dir)
+        assert report.lost == [], "\n".join(report.lines())
+        assert (trace_id, host) in {(t, h) for t, h, _ in report.in_spool}
+        assert report.ends["mailbox"] and report.ends["remote"] and report.ends["bounced"]
+        testbed.kill(host)  # so that it cannot write the file again; then lose it by hand
+        path.unlink()
+        report = audit(testbed.state_dir)
+        assert report.lost == [(trace_id, host)], "\n".join(report.lines())
+        assert any(trace_id in line and "LOST" in line for line in report.lines())
+    finally:
+        set_behaviour(testbed.state_dir, "carrier.example", "accept", seconds=0.0)
+        for h in ("gateway4.0", "gateway4.1"):
+            if testbed.procs[h].poll() is not None:
+                testbed.restart(h)

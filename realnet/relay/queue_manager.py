@@ -77,7 +77,8 @@ class QueueManager:
         await self.pool.close()
 
     def queued(self, entry: SpoolEntry) -> None:
-        """A message just spooled: attempt it now."""
+        """A message just spooled (received, or a bounce made here): journal it, attempt it."""
+        self.tracer.queued(entry.trace_id, entry.id, entry.flow)
         self._schedule(entry, 0.0)
 
     # -- scheduling
