@@ -266,6 +266,72 @@ def test_malformed_commands_get_permanent_replies(tmp_path: Path) -> None:
     asyncio.run(asyncio.wait_for(main(), 30))
 
 
+@pytest.fixture(scope="module")
+def key(scenario):
+    """The DKIM key the ``dns_server`` fixture publishes (unused here)."""
+    from mailgate.realnet.services.keys import DkimKey
+
+    domain = scenario.population.domains[0]
+    return DkimKey.generate("ed25519-sha256", scenario.realnet.dkim_selector, domain)
+
+
+def test_a_domain_that_does_not_exist_does_not_drop_the_other_recipients(
+    tmp_path: Path, dns_server, scenario
+) -> None:
+    """One recipient's domain is NXDOMAIN (550 5.1.2, bounced); the other recipient's MX is
+    down: that recipient stays queued instead of vanishing with the bounced one."""
+    import ipaddress
+
+    from mailgate.realnet.relay.spool import SpoolEntry
+
+    domain = scenario.population.domains[0]  # in the DNS zone: its MX is Gateway0's address
+
+    async def main() -> None:
+        bind = "127.62.0.2"
+        port = _free_port(bind)
+        relay = Relay(
+            RelayConfig(
+                host_id="out.0",
+                hostname="out.ours.example",
+                bind=bind,
+                port=port,
+                state_dir=tmp_path,
+                local_domains=frozenset({domain}),
+                relay_clients=(ipaddress.IPv4Network("127.0.0.0/8"),),
+                next_hop_port=_free_port("127.0.0.1"),  # nothing listens: every MX is down
+                dns=("127.0.0.1", dns_server.port),
+                connect_timeout_s=1.0,
+                minimal_backoff_s=60.0,
+            )
+        )
+        await relay.start()
+        try:
+            rcpts = [f"b@{SENDER_DOMAIN}", "c@nosuch.invalid"]
+
+            def send() -> None:
+                with smtplib.SMTP(bind, port, timeout=5) as client:
+                    client.sendmail(f"a@{domain}", rcpts, b"Subject: x\r\n\r\nx\r\n")
+
+            await asyncio.to_thread(send)
+            deadline = time.monotonic() + 10
+            while True:  # until the first attempt has been written back (attempts = 1)
+                entries = [
+                    SpoolEntry.from_bytes(p.read_bytes())
+                    for p in relay.spool.queue_dir.glob("*.msg")
+                ]
+                if any(e.attempts for e in entries) or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            await relay.stop()
+        originals = [e for e in entries if not e.dsn]
+        assert [e.rcpt_tos for e in originals] == [[f"b@{SENDER_DOMAIN}"]], entries
+        [dsn] = [e for e in entries if e.dsn]
+        assert dsn.rcpt_tos == [f"a@{domain}"] and b"5.1.2" in dsn.data
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
 # ---------------------------------------------------------------- the audit (last: it checks
 # everything the tests above sent)
 
