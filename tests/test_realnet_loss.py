@@ -151,25 +151,47 @@ def test_undeliverable_bounce_goes_to_the_postmaster(testbed: Testbed) -> None:
     assert b"5.1.1" in notice  # what the sender's MX answered to the bounce
 
 
+def send_as_gateway2(testbed: Testbed, tag: str) -> None:
+    """Mail from a remote sender to carrier.example, handed to Gateway3 as Gateway2 would."""
+    host, port = testbed.smtp_endpoint("gateway3.0")
+    gateway2 = testbed.plan.host_address("gateway2.0")  # Gateway3 takes mail from it
+    with smtplib.SMTP(host, port, timeout=10, source_address=(gateway2, 0)) as s:
+        s.sendmail(
+            f"sender@{SENDER_DOMAIN}",
+            ["nobody@carrier.example"],
+            f"From: <sender@{SENDER_DOMAIN}>\r\nSubject: {tag}\r\n\r\nx\r\n".encode(),
+        )
+
+
 def test_bounce_from_gateway3_reaches_the_remote_sender(testbed: Testbed) -> None:
     """A remote MX refuses with 5xx: Gateway3's bounce goes to the sender's MX."""
     set_behaviour(testbed.state_dir, "carrier.example", "reject", seconds=30.0)
     try:
         tag = uuid.uuid4().hex
-        host, port = testbed.smtp_endpoint("gateway3.0")
-        gateway2 = testbed.plan.host_address("gateway2.0")  # Gateway3 takes mail from it
-        with smtplib.SMTP(host, port, timeout=10, source_address=(gateway2, 0)) as s:
-            s.sendmail(
-                f"sender@{SENDER_DOMAIN}",
-                ["nobody@carrier.example"],
-                f"From: <sender@{SENDER_DOMAIN}>\r\nSubject: {tag}\r\n\r\nx\r\n".encode(),
-            )
+        send_as_gateway2(testbed, tag)
         row = until(lambda: bounce_with(testbed, SENDER_DOMAIN, tag), what="the bounce")
     finally:
         set_behaviour(testbed.state_dir, "carrier.example", "accept", seconds=0.0)
     dsn = Path(row["file"]).read_bytes()
     assert b"Final-Recipient: rfc822; nobody@carrier.example" in dsn
     assert b"Reporting-MTA: dns; gw3-" in dsn
+
+
+def test_bounce_from_gateway3_the_sender_refuses_reaches_the_postmaster(testbed: Testbed) -> None:
+    set_behaviour(testbed.state_dir, "carrier.example", "reject", seconds=30.0)
+    set_behaviour(testbed.state_dir, SENDER_DOMAIN, "reject", seconds=30.0)
+    try:
+        tag = uuid.uuid4().hex
+        send_as_gateway2(testbed, tag)
+        notice = until(
+            lambda: next((m for m in mailbox(testbed, "postmaster") if tag.encode() in m), None),
+            what="Gateway3's failed bounce in the postmaster mailbox",
+        )
+    finally:
+        set_behaviour(testbed.state_dir, "carrier.example", "accept", seconds=0.0)
+        set_behaviour(testbed.state_dir, SENDER_DOMAIN, "accept", seconds=0.0)
+    assert b"Final-Recipient: rfc822; sender@bigmail.example" in notice
+    assert b"Reporting-MTA: dns; gw3-" in notice
 
 
 # ---------------------------------------------------------------- permanent faults
