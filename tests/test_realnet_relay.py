@@ -389,19 +389,33 @@ def test_restarted_relay_delivers_its_spool(tmp_path: Path) -> None:
     run(main())
 
 
-def test_bounce_after_queue_lifetime_and_none_for_null_sender(tmp_path: Path) -> None:
+def test_bounce_after_queue_lifetime_then_postmaster_and_never_dropped(tmp_path: Path) -> None:
+    """Issue #16: the original expires and bounces; its DSN (from <>) cannot be delivered
+    either and goes to the postmaster; that notice stays spooled until it can be
+    delivered — nothing the relay accepted is dropped."""
+
     async def main() -> None:
         port = free_port("127.0.0.1")
         relay = forwarding_relay(tmp_path, port, max_queue_lifetime_s=0.3)
+        sink = Collector()
         async with running(relay):
             await send("127.61.0.1", port, ["b@ours.example"])
-            # the original expires; its DSN (from <>) cannot be delivered either and
-            # expires without a bounce of its own
-            await until(lambda: len(relay.spool) == 0)
+            await asyncio.sleep(2.0)  # past every lifetime: only the postmaster notice is left
+            assert len(relay.spool) == 1
+            [path] = relay.spool.queue_dir.glob("*.msg")
+            left = SpoolEntry.from_bytes(path.read_bytes())
+            assert left.rcpt_tos == ["postmaster@ours.example"] and left.mail_from == ""
+            async with running(final_relay(tmp_path, port, sink)):
+                await until(lambda: len(relay.spool) == 0)
+        [(user, notice)] = sink.got
+        assert user == "postmaster"
+        # the whole failed bounce is returned, and it names the original recipient
+        assert b"message/rfc822" in notice and b"Final-Recipient: rfc822; b@ours.example" in notice
         hops = list(read_hops(tmp_path / "traces" / "relay.0.jsonl"))
         outcomes = sorted((h.flow, h.outcome) for h in hops)
-        # the DSN to a@ours.example is internal mail; the original came in from outside
-        assert outcomes == [("inbound", "bounced"), ("internal", "bounced")]
+        # the DSN to a@ours.example and the notice are internal mail; the original inbound
+        expected = [("inbound", "bounced"), ("internal", "bounced"), ("internal", "relayed")]
+        assert outcomes == expected
 
     run(main())
 

@@ -29,6 +29,9 @@ class RelayConfig:
     state_dir: Path
     #: domains accepted from any allowed client (our own mail domains)
     local_domains: frozenset[str] = frozenset()
+    #: where bounces that cannot be delivered go (RFC 5321 4.5.1, 6.1); "" = postmaster
+    #: of the first local domain (``postmaster_address``)
+    postmaster: str = ""
     #: clients that may relay to any domain
     relay_clients: tuple[ipaddress.IPv4Network, ...] = ()
     #: clients that may connect at all (empty = anybody)
@@ -84,6 +87,7 @@ class RelayConfig:
             port=rn.smtp_port,
             state_dir=state_dir,
             local_domains=frozenset(d.lower() for d in scenario.population.domains),
+            postmaster=f"postmaster@{scenario.population.domains[0].lower()}",
             next_hop=next_hop,
             next_hop_name=tier.next_hop,
             next_hop_port=rn.smtp_port,
@@ -108,6 +112,13 @@ class RelayConfig:
         """This service's spool: one per host, or per worker when workers share a port."""
         leaf = self.host_id if not self.worker else f"{self.host_id}-w{self.worker}"
         return self.state_dir / self.spool_name / leaf
+
+    @property
+    def postmaster_address(self) -> str:
+        """Our postmaster: the configured one, or the first local domain's ("" if none)."""
+        if self.postmaster or not self.local_domains:
+            return self.postmaster
+        return f"postmaster@{min(self.local_domains)}"
 
     def backoff(self, attempts: int) -> float:
         """Seconds before the next attempt after ``attempts`` failed ones (doubling)."""

@@ -6,7 +6,9 @@ tier's ``balance`` order; a twin that refuses or fails is skipped for the
 next), or to the recipient domain's MX hosts. What an attempt could not
 deliver is offered to the fallback tier (Postfix ``smtp_fallback_relay``),
 then retried with doubling backoff, and bounced after the queue lifetime;
-permanent refusals are bounced at once (``dsn.Bouncer``). At most
+permanent refusals are bounced at once (``dsn.Bouncer``). A bounce made here
+goes by the MX of its recipient's domain, or the tier's way for our own
+domains, never blindly to the next tier (``_routes``). At most
 ``delivery_concurrency`` attempts run at once. The message's ``HopRecord``
 travels in its spool file and is traced when the message leaves.
 """
@@ -75,7 +77,8 @@ class QueueManager:
         await self.pool.close()
 
     def queued(self, entry: SpoolEntry) -> None:
-        """A message just spooled: attempt it now."""
+        """A message just spooled (received, or a bounce made here): journal it, attempt it."""
+        self.tracer.queued(entry.trace_id, entry.id, entry.flow)
         self._schedule(entry, 0.0)
 
     # -- scheduling
@@ -125,18 +128,18 @@ class QueueManager:
             record.stages["deliver"] = StageSpan(t0, t1, time.thread_time() - c0)
             record.next_hop = hop or record.next_hop
         if failed:
-            await self.bouncer.bounce(entry, failed)
+            # a notice to the postmaster that failed is kept for retry, never dropped
+            pending += await self.bouncer.bounce(entry, failed)
         entry.attempts += 1
         if pending and t1 - entry.first_accepted >= c.max_queue_lifetime_s:
-            await self.bouncer.bounce(
+            pending = await self.bouncer.bounce(
                 entry,
                 dict.fromkeys(
                     pending,
                     SmtpError(554, "5.4.7 delivery time expired, last error kept in the log"),
                 ),
             )
-            pending = []
-            if record is not None:
+            if record is not None and not pending:
                 record.outcome = "bounced"
         if pending:
             entry.rcpt_tos = pending
@@ -167,11 +170,8 @@ class QueueManager:
         The next hop is named like the model names it: the host id of the host that
         took the message (``gateway1.0``), or "" when it left our system (a remote MX).
         """
-        routes = await self._routes(entry, rcpts, record)
-        if isinstance(routes, dict):  # a domain that does not exist
-            return [], routes, [], ""
+        routes, failed = await self._routes(entry, rcpts, record)
         done: list[str] = []
-        failed: dict[str, SmtpError] = {}
         pending: list[str] = []
         hop = ""
         for hosts, group in routes:
@@ -185,29 +185,38 @@ class QueueManager:
 
     async def _routes(
         self, entry: SpoolEntry, rcpts: list[str], record: HopRecord | None
-    ) -> list[tuple[list[str], list[str]]] | dict[str, SmtpError]:
+    ) -> tuple[list[tuple[list[str], list[str]]], dict[str, SmtpError]]:
         """Where the recipients go: (hosts to try in order, recipients) groups — the next
-        tier's twins, or each recipient domain's MX hosts — or, when a domain's lookup
-        fails permanently, that domain's recipients with the error.
+        tier's twins, or each recipient domain's MX hosts — and the recipients whose
+        domain's lookup failed permanently, with the error.
 
-        Every message takes the same route here, DSNs (``entry.mail_from == ""``) too:
-        a bounce queued on a tier whose next hop is the mailbox server goes there even
-        when the reverse-path is remote (issue #16)."""
+        A DSN made on this host (``entry.dsn``) goes to the next tier only for our own
+        domains (the way mail to them goes from here); to anyone else it goes by the MX
+        of the recipient's domain, as Postfix's bounce goes through that host's own smtp
+        transport: a tier's next hop (the mailbox server behind Gateway1) would refuse to
+        relay it (issue #16)."""
         c = self.config
+        groups: list[tuple[list[str], list[str]]] = []
         if c.next_hop:
-            return [(self._ordered(c.next_hop), rcpts)]
+            if not entry.dsn:
+                return [(self._ordered(c.next_hop), rcpts)], {}
+            ours = [r for r in rcpts if domain_of(r) in c.local_domains]
+            if ours:
+                groups.append((self._ordered(c.next_hop), ours))
+            rcpts = [r for r in rcpts if r not in ours]
         by_domain: dict[str, list[str]] = {}
         for r in rcpts:
             by_domain.setdefault(domain_of(r), []).append(r)
-        groups: list[tuple[list[str], list[str]]] = []
+        failed: dict[str, SmtpError] = {}
         for domain, group in by_domain.items():
             try:
                 groups.append((await self._mx_hosts(domain, record), group))
             except SmtpError as e:
-                groups.append(([], group))
                 if e.permanent:
-                    return dict.fromkeys(group, e)
-        return groups
+                    failed.update(dict.fromkeys(group, e))
+                else:
+                    groups.append(([], group))  # no hosts: pending, retried
+        return groups, failed
 
     async def _mx_hosts(self, domain: str, record: HopRecord | None) -> list[str]:
         if self._mx is None:
@@ -248,5 +257,6 @@ class QueueManager:
         known = self.config.host_ids
         if address in known:
             return known[address]
-        # not one of ours: a remote MX (or, without an address map, the configured tier)
-        return self.config.next_hop_name if self.config.next_hop else ""
+        if address in self.config.next_hop:  # without an address map: the configured tier
+            return self.config.next_hop_name
+        return ""  # not one of ours: a remote MX

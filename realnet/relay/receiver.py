@@ -12,9 +12,14 @@ and only then answers 250 and tells the queue manager (``queued``).
 Protocol hygiene: SIZE is advertised and enforced (552); more ``Received:``
 headers than ``limits.hopcount_limit`` is a loop (554 5.4.6); recipients are
 accepted only for our domains or from clients allowed to relay (550 5.7.1:
-never an open relay); bare CR or LF in DATA is normalised to CRLF (aiosmtpd
-≥ 1.4.6 ends DATA only on CRLF.CRLF, so a bare-LF ``\\n.\\n`` cannot split a
-message — no SMTP smuggling); an internal error answers 451, never 500.
+never an open relay), and from clients that may not relay never with
+sender-specified routing (``user%host@``, ``host!user@``, ``"u@h"@``, source
+routes: 550 5.7.1); malformed HELO, MAIL and RCPT arguments (invalid UTF-8,
+control characters, no angle brackets) get a permanent 501
+(``realnet.relay.syntax``), a NUL in the message 554 5.6.0; bare CR or LF in
+DATA is normalised to CRLF (aiosmtpd ≥ 1.4.6 ends DATA only on CRLF.CRLF, so a
+bare-LF ``\\n.\\n`` cannot split a message — no SMTP smuggling); only an
+internal error of ours answers 451, never 500.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
 from mailgate.realnet.relay.config import RelayConfig
 from mailgate.realnet.relay.message import (
@@ -41,6 +46,7 @@ from mailgate.realnet.relay.message import (
 )
 from mailgate.realnet.relay.policy import Incoming, Policy, in_thread
 from mailgate.realnet.relay.spool import Spool, SpoolEntry
+from mailgate.realnet.relay.syntax import ROUTING_REPLY, helo_fault, path_fault, routing_in
 from mailgate.realnet.relay.tracing import Tracer, record_dict
 from mailgate.sim.scenario.records import HopRecord, StageSpan
 
@@ -67,6 +73,29 @@ class _Protocol(SMTP):
         if self.local_part_limit and len(local) > self.local_part_limit:
             return super()._getaddr(arg)
         return m.group(1), arg.lstrip()[m.end() :].lstrip()
+
+    # malformed arguments get a permanent answer before aiosmtpd or our headers see them
+    # (``realnet.relay.syntax``); the decorators keep aiosmtpd's HELP texts
+
+    @syntax("HELO hostname")
+    async def smtp_HELO(self, hostname: str) -> None:
+        fault = helo_fault(hostname)
+        await (self.push(fault) if fault else super().smtp_HELO(hostname))
+
+    @syntax("EHLO hostname")
+    async def smtp_EHLO(self, hostname: str) -> None:
+        fault = helo_fault(hostname)
+        await (self.push(fault) if fault else super().smtp_EHLO(hostname))
+
+    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        fault = path_fault("MAIL", arg)
+        await (self.push(fault) if fault else super().smtp_MAIL(arg))
+
+    @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        fault = path_fault("RCPT", arg)
+        await (self.push(fault) if fault else super().smtp_RCPT(arg))
 
     #: the relay's session slots (set per connection by ``Receiver.protocol``)
     session_slots: asyncio.Semaphore | None = None
@@ -170,6 +199,10 @@ class Receiver:
         may_relay = bool(session.authenticated) or _in(ip, c.relay_clients)
         if not local and not may_relay:
             return "550 5.7.1 Relay access denied"
+        if local and not may_relay and routing_in(address):
+            # user%host@ours, host!user@ours, "user@host"@ours: a relay through us by
+            # another name (Postfix allow_untrusted_routing = no)
+            return ROUTING_REPLY.format(what=f"<{address}>")
         try:
             refusal = await self.policy.check_rcpt(incoming(c.host_id, session, envelope), address)
         except Exception:
@@ -231,6 +264,12 @@ class Intake:
         raw = envelope.original_content or b""
         data = normalise_line_ends(raw)
         msg = incoming(c.host_id, session, envelope)
+        if b"\x00" in data:
+            # RFC 5322 2.2/3.5 and RFC 6152 allow no NUL in a message, 8BITMIME or not
+            return self._reject(
+                HopRecord(uuid.uuid4().hex[:16], msg.flow, c.host_id, len(data) / 1024, arrived),
+                "554 5.6.0 Message content rejected: NUL character in the message",
+            )
         trace = parse_trace(data)
         if trace is None:
             flow = self._first_flow(msg)

@@ -45,6 +45,9 @@ class SpoolEntry:
     next_retry: float = 0.0
     #: true once the first attempt has failed and the fallback tier was tried
     fallback_tried: bool = False
+    #: a delivery status notification made on this host: routed by the recipient's MX
+    #: unless the recipient is ours (``QueueManager._routes``)
+    dsn: bool = False
     #: an HopRecord-like dict carried until the message leaves this host
     record: dict[str, Any] | None = None
 

@@ -1,6 +1,8 @@
 """The five gateways as policies and configurations of the relay core.
 
-- Gateway0 (``inbound_auth``): SPF on the connecting address (fail → 550,
+- Gateway0 (``inbound_auth``): recipients of our domains checked at RCPT
+  against the mailbox server's users (550 5.1.1, like Postfix's
+  ``relay_recipient_maps``), SPF on the connecting address (fail → 550,
   temperror → 451), DKIM verification of every signature, an
   ``Authentication-Results:`` header; relays to Gateway1.
 - Gateway1 (``inbound_av``): antivirus (infected → quarantine folder, the
@@ -29,6 +31,7 @@ from mailgate.realnet.relay.config import RelayConfig
 from mailgate.realnet.relay.message import domain_of
 from mailgate.realnet.relay.policy import Incoming, Policy, Verdict
 from mailgate.realnet.relay.relay import Relay
+from mailgate.realnet.testbed.mailbox_server import UNKNOWN_RELAY, KnownUsers, mailbox_users
 from mailgate.sim.scenario import Scenario
 
 #: SPF verdicts that refuse the message before the 250 (TOPOLOGY.md: fail → 550).
@@ -66,12 +69,26 @@ def strip_forged_results(data: bytes, domains: frozenset[str]) -> bytes:
 
 
 class InboundAuthPolicy(Policy):
-    """Gateway0: SPF and DKIM verification, then an Authentication-Results header."""
+    """Gateway0: recipients checked against the mailbox server's users (when given),
+    SPF and DKIM verification, then an Authentication-Results header."""
 
-    def __init__(self, authserv_id: str, resolver: Any, domains: frozenset[str] = frozenset()):
+    def __init__(
+        self,
+        authserv_id: str,
+        resolver: Any,
+        domains: frozenset[str] = frozenset(),
+        recipients: Policy | None = None,
+    ):
         self.authserv_id = authserv_id
         self.resolver = resolver
         self.domains = domains
+        #: the relay recipient table: refuses unknown users of our domains at RCPT
+        self.recipients = recipients
+
+    async def check_rcpt(self, msg: Incoming, address: str) -> str | None:
+        if self.recipients is None:
+            return None
+        return await self.recipients.check_rcpt(msg, address)
 
     async def check(self, msg: Incoming) -> Verdict | None:
         from mailgate.realnet.services.checks import authentication_results, check_spf, verify_dkim
@@ -175,12 +192,11 @@ def build_gateway(
     relaying: tuple[ipaddress.IPv4Network, ...] = ()
     policy: Policy
     if role == "inbound_auth":
-        # our MX: anybody may send to our domains, nobody may relay through it
-        policy = InboundAuthPolicy(
-            host_name(plan, host_id),
-            resolver,
-            frozenset(d.lower() for d in scenario.population.domains),
-        )
+        # our MX: anybody may send to our domains, nobody may relay through it; it knows
+        # the mailbox server's users, as Postfix's relay_recipient_maps publishes them
+        domains = frozenset(d.lower() for d in scenario.population.domains)
+        table = KnownUsers(mailbox_users(scenario), domains, UNKNOWN_RELAY)
+        policy = InboundAuthPolicy(host_name(plan, host_id), resolver, domains, table)
     elif role == "inbound_av":
         policy = AntivirusPolicy(scanner, routing=True)
         allowed = _networks(ups)

@@ -5,6 +5,8 @@ Three services on the host's own loopback address:
 - SMTP on ``realnet.smtp_port``: mail from Gateway1 for our domains is filed
   into ``<state>/maildirs/<user>/`` (``maildir.deliver``; the file is fsynced
   before the 250, like the spool); an unknown user gets ``550 5.1.1``.
+  ``postmaster`` always has a mailbox (RFC 5321 4.5.1): bounces that cannot be
+  delivered end there.
 - Submission on ``realnet.submission_port``: PCs authenticate with SMTP AUTH
   PLAIN or LOGIN against ``realnet.users`` (scrypt hashes) and every message,
   our own domain's included, is relayed through the spool to Gateway2 (the
@@ -35,23 +37,39 @@ from mailgate.sim.scenario.records import HopRecord, StageSpan
 UID_MEMORY = 100_000
 
 
-class KnownUsers(Policy):
-    """Refuse recipients that have no mailbox (550 5.1.1) before DATA."""
+#: RFC 5321 4.5.1: every SMTP domain receives mail for postmaster; where the chain's
+#: undeliverable bounces end (RFC 5321 6.1), so it has a mailbox of its own
+POSTMASTER = "postmaster"
 
-    def __init__(self, users: set[str], domains: frozenset[str]) -> None:
+#: Postfix smtpd's replies: the mailbox server's own table (local_recipient_maps) and
+#: the border MX's copy of it (relay_recipient_maps, unknown_relay_recipient_reject_code)
+UNKNOWN_LOCAL = "550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+UNKNOWN_RELAY = (
+    "550 5.1.1 <{address}>: Recipient address rejected: User unknown in relay recipient table"
+)
+
+
+class KnownUsers(Policy):
+    """Refuse recipients of our domains that have no mailbox (550 5.1.1) before DATA."""
+
+    def __init__(
+        self, users: set[str], domains: frozenset[str], reply: str = UNKNOWN_LOCAL
+    ) -> None:
         self.users = users
         self.domains = domains
+        self.reply = reply
 
     async def check_rcpt(self, msg: Incoming, address: str) -> str | None:
         local, _, domain = address.rpartition("@")
         if domain.lower() in self.domains and local.lower() not in self.users:
-            return "550 5.1.1 Recipient address rejected: user unknown"
+            return self.reply.format(address=address)
         return None
 
 
 def mailbox_users(scenario: Scenario) -> set[str]:
-    """Local parts with a mailbox: the scenario's users (they may also log in)."""
-    return {u.name.lower() for u in scenario.realnet.users}
+    """Local parts with a mailbox: the scenario's users (they may also log in) and
+    postmaster. The border MX gets the same list (Postfix ``relay_recipient_maps``)."""
+    return {u.name.lower() for u in scenario.realnet.users} | {POSTMASTER}
 
 
 def make_authenticator(scenario: Scenario) -> Any:

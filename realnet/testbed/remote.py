@@ -1,7 +1,8 @@
 """The remote Internet on loopback: MX sinks per remote domain and remote senders.
 
 A sink listens on its domain's MX address (``AddressPlan.remote_mx_address``)
-and records what it got (``remote/<domain>.jsonl`` and the message file under
+and records what it got (``remote/<domain>.jsonl``, where a bounce — null
+reverse-path — is marked ``"bounce": true`` (``bounces``), and the message file under
 ``remote/<domain>/``, plus a ``HopRecord`` in ``traces/remote.jsonl``). How it
 behaves comes from the scenario: it answers after ``internet.remote_mta_s``,
 temp-fails a first attempt with ``internet.temp_fail_prob``, and is down
@@ -54,6 +55,11 @@ def received(state_dir: Path, domain: str) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def bounces(state_dir: Path, domain: str) -> list[dict[str, Any]]:
+    """The bounces (null reverse-path) ``domain``'s sink has accepted so far."""
+    return [row for row in received(state_dir, domain) if row.get("bounce")]
 
 
 class _SinkHandler:
@@ -142,6 +148,8 @@ class RemoteSink:
             "time": time.time(),
             "trace_id": trace[0],
             "mail_from": envelope.mail_from,
+            # a DSN (MAIL FROM:<>): tests look for bounces that reached the sender
+            "bounce": envelope.mail_from in ("<>", ""),
             "rcpt_tos": envelope.rcpt_tos,
             "client": session.peer[0] if session.peer else "",
             "size": len(data),
