@@ -11,6 +11,8 @@ import asyncio
 import json
 import smtplib
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -390,6 +392,14 @@ def test_audit_accounts_for_every_message_and_names_one_deleted_from_a_spool(
         report = audit(testbed.state_dir)
         assert report.lost == [(trace_id, host)], "\n".join(report.lines())
         assert any(trace_id in line and "LOST" in line for line in report.lines())
+        # the command says the same, with exit code 1
+        run = subprocess.run(
+            [sys.executable, "-m", "mailgate", "realnet", "audit", str(testbed.state_dir)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert run.returncode == 1 and trace_id in run.stdout and "LOST" in run.stdout
     finally:
         set_behaviour(testbed.state_dir, "carrier.example", "accept", seconds=0.0)
         for h in ("gateway4.0", "gateway4.1"):

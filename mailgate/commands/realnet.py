@@ -52,6 +52,16 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--state-dir", help="spools, maildirs and traces (default: a temporary folder)")
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=probe_command)
+    p = rsub.add_parser(
+        "audit",
+        help="account for every message a run's hosts accepted; exit 1 if any is lost",
+        description="Reconcile a state dir's journals, traces and spools: every message a "
+        "host accepted with 250 ended delivered to a mailbox, handed to a remote MX, "
+        "quarantined or bounced, or is still in a spool (listed); anything else is lost.",
+    )
+    p.add_argument("state_dir", nargs="?", help="the run's state dir (default: the running one)")
+    p.add_argument("--scenario", default="loopback-testbed", help="to find the running state dir")
+    p.set_defaults(func=audit_command)
 
 
 def up_command(args: Any) -> int:
@@ -172,3 +182,17 @@ def probe_command(args: Any) -> int:
         if testbed is not None:
             testbed.__exit__(None, None, None)
             testbed.cleanup()
+
+
+def audit_command(args: Any) -> int:
+    """``mailgate realnet audit [STATE_DIR]``: 0 when nothing is lost, 1 otherwise."""
+    from mailgate.realnet.testbed.audit import audit
+    from mailgate.realnet.testbed.supervisor import running_state_dir
+    from mailgate.sim.scenario.loading import load
+
+    state = Path(args.state_dir) if args.state_dir else running_state_dir(load(args.scenario))
+    if state is None or not (state / "traces").is_dir():
+        raise UserError(f"{state or args.scenario}: no realnet state dir with traces/ here")
+    report = audit(state)
+    print("\n".join(report.lines()))
+    return 0 if report.ok else 1
