@@ -183,7 +183,8 @@ def test_gateway0_is_not_an_open_relay(testbed: Testbed) -> None:
 
 def test_unknown_user_is_550_5_1_1(testbed: Testbed) -> None:
     host, port = testbed.smtp_endpoint(testbed.mailbox_host)
-    with smtplib.SMTP(host, port, timeout=10) as s:
+    gateway1 = testbed.plan.host_address("gateway1.0")  # the only tier it takes mail from
+    with smtplib.SMTP(host, port, timeout=10, source_address=(gateway1, 0)) as s:
         s.ehlo()
         s.mail("x@bigmail.example")
         code, text = s.rcpt(f"nobody-here@{domain(testbed)}")
@@ -315,10 +316,10 @@ def test_gateway1_host_killed_mid_load_loses_nothing(testbed: Testbed) -> None:
 
 def test_gateway4_accepts_from_gateway3_hosts_only(testbed: Testbed) -> None:
     host, port = testbed.smtp_endpoint("gateway4.0")
-    with smtplib.SMTP(host, port, timeout=10, source_address=(testbed.plan.pc_address, 0)) as s:
-        s.ehlo()
-        code, text = s.mail(f"{USER}@{domain(testbed)}")
-    assert code == 550 and b"5.7.1" in text
+    # a stranger is refused at connect, before it takes a session slot (issue #16)
+    with pytest.raises(smtplib.SMTPConnectError) as refused:
+        smtplib.SMTP(host, port, timeout=10, source_address=(testbed.plan.pc_address, 0))
+    assert refused.value.smtp_code == 554 and b"5.7.1" in refused.value.smtp_error
     g3 = testbed.plan.host_address("gateway3.0")
     with smtplib.SMTP(host, port, timeout=10, source_address=(g3, 0)) as s:
         s.ehlo()

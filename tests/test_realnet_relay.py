@@ -438,7 +438,7 @@ def test_forged_authentication_results_from_our_domain_are_removed() -> None:
 def test_fast_path_parser_agrees_with_aiosmtpd() -> None:
     from aiosmtpd.smtp import SMTP
 
-    from mailgate.realnet.relay.receiver import _Protocol
+    from mailgate.realnet.relay.protocol import SmtpProtocol as _Protocol
 
     loop = asyncio.new_event_loop()
     try:

@@ -12,10 +12,41 @@ import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mailgate.realnet.addresses import AddressPlan, host_name
 from mailgate.sim.scenario import Scenario
 from mailgate.sim.scenario.topology import INTERNET
+
+# Abuse limits (issue #16). The scenario schema has no place for them (adding one would
+# change every golden file), so they are constants here, each with its source.
+
+#: connections one client address may hold open to one service at a time, beyond which
+#: it gets ``421 4.7.0`` at connect (Postfix ``smtpd_client_connection_count_limit``,
+#: default 50)
+CLIENT_CONNECTION_LIMIT = 50
+#: failed logins (SMTP AUTH, POP3 PASS) one client address may make per minute before
+#: it is refused without a password check (Postfix anvil's
+#: ``smtpd_client_auth_rate_limit`` counts AUTH per minute, default 0 = off; ours counts
+#: failures only, so a mail client that polls POP3 is never throttled)
+AUTH_FAILURE_LIMIT = 10
+AUTH_FAILURE_WINDOW_S = 60.0
+#: a failed login is answered after a delay that doubles with each recent failure of the
+#: client, up to a maximum (Dovecot's auth penalty: 2 s doubling to 15 s,
+#: ``AUTH_PENALTY_MAX_SECS``; ours starts lower so a user's typo costs little)
+AUTH_PENALTY_S = 0.25
+AUTH_PENALTY_MAX_S = 15.0
+#: password checks (scrypt, ~50 ms of CPU each) run at most this many at a time, in
+#: their own threads (Dovecot's auth worker processes): the event loop keeps a core
+AUTH_WORKERS = 1
+#: longest DATA line accepted (bytes, CRLF excluded). Postfix accepts any length (its
+#: ``line_length_limit`` = 2048 only splits long lines into records); we refuse beyond
+#: this with ``552 5.3.4`` so one line cannot fill the memory
+DATA_LINE_LIMIT = 65_536
+#: longest line sent on to the Internet: Gateway3 breaks longer ones by inserting
+#: CRLF SPACE before signing (Postfix ``smtp_line_length_limit``, default 998;
+#: RFC 5322 2.1.1)
+SMTP_LINE_LENGTH_LIMIT = 998
 
 
 @dataclass
@@ -62,6 +93,11 @@ class RelayConfig:
     local_delivery: Callable[[str, bytes], None] | None = None
     #: submission: SMTP AUTH required, authenticated clients may relay anywhere
     authenticate: Callable[[str, str], bool] | None = None
+    #: submission: the login throttle (``realnet.relay.authguard.AuthGuard``), shared
+    #: with the host's POP3 server; None = a guard of the service's own
+    auth_guard: Any = None
+    #: connections one client address may hold open (0 = no limit)
+    client_connection_limit: int = CLIENT_CONNECTION_LIMIT
     spool_name: str = "spool"
     fsync: bool = True
     #: several worker processes may share the address (SO_REUSEPORT), each its own spool
@@ -123,3 +159,14 @@ class RelayConfig:
     def backoff(self, attempts: int) -> float:
         """Seconds before the next attempt after ``attempts`` failed ones (doubling)."""
         return min(self.maximal_backoff_s, self.minimal_backoff_s * 2 ** max(0, attempts - 1))
+
+
+def upstream(scenario: Scenario, plan: AddressPlan, tier_name: str) -> list[str]:
+    """Addresses of every host whose tier relays (or falls back) to ``tier_name``: the
+    only clients a tier that takes mail from its upstream accepts."""
+    return [
+        a
+        for name, t in scenario.tiers.items()
+        if t.next_hop == tier_name or t.fallback == tier_name
+        for a in plan.tier_addresses(name)
+    ]

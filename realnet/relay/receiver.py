@@ -1,13 +1,18 @@
 """The receiving side of a relay (Postfix's smtpd and cleanup; aiosmtpd's handler).
 
-``Receiver`` holds the SMTP dialogue: the protocol each connection gets
-(session slots, a fast path for plain addresses, the connection time), SMTP
-AUTH, and the MAIL/RCPT checks (who may connect, who may relay, the policy's
-per-recipient refusals). On DATA it hands the message to ``Intake``, which
-adds the trace header and ``Received:``, enforces the hop count, runs the
-policy, and then quarantines, files locally (mailbox server) or writes the
-message durably to the spool — written, fsynced, renamed, directory fsynced —
-and only then answers 250 and tells the queue manager (``queued``).
+``Receiver`` holds the SMTP dialogue of one service: it makes the protocol
+object of each connection (``realnet.relay.protocol``: session slots, AUTH,
+long lines), decides who may connect (a stranger to a tier that takes mail
+from its upstream only: 554 at connect; a client over the per-client
+connection limit: 421), checks logins (``AuthGuard``: worker threads, failed
+logins throttled per client) and MAIL/RCPT (an authenticated sender only as
+themselves, 553 5.7.1; who may relay; the policy's per-recipient refusals).
+On DATA it hands the message to ``Intake``, which adds the trace header,
+``Received:`` and, on submission, the ``X-Mailgate-Submitted`` mark, enforces
+the hop count, runs the policy, and then quarantines, files locally (mailbox
+server) or writes the message durably to the spool — written, fsynced,
+renamed, directory fsynced — and only then answers 250 and tells the queue
+manager (``queued``).
 
 Protocol hygiene: SIZE is advertised and enforced (552); more ``Received:``
 headers than ``limits.hopcount_limit`` is a loop (554 5.4.6); recipients are
@@ -28,15 +33,16 @@ import asyncio
 import email.utils
 import ipaddress
 import logging
-import re
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import Any
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
+from aiosmtpd.smtp import SMTP, Envelope, LoginPassword, Session
 
+from mailgate.realnet.relay.authguard import AuthGuard
 from mailgate.realnet.relay.config import RelayConfig
+from mailgate.realnet.relay.headers import SUBMITTED_HEADER, drop_header, submitted_header
 from mailgate.realnet.relay.message import (
     count_received,
     domain_of,
@@ -45,8 +51,9 @@ from mailgate.realnet.relay.message import (
     trace_header,
 )
 from mailgate.realnet.relay.policy import Incoming, Policy, in_thread
+from mailgate.realnet.relay.protocol import SmtpProtocol
 from mailgate.realnet.relay.spool import Spool, SpoolEntry
-from mailgate.realnet.relay.syntax import ROUTING_REPLY, helo_fault, path_fault, routing_in
+from mailgate.realnet.relay.syntax import ROUTING_REPLY, routing_in
 from mailgate.realnet.relay.tracing import Tracer, record_dict
 from mailgate.sim.scenario.records import HopRecord, StageSpan
 
@@ -54,64 +61,6 @@ log = logging.getLogger(__name__)
 
 #: the answer to anything that went wrong on our side: temporary, so the client retries
 INTERNAL_ERROR = "451 4.3.0 Internal error, try again later"
-
-#: ``<local@domain>`` in its plain form: the common case, parsed without the email package
-_SIMPLE_PATH = re.compile(r"<([A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.-]+)>")
-
-
-class _Protocol(SMTP):
-    """aiosmtpd's SMTP with the connection time remembered (HopRecord.arrived)."""
-
-    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
-        # aiosmtpd parses every MAIL/RCPT path with email._header_value_parser (~10 % of a
-        # relay's CPU); plain <local@domain> paths take this fast path, the rest (quoted
-        # local parts, source routes, "<>") still go through aiosmtpd's own parser
-        m = _SIMPLE_PATH.match(arg.lstrip())
-        if m is None:
-            return super()._getaddr(arg)
-        local = m.group(1).rpartition("@")[0]
-        if self.local_part_limit and len(local) > self.local_part_limit:
-            return super()._getaddr(arg)
-        return m.group(1), arg.lstrip()[m.end() :].lstrip()
-
-    # malformed arguments get a permanent answer before aiosmtpd or our headers see them
-    # (``realnet.relay.syntax``); the decorators keep aiosmtpd's HELP texts
-
-    @syntax("HELO hostname")
-    async def smtp_HELO(self, hostname: str) -> None:
-        fault = helo_fault(hostname)
-        await (self.push(fault) if fault else super().smtp_HELO(hostname))
-
-    @syntax("EHLO hostname")
-    async def smtp_EHLO(self, hostname: str) -> None:
-        fault = helo_fault(hostname)
-        await (self.push(fault) if fault else super().smtp_EHLO(hostname))
-
-    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
-    async def smtp_MAIL(self, arg: str | None) -> None:
-        fault = path_fault("MAIL", arg)
-        await (self.push(fault) if fault else super().smtp_MAIL(arg))
-
-    @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
-    async def smtp_RCPT(self, arg: str | None) -> None:
-        fault = path_fault("RCPT", arg)
-        await (self.push(fault) if fault else super().smtp_RCPT(arg))
-
-    #: the relay's session slots (set per connection by ``Receiver.protocol``)
-    session_slots: asyncio.Semaphore | None = None
-
-    async def _handle_client(self) -> None:
-        # the whole dialogue, greeting included, runs inside one session slot
-        if self.session_slots is None:
-            return await super()._handle_client()
-        async with self.session_slots:
-            return await super()._handle_client()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        if self.session is not None:
-            self.session.connected_at = time.time()  # type: ignore[attr-defined]
-            self.session.connected_cpu = time.thread_time()  # type: ignore[attr-defined]
 
 
 class _Hooks:
@@ -135,6 +84,11 @@ class Receiver:
         self._auth_cache: dict[tuple[str, str], bool] = {}
         self._hooks = _Hooks(self)
         self._session_slots: asyncio.Semaphore | None = None
+        #: open connections per client address (the per-client connection limit)
+        self._connections: Counter[str] = Counter()
+        self.guard: AuthGuard | None = None
+        if config.authenticate is not None:
+            self.guard = config.auth_guard or AuthGuard()
 
     def start(self) -> None:
         """Make the session slots (inside the running loop)."""
@@ -144,39 +98,68 @@ class Receiver:
     def protocol(self) -> SMTP:
         """The protocol object of one new connection (the server's factory)."""
         c = self.config
-        protocol = _Protocol(
+        offers_auth = c.authenticate is not None
+        protocol = SmtpProtocol(
             self._hooks,
             hostname=c.hostname,
             ident="mailgate realnet",
             data_size_limit=c.message_size_limit,
             enable_SMTPUTF8=True,
-            auth_required=c.authenticate is not None,
-            auth_require_tls=False,  # loopback only; PRACTICAL.md
-            authenticator=self._authenticator if c.authenticate else None,
+            auth_required=offers_auth,
+            # loopback only, no TLS (PRACTICAL.md): AUTH is listed in EHLO where it is
+            # offered (submission) and nowhere else
+            auth_require_tls=not offers_auth,
             loop=asyncio.get_running_loop(),
         )
         protocol.session_slots = self._session_slots
+        protocol.admit = self._admit
+        protocol.release = self._release
+        protocol.check_login = self._check_login if offers_auth else None
         return protocol
+
+    def close(self) -> None:
+        """Stop the login checker's thread if the guard is the service's own."""
+        if self.guard is not None and self.config.auth_guard is None:
+            self.guard.close()
+
+    # -- connections
+
+    def _admit(self, ip: str) -> str | None:
+        """The refusal of a new connection from ``ip``, or None (it is counted)."""
+        c = self.config
+        if c.allowed_clients and not _in(ip, c.allowed_clients):
+            # a tier that takes mail from its upstream only (smtpd_client_restrictions)
+            return f"554 5.7.1 {c.hostname} Client host [{ip}] rejected: access denied"
+        if c.client_connection_limit and self._connections[ip] >= c.client_connection_limit:
+            return f"421 4.7.0 {c.hostname} Error: too many connections from {ip}"
+        self._connections[ip] += 1
+        return None
+
+    def _release(self, ip: str) -> None:
+        self._connections[ip] -= 1
+        if self._connections[ip] <= 0:
+            del self._connections[ip]
 
     # -- aiosmtpd hooks
 
-    def _authenticator(
-        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
-    ) -> AuthResult:
-        if not isinstance(data, LoginPassword) or self.config.authenticate is None:
-            return AuthResult(success=False, handled=False)
+    async def _check_login(
+        self, session: Session, mechanism: str, data: LoginPassword
+    ) -> bool | None:
+        """True/False, or None if the client is throttled (``AuthGuard``)."""
+        if self.config.authenticate is None or self.guard is None:
+            return False
         login = data.login.decode("utf-8", "replace")
         password = data.password.decode("utf-8", "replace")
         # scrypt costs ~50 ms; like Dovecot's auth cache, remember verified pairs
         key = (login, password)
-        if key not in self._auth_cache:
-            if len(self._auth_cache) > 10_000:  # bounded: a password-guessing client cannot grow it
+        if self._auth_cache.get(key):
+            return True
+        ok = await self.guard.verify(_client_ip(session), self.config.authenticate, login, password)
+        if ok:
+            if len(self._auth_cache) > 10_000:  # bounded: a flood of logins cannot grow it
                 self._auth_cache.clear()
-            self._auth_cache[key] = self.config.authenticate(login, password)
-        if not self._auth_cache[key]:
-            # handled=False: aiosmtpd answers 535 5.7.8 itself
-            return AuthResult(success=False, handled=False)
-        return AuthResult(success=True, auth_data=login)
+            self._auth_cache[key] = True
+        return ok
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -184,6 +167,12 @@ class Receiver:
         ip = _client_ip(session)
         if self.config.allowed_clients and not _in(ip, self.config.allowed_clients):
             return "550 5.7.1 Client host rejected: access denied"
+        if session.authenticated and not owns(session.auth_data, address, self.config):
+            # Postfix reject_sender_login_mismatch: a user sends as themselves only
+            return (
+                f"553 5.7.1 <{address}>: Sender address rejected: "
+                f"not owned by user {session.auth_data}"
+            )
         envelope.mail_from = address  # "<>" for a bounce: aiosmtpd needs it non-empty
         envelope.mail_options.extend(options)
         envelope.mail_at = time.time()  # type: ignore[attr-defined]
@@ -291,6 +280,11 @@ class Intake:
         if count_received(data) >= c.hopcount_limit:
             return self._reject(record, "554 5.4.6 Too many hops: mail loop detected")
         entry_id = SpoolEntry.new_id()
+        if msg.authenticated:
+            # the mark Gateway3 signs by: ours only (a client's copy is dropped first)
+            data = submitted_header(c.hostname, msg.authenticated) + drop_header(
+                data, SUBMITTED_HEADER
+            )
         data = self._received_header(session, msg, entry_id) + data
         msg.data = data
         verdict = await self.policy.check(msg)
@@ -392,6 +386,20 @@ def incoming(host_id: str, session: Session, envelope: Envelope) -> Incoming:
         flow="inbound",
         authenticated=session.auth_data if session.authenticated else None,
     )
+
+
+def owns(login: str, address: str, config: RelayConfig) -> bool:
+    """Whether the user ``login`` may use ``address`` as envelope sender: their own
+    address in one of our domains (``user`` or ``user@domain``), or the null sender."""
+    if _reverse_path(address) == "":
+        return True
+    local, _, domain = address.rpartition("@")
+    user, _, login_domain = login.partition("@")
+    if domain.lower() not in config.local_domains:
+        return False
+    if login_domain and login_domain.lower() != domain.lower():
+        return False
+    return local.lower() == user.lower()
 
 
 def _client_ip(session: Session) -> str:

@@ -75,4 +75,5 @@ class Relay:
         if self.spool is not None:
             self.spool.close()
         self.intake.close()
+        self.receiver.close()
         self.tracer.close()

@@ -2,7 +2,9 @@
 
 Commands: USER, PASS, STAT, LIST, RETR, DELE, RSET, NOOP, QUIT, TOP, UIDL,
 CAPA. Users and password hashes come from ``scenario.realnet.users``
-(:mod:`realnet.services.passwords`; the scrypt check runs in a thread). The session
+(:mod:`realnet.services.passwords`; the scrypt check runs in the
+``AuthGuard``'s worker thread, failed logins are throttled per client address,
+and a client may hold ``CLIENT_CONNECTION_LIMIT`` connections). The session
 follows the RFC's states: AUTHORIZATION, TRANSACTION, and UPDATE, which
 only QUIT from TRANSACTION enters; messages marked with DELE are removed
 then and only then, so a dropped connection deletes nothing. One session
@@ -21,10 +23,13 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from mailgate.realnet.relay.authguard import AuthGuard
+from mailgate.realnet.relay.config import CLIENT_CONNECTION_LIMIT
 from mailgate.realnet.services.pop3_session import Closed, EventHook, Pop3Session, send
 
 log = logging.getLogger(__name__)
@@ -51,6 +56,7 @@ class Pop3Server:
         *,
         idle_timeout_s: float = 600.0,
         on_event: EventHook | None = None,
+        guard: AuthGuard | None = None,
     ) -> None:
         self.root = Path(root)
         if isinstance(users, Mapping):
@@ -64,6 +70,10 @@ class Pop3Server:
         self._locked: set[str] = set()
         self._server: asyncio.Server | None = None
         self._sessions: set[asyncio.Task[None]] = set()
+        #: password checks off the event loop, failed logins throttled per client; the
+        #: mailbox server shares its guard with submission
+        self.guard = guard or AuthGuard()
+        self._connections: Counter[str] = Counter()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
@@ -87,8 +97,18 @@ class Pop3Server:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        peer = writer.get_extra_info("peername")
+        ip = peer[0] if peer else ""
+        if self._connections[ip] >= CLIENT_CONNECTION_LIMIT:
+            # Postfix smtpd_client_connection_count_limit, for POP3 too
+            with contextlib.suppress(Exception):
+                await send(writer, f"-ERR [SYS/TEMP] too many connections from {ip}")
+            writer.close()
+            return
+        self._connections[ip] += 1
         self._sessions.add(task)
         session = Pop3Session(self.root, self.users, self._locked, self.on_event, writer)
+        session.guard, session.ip = self.guard, ip
         try:
             await send(writer, "+OK mailgate POP3 server ready")
             while True:
@@ -105,6 +125,9 @@ class Pop3Server:
         finally:
             session.close()
             self._sessions.discard(task)
+            self._connections[ip] -= 1
+            if self._connections[ip] <= 0:
+                del self._connections[ip]
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()

@@ -1,7 +1,7 @@
 """One POP3 session's dialogue (RFC 1939, CAPA from RFC 2449): states and commands.
 
 A ``Pop3Session`` answers the command lines of one connection: AUTHORIZATION
-(USER, PASS; the scrypt check runs in a thread), TRANSACTION (STAT, LIST,
+(USER, PASS; the scrypt check runs in the server's ``AuthGuard``), TRANSACTION (STAT, LIST,
 UIDL, RETR, TOP, DELE, RSET, NOOP) and UPDATE, which only QUIT from
 TRANSACTION enters; messages marked with DELE are removed then and only then.
 The server (``pop3.Pop3Server``) reads the lines, owns the maildrop locks it
@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from mailgate.realnet.relay.authguard import AuthGuard
 from mailgate.realnet.services import maildir
 from mailgate.realnet.services.passwords import dummy_verify, verify_password
 
@@ -37,6 +38,14 @@ def dot_stuff(data: bytes) -> bytes:
     """Multi-line body as sent: CRLF lines, leading dots doubled, ending with ``.\\r\\n``."""
     data = maildir.to_crlf(data)
     return _DOT_AT_LINE_START.sub(rb"\1..", data) + b".\r\n"
+
+
+def _check(password: str, stored: str | None) -> bool:
+    """The password check (in the guard's worker thread); an unknown user costs the same."""
+    if stored is None:
+        dummy_verify(password)
+        return False
+    return verify_password(password, stored)
 
 
 class Closed(Exception):
@@ -66,6 +75,9 @@ class Pop3Session:
         self.messages: list[maildir.MaildirMessage] = []
         self.deleted: set[int] = set()
         self.failures = 0
+        #: the server's login throttle and the client's address (set by the server)
+        self.guard: AuthGuard | None = None
+        self.ip = ""
 
     def close(self) -> None:
         """The connection is gone: release the maildrop (nothing is deleted)."""
@@ -109,12 +121,12 @@ class Pop3Session:
     async def _login(self, password: str) -> None:
         start = time.time()
         user, self.user = self.user, ""
-        stored = self.users.get(user)
-        if stored is None:
-            await asyncio.to_thread(dummy_verify, password)
-            ok = False
-        else:
-            ok = await asyncio.to_thread(verify_password, password, stored)
+        if self.guard is None:
+            self.guard = AuthGuard()
+        ok = await self.guard.verify(self.ip, _check, password, self.users.get(user))
+        if ok is None:
+            await send(self.writer, "-ERR [SYS/TEMP] too many failed logins, try again later")
+            raise Closed
         if not ok:
             self.failures += 1
             await send(self.writer, "-ERR [AUTH] invalid user name or password")

@@ -8,8 +8,10 @@
 - Gateway1 (``inbound_av``): antivirus (infected → quarantine folder, the
   sender sees 250), routing to the mailbox server.
 - Gateway2 (``outbound_av``): antivirus on outgoing mail.
-- Gateway3 (``outbound_sign``): DKIM signing, MX lookup, delivery; what it
-  cannot deliver goes to its fallback tier (Gateway4).
+- Gateway3 (``outbound_sign``): DKIM signing of mail that came through
+  authenticated submission (``realnet.relay.headers``), lines over 998 bytes
+  broken before signing, MX lookup, delivery; what it cannot deliver goes to
+  its fallback tier (Gateway4).
 - Gateway4 (``fallback_mx``): accepts from Gateway3's hosts only, retries on
   the ``[retry]`` schedule.
 
@@ -27,7 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from mailgate.realnet.addresses import AddressPlan, host_name
-from mailgate.realnet.relay.config import RelayConfig
+from mailgate.realnet.relay.config import SMTP_LINE_LENGTH_LIMIT, RelayConfig, upstream
+from mailgate.realnet.relay.headers import (
+    SUBMITTED_HEADER,
+    drop_header,
+    is_submitted,
+    wrap_long_lines,
+)
 from mailgate.realnet.relay.message import domain_of
 from mailgate.realnet.relay.policy import Incoming, Policy, Verdict
 from mailgate.realnet.relay.relay import Relay
@@ -100,6 +108,8 @@ class InboundAuthPolicy(Policy):
         if template:
             return Verdict.reject(template.format(explanation=spf[1] or spf[0]))
         msg.data = strip_forged_results(msg.data, self.domains)
+        # only our submission service may mark mail as submitted (Gateway3 signs by it)
+        msg.data = drop_header(msg.data, SUBMITTED_HEADER)
         dkim_results = await msg.stage("dkim_verify", verify_dkim, msg.data, self.resolver)
         value = authentication_results(
             self.authserv_id,
@@ -132,7 +142,9 @@ class AntivirusPolicy(Policy):
 
 
 class SignPolicy(Policy):
-    """Gateway3: DKIM-sign mail from our domains."""
+    """Gateway3: DKIM-sign mail of our domains that came through authenticated
+    submission (``X-Mailgate-Submitted``, set by the mailbox server only); lines too
+    long for SMTP are broken first, so the signature covers what is sent."""
 
     def __init__(self, key: Any, domains: frozenset[str]) -> None:
         self.key = key
@@ -141,23 +153,16 @@ class SignPolicy(Policy):
     async def check(self, msg: Incoming) -> Verdict | None:
         from mailgate.realnet.services.checks import sign_dkim
 
-        if domain_of(msg.mail_from) in self.domains or not msg.mail_from:
+        submitted = is_submitted(msg.data)
+        # the mark is ours: it does not leave the chain
+        msg.data = wrap_long_lines(drop_header(msg.data, SUBMITTED_HEADER), SMTP_LINE_LENGTH_LIMIT)
+        if submitted and domain_of(msg.mail_from) in self.domains:
             msg.data = await msg.stage("dkim_sign", sign_dkim, msg.data, self.key)
         return None
 
 
 def _networks(addresses: list[str]) -> tuple[ipaddress.IPv4Network, ...]:
     return tuple(ipaddress.IPv4Network(f"{a}/32") for a in addresses)
-
-
-def upstream(scenario: Scenario, plan: AddressPlan, tier_name: str) -> list[str]:
-    """Addresses of every host whose tier relays (or falls back) to ``tier_name``."""
-    return [
-        a
-        for name, t in scenario.tiers.items()
-        if t.next_hop == tier_name or t.fallback == tier_name
-        for a in plan.tier_addresses(name)
-    ]
 
 
 def build_gateway(

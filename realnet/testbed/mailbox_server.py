@@ -2,13 +2,16 @@
 
 Three services on the host's own loopback address:
 
-- SMTP on ``realnet.smtp_port``: mail from Gateway1 for our domains is filed
+- SMTP on ``realnet.smtp_port``: mail from Gateway1 (no one else may connect)
+  for our domains is filed
   into ``<state>/maildirs/<user>/`` (``maildir.deliver``; the file is fsynced
   before the 250, like the spool); an unknown user gets ``550 5.1.1``.
   ``postmaster`` always has a mailbox (RFC 5321 4.5.1): bounces that cannot be
   delivered end there.
 - Submission on ``realnet.submission_port``: PCs authenticate with SMTP AUTH
-  PLAIN or LOGIN against ``realnet.users`` (scrypt hashes) and every message,
+  PLAIN or LOGIN against ``realnet.users`` (scrypt hashes, checked off the
+  event loop and throttled per client by an ``AuthGuard`` shared with POP3),
+  send only as themselves (553 5.7.1 otherwise), and every message,
   our own domain's included, is relayed through the spool to Gateway2 (the
   source: the mailbox server relays *all* outgoing mail to Gateway2).
 - POP3 on ``realnet.pop3_port`` on the same Maildirs. Each RETR leaves a
@@ -18,6 +21,7 @@ Three services on the host's own loopback address:
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 from collections import OrderedDict
 from dataclasses import replace
@@ -25,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from mailgate.realnet.addresses import AddressPlan
-from mailgate.realnet.relay.config import RelayConfig
+from mailgate.realnet.relay.authguard import AuthGuard
+from mailgate.realnet.relay.config import RelayConfig, upstream
 from mailgate.realnet.relay.message import parse_trace
 from mailgate.realnet.relay.policy import Incoming, Policy
 from mailgate.realnet.relay.relay import Relay
@@ -116,12 +121,23 @@ class MailboxServer:
                         self._uids.popitem(last=False)
 
         config = RelayConfig.from_scenario(scenario, plan, host_id, state_dir)
-        self.smtp = Relay(replace(config, local_delivery=file_message), KnownUsers(users, domains))
+        # SMTP-in takes mail from Gateway1 only: a stranger is refused at connect, before
+        # it can hold a session slot and stall inbound mail
+        inbound_from = tuple(
+            ipaddress.IPv4Network(f"{a}/32") for a in upstream(scenario, plan, MAILBOX)
+        )
+        self.smtp = Relay(
+            replace(config, local_delivery=file_message, allowed_clients=inbound_from),
+            KnownUsers(users, domains),
+        )
+        # one login throttle for submission and POP3: a guesser gains nothing by switching
+        self.auth_guard = AuthGuard()
         self.submission = Relay(
             replace(
                 config,
                 port=scenario.realnet.submission_port,
                 authenticate=make_authenticator(scenario),
+                auth_guard=self.auth_guard,
             )
         )
         self.pop3: Any = None
@@ -141,6 +157,7 @@ class MailboxServer:
             self.plan.host_address(self.host_id),
             self.scenario.realnet.pop3_port,
             on_event=self._pop_event,
+            guard=self.auth_guard,
         )
         await self.pop3.start()
 
@@ -149,6 +166,7 @@ class MailboxServer:
             await self.pop3.stop()
         await self.submission.stop()
         await self.smtp.stop()
+        self.auth_guard.close()
         self.tracer.close()
 
     def _pop_event(self, kind: str, user: str, uid: str | None, start: float, end: float) -> None:
