@@ -3,8 +3,9 @@
 The scenario stores only these hashes (``[[realnet.users]]``); the POP3
 server and the submission server both verify against them with
 :func:`verify_password`. scrypt with n=16384 costs tens of milliseconds of
-CPU on purpose, so servers should call it off the event loop
-(``asyncio.to_thread``).
+CPU on purpose, so servers call it off the event loop, through
+``realnet.relay.authguard.AuthGuard`` (a worker thread, failed logins
+throttled per client).
 """
 
 from __future__ import annotations

@@ -73,6 +73,7 @@ class Pop3Server:
         #: password checks off the event loop, failed logins throttled per client; the
         #: mailbox server shares its guard with submission
         self.guard = guard or AuthGuard()
+        self._own_guard = guard is None
         self._connections: Counter[str] = Counter()
 
     async def start(self) -> None:
@@ -91,6 +92,8 @@ class Pop3Server:
         await asyncio.gather(*self._sessions, return_exceptions=True)
         await self._server.wait_closed()
         self._server = None
+        if self._own_guard:
+            self.guard.close()
 
     # ------------------------------------------------------------ connections
 
