@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import signal
 import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,7 +54,12 @@ def add_parser(sub: Subparsers) -> None:
 
 
 def up_command(args: Any) -> int:
-    """``mailgate realnet up SCENARIO``: run every host until Ctrl-C or SIGTERM."""
+    """``mailgate realnet up SCENARIO``: run every host until Ctrl-C or SIGTERM.
+
+    A host that dies is restarted (``realnet.testbed.service_manager``) while the
+    others serve; ``up`` exits 1 only when a host cannot be restarted.
+    """
+    from mailgate.realnet.testbed.service_manager import CannotRestart, ServiceManager
     from mailgate.realnet.testbed.supervisor import Testbed, TestbedError
 
     testbed = Testbed(args.scenario, state_dir=args.state_dir)
@@ -79,13 +83,12 @@ def up_command(args: Any) -> int:
                 f"{testbed.submission[0]}:{rn.submission_port}; "
                 f"POP3 {testbed.pop3[0]}:{rn.pop3_port}"
             )
-            print("running; Ctrl-C to stop", flush=True)
-            while not stop["now"]:
-                exited = testbed.exited()
-                if exited is not None:
-                    print(f"{exited[0]} exited with {exited[1]}", file=sys.stderr)
-                    return 1
-                time.sleep(0.2)
+            print("running (a host that dies is restarted); Ctrl-C to stop", flush=True)
+            try:
+                ServiceManager(testbed).run(lambda: stop["now"])
+            except CannotRestart as e:
+                print(f"{e}; stopping every host", file=sys.stderr, flush=True)
+                return 1
             print("stopping", flush=True)
     except TestbedError as e:
         raise UserError(str(e)) from None
