@@ -1,4 +1,5 @@
-"""``mailgate realnet up`` and ``mailgate realnet probe``: the real chain on loopback.
+"""``mailgate realnet up`` and ``mailgate realnet probe``: the real chain on loopback
+(``realnet load`` is in ``commands.realnet_load``).
 
 Argument handling, printing and exit codes; the testbed
 (``realnet.testbed.supervisor``) and the probe (``realnet.load.probe``) do the
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mailgate.commands.arguments import Subparsers, add_scenario, positive_int
+from mailgate.commands.realnet_load import add_load_parser
 from mailgate.sim.scenario.errors import UserError
 
 if TYPE_CHECKING:
@@ -51,6 +53,7 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--state-dir", help="spools, maildirs and traces (default: a temporary folder)")
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=probe_command)
+    add_load_parser(rsub)
 
 
 def up_command(args: Any) -> int:
