@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mailgate.realnet.load.loadrun import Kill, sample_process
+from mailgate.realnet.load.loadrun import Kill, sample_process, spooled_ids
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,6 +47,15 @@ def test_kill_argument_and_process_sample() -> None:
     assert me is not None and me.cpu_s > 0 and me.rss_kb > 0
 
 
+def test_undelivered_mail_is_found_in_the_spools(tmp_path: Path) -> None:
+    queue = tmp_path / "spool" / "gateway1.0" / "queue"
+    queue.mkdir(parents=True)
+    (queue / "a").write_bytes(b'{"trace_id": "run7-3", "attempts": 1}\nFrom: x\r\n\r\nbody')
+    (queue / "b").write_bytes(b'{"trace_id": "other-1"}\n')
+    (queue / "c").write_bytes(b"not json")
+    assert spooled_ids(tmp_path, "run7-") == {"run7-3": "gateway1.0"}
+
+
 def test_unknown_kill_host_is_a_user_error(tmp_path: Path) -> None:
     run = mailgate(
         "realnet", "load", str(overlay(tmp_path)), "--rate", "1", "--duration", "1",
@@ -63,7 +72,8 @@ def test_load_with_a_killed_gateway1_host_loses_nothing(tmp_path: Path) -> None:
     )  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
     report = json.loads(run.stdout)
-    assert report["accepted"] > 10 and report["lost"] == [] and report["corrupt"] == []
+    assert report["accepted"] > 10 and report["corrupt"] == []
+    assert report["lost"] == [] and report["queued"] == {}
     assert report["intact"] > 0 and report["delivered"] == report["accepted"]
     assert [k["host"] for k in report["kills"]] == ["gateway1.0"]
     g1 = report["processes"]["gateway1.0"]

@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,8 +33,8 @@ def add_load_parser(rsub: Any) -> None:
         description="Offer mail at a fixed rate for a set time to a running testbed (or one "
         "started for the run), optionally SIGKILL hosts along the way, and report offered vs "
         "completed throughput, send → mailbox percentiles, SMTP errors by code, body "
-        "integrity, duplicates, lost messages and each process's CPU and memory. Exit 1 if "
-        "an accepted message was lost or corrupted.",
+        "integrity, duplicates, undelivered messages and each process's CPU and memory. Exit "
+        "1 if an accepted message was not delivered by the end of the drain or was corrupted.",
     )
     add_scenario(p)
     p.add_argument("--rate", type=positive_float, required=True, help="messages per second")
@@ -188,11 +189,18 @@ def format_load_report(r: LoadReport) -> str:
         f"offered {r.offered} messages at {r.rate:g}/s for {r.duration_s:g} s "
         f"(wall {r.wall_s:.1f} s with the drain)",
         f"  accepted {r.accepted} ({r.accepted_rate:.2f}/s), delivered {r.delivered} "
-        f"(completed {r.completed_rate:.2f}/s), lost {len(r.lost)}, duplicates {r.duplicates}",
+        f"(completed {r.completed_rate:.2f}/s), still queued {len(r.queued)}, lost {len(r.lost)}, "
+        f"duplicates {r.duplicates}",
         f"  body integrity (SHA-256 of each POP-retrieved body; the remote sinks keep no "
         f"bodies): {r.intact} intact, {len(r.corrupt)} corrupt"
         + (f" ({', '.join(r.corrupt[:5])})" if r.corrupt else ""),
     ]
+    if r.queued:
+        where = Counter(r.queued.values())
+        lines.append(
+            "  still queued after the drain: "
+            + ", ".join(f"{n} in {host}'s spool" for host, n in sorted(where.items()))
+        )
     if r.lost:
         lines.append(f"  lost: {', '.join(r.lost[:10])}" + (" …" if len(r.lost) > 10 else ""))
     for span, rows in r.latency.items():

@@ -8,14 +8,16 @@ testbed's service manager restarts the dead hosts there) and returns a
 ``LoadReport``: offered vs accepted vs completed throughput, send → mailbox /
 retrieved / remote percentiles, every SMTP error by step and code, body
 integrity of every retrieved message (SHA-256 of the body), duplicates (POP
-retrievals and remote-sink receipts), the accepted messages never delivered,
-and each process's CPU seconds and RSS at the start and the end (from /proc).
+retrievals and remote-sink receipts), the accepted messages not delivered by
+the end of the drain (still in a spool, and where, or lost), and each
+process's CPU seconds and RSS at the start and the end (from /proc).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import time
@@ -94,7 +96,10 @@ class LoadReport:
     intact: int
     corrupt: list[str]
     duplicates: int
-    lost: list[str]  # accepted, never seen delivered (in a mailbox, retrieved, at a remote MX)
+    #: accepted, not delivered (in a mailbox, retrieved, at a remote MX) by the end of the
+    #: drain, and still in a host's spool: msg id -> host
+    queued: dict[str, str]
+    lost: list[str]  # accepted, not delivered, in no spool
     processes: dict[str, dict[str, Any]]
     kills: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -104,7 +109,8 @@ class LoadReport:
 
     @property
     def ok(self) -> bool:
-        return not self.lost and not self.corrupt
+        """Every accepted message delivered in time, every retrieved body intact."""
+        return not self.lost and not self.queued and not self.corrupt
 
 
 async def run_held_load(
@@ -148,6 +154,8 @@ async def run_held_load(
     accepted = [r for r in records if r.accepted is not None]
     delivered = [r for r in accepted if r.in_mailbox or r.retrieved or r.remote]
     delivered_ids = {r.msg_id for r in delivered}
+    undelivered = {r.msg_id for r in accepted if r.msg_id not in delivered_ids}
+    spooled = spooled_ids(state_dir, run_id + "-") if undelivered else {}
     last = max((r.retrieved or r.in_mailbox or r.remote or 0.0 for r in delivered), default=0.0)
     span = max(spec.duration_s, last - result.started)
     return LoadReport(
@@ -168,11 +176,27 @@ async def run_held_load(
         intact=result.intact,
         corrupt=result.corrupt,
         duplicates=result.duplicates + sum(n - 1 for n in sinks.values()),
-        lost=sorted(r.msg_id for r in accepted if r.msg_id not in delivered_ids),
+        queued={i: spooled[i] for i in sorted(undelivered) if i in spooled},
+        lost=[i for i in sorted(undelivered) if i not in spooled],
         processes=_processes(start, end),
         kills=done,
         warnings=result.warnings,
     )
+
+
+def spooled_ids(state_dir: Path, prefix: str) -> dict[str, str]:
+    """Trace ids starting with ``prefix`` found in any host's spool: id -> host."""
+    found: dict[str, str] = {}
+    for path in Path(state_dir).glob("spool/*/queue/*"):
+        try:
+            with path.open("rb") as f:
+                meta = json.loads(f.readline())
+        except (OSError, ValueError):
+            continue  # delivered and removed meanwhile, or half-written
+        trace = str(meta.get("trace_id", "")) if isinstance(meta, dict) else ""
+        if trace.startswith(prefix):
+            found[trace] = path.parent.parent.name
+    return found
 
 
 def _processes(
