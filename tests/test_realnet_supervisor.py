@@ -28,8 +28,9 @@ import pytest
 
 from mailgate.realnet.addresses import AddressPlan
 from mailgate.realnet.services import maildir
+from mailgate.realnet.testbed.host import CANNOT_BIND
 from mailgate.realnet.testbed.remote import send_inbound
-from mailgate.realnet.testbed.service_manager import RestartPolicy
+from mailgate.realnet.testbed.service_manager import CannotRestart, RestartPolicy, ServiceManager
 from mailgate.realnet.testbed.supervisor import RUNNING_DIR
 from mailgate.sim.scenario.loading import load
 
@@ -51,6 +52,106 @@ def test_a_long_run_resets_the_failure_count_and_short_runs_give_up() -> None:
     assert policy.failures_after(previous=2, ran_s=61.0) == 1  # it had run a while
     assert policy.failures_after(previous=2, ran_s=5.0) == 3
     assert policy.gives_up(3) and not policy.gives_up(2)
+
+
+class CrashingBed:
+    """Just enough of a Testbed for the ServiceManager: one host whose process exits."""
+
+    def __init__(self, tmp_path: Path, code: int) -> None:
+        self.state_dir = tmp_path
+        self.code = code
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.spawns = 0
+        self.spawn("h")
+
+    def spawn(self, host: str, *, wait: bool = True) -> None:
+        self.spawns += 1
+        cmd = [sys.executable, "-c", f"import sys; sys.exit({self.code})"]
+        self.procs[host] = subprocess.Popen(cmd)
+
+    def is_ready(self, host: str) -> bool:
+        return False
+
+    def taken_endpoint(self, host: str) -> None:
+        return None
+
+    def endpoints(self, host: str) -> list[tuple[str, int]]:
+        return [("127.0.0.1", 1)]
+
+    def log_tail(self, host: str, lines: int = 15) -> str:
+        return "(log)"
+
+    def write_state(self) -> None: ...
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            proc.wait(timeout=10)
+
+
+def poll_until_it_gives_up(manager: ServiceManager, timeout: float = 20.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            manager.poll()
+        except CannotRestart as e:
+            return str(e)
+        time.sleep(0.01)
+    raise AssertionError("the manager never gave up")
+
+
+def test_a_host_that_keeps_dying_is_given_up_after_max_failures(tmp_path: Path) -> None:
+    bed = CrashingBed(tmp_path, 3)
+    policy = RestartPolicy(first_delay_s=0.01, max_delay_s=0.05, max_failures=4)
+    lines: list[str] = []
+    try:
+        message = poll_until_it_gives_up(ServiceManager(bed, policy, lines.append))  # type: ignore[arg-type]
+    finally:
+        bed.stop()
+    assert bed.spawns == 4  # the first start and three restarts
+    assert "h cannot be restarted" in message and "4 deaths in a row" in message
+    assert len(lines) == 3 and all("restarting in" in line for line in lines)
+
+
+def test_a_host_that_cannot_bind_is_not_retried(tmp_path: Path) -> None:
+    bed = CrashingBed(tmp_path, CANNOT_BIND)
+    try:
+        message = poll_until_it_gives_up(ServiceManager(bed, RestartPolicy(), print))  # type: ignore[arg-type]
+    finally:
+        bed.stop()
+    assert bed.spawns == 1 and "could not bind its address (127.0.0.1:1)" in message
+
+
+@pytest.mark.realnet
+def test_a_host_process_whose_address_is_taken_exits_with_cannot_bind(tmp_path: Path) -> None:
+    prefix = f"127.{random.randrange(150, 170)}"
+    overrides = {"realnet.address_prefix": prefix, "realnet.dns_address": f"{prefix}.255.53"}
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(
+            (f"{prefix}.2.1", load(ROOT / "scenarios" / "loopback-testbed.toml").realnet.smtp_port)
+        )
+        squatter.listen()
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mailgate.realnet.testbed.host",
+                "--host",
+                "gateway2.0",
+                "--scenario",
+                str(ROOT / "scenarios" / "loopback-testbed.toml"),
+                "--state-dir",
+                str(tmp_path),
+                "--overrides",
+                json.dumps(overrides),
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            timeout=60,
+        )
+    assert run.returncode == CANNOT_BIND, run.stderr
+    assert "cannot bind" in run.stderr
 
 
 # ---------------------------------------------------------------- a real `realnet up`
