@@ -115,14 +115,7 @@ class Testbed:
 
     def taken_endpoint(self, host: str) -> tuple[str, int, str] | None:
         """The first of ``host``'s endpoints another socket holds: (address, port, why)."""
-        for address, port in self.endpoints(host):
-            with socket.socket() as s:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
-                    s.bind((address, port))
-                except OSError as e:
-                    return address, port, e.strerror or str(e)
-        return None
+        return first_taken(self.endpoints(host))
 
     def start(self) -> None:
         from mailgate.realnet.services.keys import DkimKey
@@ -294,6 +287,18 @@ class Testbed:
         (self.state_dir / "realnet.json").write_text(json.dumps(state, indent=2))
         RUNNING_DIR.mkdir(exist_ok=True)
         _pointer(self.scenario).write_text(json.dumps(state))
+
+
+def first_taken(endpoints: list[tuple[str, int]]) -> tuple[str, int, str] | None:
+    """The first (address, port) another socket holds, with the reason; None if all free."""
+    for address, port in endpoints:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((address, port))
+            except OSError as e:
+                return address, port, e.strerror or str(e)
+    return None
 
 
 def _load_prctl() -> Any:
