@@ -1,4 +1,5 @@
-"""``mailgate realnet up`` and ``mailgate realnet probe``: the real chain on loopback.
+"""``mailgate realnet up`` and ``mailgate realnet probe``: the real chain on loopback
+(``realnet load`` is in ``commands.realnet_load``).
 
 Argument handling, printing and exit codes; the testbed
 (``realnet.testbed.supervisor``) and the probe (``realnet.load.probe``) do the
@@ -10,12 +11,12 @@ from __future__ import annotations
 import json
 import signal
 import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mailgate.commands.arguments import Subparsers, add_scenario, positive_int
+from mailgate.commands.realnet_load import add_load_parser
 from mailgate.sim.scenario.errors import UserError
 
 if TYPE_CHECKING:
@@ -62,10 +63,16 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("state_dir", nargs="?", help="the run's state dir (default: the running one)")
     p.add_argument("--scenario", default="loopback-testbed", help="to find the running state dir")
     p.set_defaults(func=audit_command)
+    add_load_parser(rsub)
 
 
 def up_command(args: Any) -> int:
-    """``mailgate realnet up SCENARIO``: run every host until Ctrl-C or SIGTERM."""
+    """``mailgate realnet up SCENARIO``: run every host until Ctrl-C or SIGTERM.
+
+    A host that dies is restarted (``realnet.testbed.service_manager``) while the
+    others serve; ``up`` exits 1 only when a host cannot be restarted.
+    """
+    from mailgate.realnet.testbed.service_manager import CannotRestart, ServiceManager
     from mailgate.realnet.testbed.supervisor import Testbed, TestbedError
 
     testbed = Testbed(args.scenario, state_dir=args.state_dir)
@@ -89,13 +96,12 @@ def up_command(args: Any) -> int:
                 f"{testbed.submission[0]}:{rn.submission_port}; "
                 f"POP3 {testbed.pop3[0]}:{rn.pop3_port}"
             )
-            print("running; Ctrl-C to stop", flush=True)
-            while not stop["now"]:
-                exited = testbed.exited()
-                if exited is not None:
-                    print(f"{exited[0]} exited with {exited[1]}", file=sys.stderr)
-                    return 1
-                time.sleep(0.2)
+            print("running (a host that dies is restarted); Ctrl-C to stop", flush=True)
+            try:
+                ServiceManager(testbed).run(lambda: stop["now"])
+            except CannotRestart as e:
+                print(f"{e}; stopping every host", file=sys.stderr, flush=True)
+                return 1
             print("stopping", flush=True)
     except TestbedError as e:
         raise UserError(str(e)) from None

@@ -10,18 +10,23 @@ system, was the bottleneck, the result carries a warning. POP pollers fetch
 the receiving mailbox so send → retrieved is measured too.
 
 Output: one ``sim.records.MessageRecord`` per message. ``in_mailbox`` and
-``remote`` come from HopRecord traces (``attach_traces``).
+``remote`` come from HopRecord traces (``attach_traces``). Every retrieved
+message's body is compared with what was sent (a SHA-256 of the body, as Postal
+checks it), and a message retrieved twice is counted as a duplicate. An
+``observe`` callback gets a progress snapshot every second (``realnet load``'s
+live line).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -69,6 +74,9 @@ class LoadResult:
     errors: dict[str, int]
     warnings: list[str]
     pop_polls: int = 0
+    duplicates: int = 0  # retrievals of a message already retrieved
+    intact: int = 0  # retrieved messages whose body is the one sent
+    corrupt: list[str] = field(default_factory=list)  # ids of those whose body is not
 
     @property
     def cpu_share(self) -> float:
@@ -104,6 +112,9 @@ class LoadResult:
             "loadgen_cpu_share": self.cpu_share,
             "errors": dict(self.errors),
             "pop_polls": self.pop_polls,
+            "duplicates": self.duplicates,
+            "intact": self.intact,
+            "corrupt": list(self.corrupt),
             "warnings": list(self.warnings),
         }
 
@@ -124,6 +135,10 @@ class _Run:
         self.errors: Counter[str] = Counter()
         self.awaiting_pop: set[str] = set()
         self.polls = 0
+        self.digests: dict[str, bytes] = {}  # msg id -> SHA-256 of the body sent
+        self.duplicates = 0
+        self.intact = 0
+        self.corrupt: list[str] = []
         self.sem = asyncio.Semaphore(spec.concurrency)
         self.loop = asyncio.get_running_loop()
         self.t0_loop = 0.0
@@ -172,11 +187,13 @@ class _Run:
 
     async def _smtp(self, p: Planned, endpoint: Endpoint, auth: Auth | None = None) -> float:
         """Send ``p`` in one SMTP session; the time of the server's 250."""
+        data = build_message(p)
+        self.digests[p.msg_id] = body_digest(data)
         return await smtp_send(
             endpoint,
             p.mail_from,
             [p.rcpt],
-            build_message(p),
+            data,
             source=p.source,
             auth=auth,
             timeout=self.spec.send_timeout_s,
@@ -212,18 +229,57 @@ class _Run:
             for message, when in fetched:
                 msg_id = message_id_of(message)
                 record = self.records.get(msg_id or "")
-                if record is not None and record.retrieved is None:
-                    record.retrieved = when
-                    self.awaiting_pop.discard(record.msg_id)
+                if record is None:
+                    continue
+                if record.retrieved is not None:
+                    self.duplicates += 1
+                    continue
+                record.retrieved = when
+                self.awaiting_pop.discard(record.msg_id)
+                if body_digest(message) == self.digests.get(record.msg_id):
+                    self.intact += 1
+                else:
+                    self.corrupt.append(record.msg_id)
             if self.sending_done.is_set() and not self.awaiting_pop:
                 return
             await asyncio.sleep(spec.pop_interval_s)
 
+    def snapshot(self) -> dict[str, float]:
+        """Where the run stands (``observe``'s argument)."""
+        records = self.records.values()
+        return {
+            "elapsed_s": self.loop.time() - self.t0_loop,
+            "planned": len(self.planned),
+            "started": len(self.lateness),
+            "accepted": sum(1 for r in records if r.accepted is not None),
+            "errors": sum(self.errors.values()),
+            "retrieved": sum(1 for r in records if r.retrieved is not None),
+            "duplicates": self.duplicates,
+            "corrupt": len(self.corrupt),
+        }
+
+    async def report(self, observe: Callable[[dict[str, float]], None], every_s: float) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            observe(self.snapshot())
+
+
+def body_digest(message: bytes) -> bytes:
+    """SHA-256 of a message's body (the relays add headers, never touch the body)."""
+    _, sep, body = message.partition(b"\r\n\r\n")
+    return hashlib.sha256(body if sep else b"").digest()
+
 
 async def run_load(
-    scenario: Scenario, target: Target, spec: LoadSpec, run_id: str = "lg"
+    scenario: Scenario,
+    target: Target,
+    spec: LoadSpec,
+    run_id: str = "lg",
+    observe: Callable[[dict[str, float]], None] | None = None,
 ) -> LoadResult:
-    """Offer the load, wait for retrieval (bounded), return the records."""
+    """Offer the load, wait for retrieval (bounded), return the records.
+
+    ``observe`` (optional) gets ``_Run.snapshot()`` every second while it runs."""
     planned = plan_messages(scenario, target, spec, run_id)
     run = _Run(target, spec, planned)
     cpu0, wall0 = time.process_time(), time.monotonic()
@@ -234,10 +290,11 @@ async def run_load(
     if spec.pop_interval_s > 0 and target.pop3 is not None:
         jobs.append(asyncio.create_task(run.poll()))
     deadline = spec.duration_s + 0.05 + spec.drain_s
+    progress = asyncio.create_task(run.report(observe, 1.0)) if observe else None
     done, pending = await asyncio.wait(jobs, timeout=deadline, return_when=asyncio.ALL_COMPLETED)
-    for task in pending:
+    for task in [*pending, *([progress] if progress else [])]:
         task.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
+    await asyncio.gather(*pending, *([progress] if progress else []), return_exceptions=True)
     for task in done:
         task.result()  # a bug in the generator must not pass silently
     wall = time.monotonic() - wall0
@@ -253,6 +310,9 @@ async def run_load(
         errors=dict(run.errors),
         warnings=[],
         pop_polls=run.polls,
+        duplicates=run.duplicates,
+        intact=run.intact,
+        corrupt=run.corrupt,
     )
     _check_behind(result, spec, pending=len(pending))
     return result

@@ -6,13 +6,15 @@ binds its own loopback address from the ``AddressPlan``, so killing it is a
 host failure. When its servers listen it writes ``run/<ID>.ready`` (its pid)
 in the state dir; it stops cleanly on SIGTERM (or SIGINT when run by hand;
 under the supervisor, which sets ``MAILGATE_SUPERVISED``, Ctrl-C is the
-supervisor's to handle).
+supervisor's to handle). It exits with ``CANNOT_BIND`` when its address is
+taken, and asks its service to ``flush()`` its queue on SIGUSR1 (if it can).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import logging
 import os
@@ -25,6 +27,10 @@ from typing import Any
 from mailgate.realnet.addresses import AddressPlan
 from mailgate.sim.scenario import Scenario
 from mailgate.sim.scenario.loading import load
+
+#: The exit code of a host that could not bind its address (another program holds it):
+#: the supervisor does not retry it.
+CANNOT_BIND = 98
 
 
 def ready_file(state_dir: Path, host_id: str) -> Path:
@@ -71,7 +77,17 @@ async def serve(
         loop.add_signal_handler(signal.SIGINT, lambda: None)
     else:
         loop.add_signal_handler(signal.SIGINT, stop.set)
-    await service.start()
+    # "retry your queue now" (Postfix's postqueue -f), sent by the supervisor when a host
+    # this one delivers to is back: a relay with a flush() need not wait out its backoff
+    flush = getattr(service, "flush", None)
+    loop.add_signal_handler(signal.SIGUSR1, flush if callable(flush) else lambda: None)
+    try:
+        await service.start()
+    except OSError as e:
+        if e.errno != errno.EADDRINUSE:
+            raise
+        logging.getLogger(__name__).error("%s cannot bind: %s", host_id, e)
+        raise SystemExit(CANNOT_BIND) from None
     ready = ready_file(state_dir, host_id)
     ready.parent.mkdir(parents=True, exist_ok=True)
     ready.write_text(str(os.getpid()))

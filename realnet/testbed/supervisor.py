@@ -6,7 +6,8 @@ and one process per host (``python -m mailgate.realnet.testbed.host``), waits
 until each one has written its ready file and answers on its port, and stops
 every process it started by PID (SIGTERM, then SIGKILL after a grace
 period) — also when a start fails half-way. ``kill(host)`` and
-``restart(host)`` simulate a host failure. A file ``realnet.json`` in the
+``restart(host)`` simulate a host failure (``service_manager`` restarts dead
+hosts by itself for ``up``). A file ``realnet.json`` in the
 state dir describes the running testbed (pids, addresses) for
 ``probe --use-running``.
 """
@@ -87,25 +88,34 @@ class Testbed:
 
     def check_free(self) -> None:
         """Every address and port we will bind is free (else another testbed runs)."""
+        for name in [*self.hosts, "dns", "remote"]:
+            taken = self.taken_endpoint(name)
+            if taken is not None:
+                host, port, error = taken
+                raise TestbedError(
+                    f"{name} cannot bind {host}:{port} ({error}); is another realnet "
+                    "testbed running on these addresses? (realnet.address_prefix)"
+                )
+
+    def endpoints(self, host: str) -> list[tuple[str, int]]:
+        """The TCP addresses and ports ``host``'s process listens on."""
         rn = self.scenario.realnet
-        wanted = [(h, *self.smtp_endpoint(h)) for h in self.hosts]
-        wanted += [("submission", *self.submission), ("pop3", *self.pop3)]
-        wanted += [("dns", self.plan.dns.host, self.plan.dns.port)]
-        wanted += [
-            (f"mx of {d}", self.plan.remote_mx_address(d), rn.smtp_port)
-            for d in self.plan.remote_domains
-            if d not in self.external_mx
-        ]
-        for name, host, port in wanted:
-            with socket.socket() as s:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
-                    s.bind((host, port))
-                except OSError as e:
-                    raise TestbedError(
-                        f"{name} cannot bind {host}:{port} ({e.strerror}); is another realnet "
-                        "testbed running on these addresses? (realnet.address_prefix)"
-                    ) from None
+        if host == "dns":
+            return [(self.plan.dns.host, self.plan.dns.port)]
+        if host == "remote":
+            return [
+                (self.plan.remote_mx_address(d), rn.smtp_port)
+                for d in self.plan.remote_domains
+                if d not in self.external_mx
+            ]
+        found = [self.smtp_endpoint(host)]
+        if host == self.mailbox_host:
+            found += [self.submission, self.pop3]
+        return found
+
+    def taken_endpoint(self, host: str) -> tuple[str, int, str] | None:
+        """The first of ``host``'s endpoints another socket holds: (address, port, why)."""
+        return first_taken(self.endpoints(host))
 
     def start(self) -> None:
         from mailgate.realnet.services.keys import DkimKey
@@ -167,17 +177,24 @@ class Testbed:
 
     def wait_ready(self, host: str) -> None:
         proc = self.procs[host]
-        ready = ready_file(self.state_dir, host)
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise TestbedError(f"{host} exited with {proc.returncode}: {self.log_tail(host)}")
-            if ready.exists() and self._answers(host):
+            if self.is_ready(host):
                 return
             time.sleep(0.02)
         raise TestbedError(
             f"{host} not ready after {self.start_timeout_s} s: {self.log_tail(host)}"
         )
+
+    def is_ready(self, host: str) -> bool:
+        """``host``'s current process has written its ready file and answers."""
+        try:
+            pid = int(ready_file(self.state_dir, host).read_text())
+        except (OSError, ValueError):
+            return False
+        return pid == self.procs[host].pid and self._answers(host)
 
     def _answers(self, host: str) -> bool:
         if host in ("dns", "remote"):
@@ -264,10 +281,24 @@ class Testbed:
             "overrides": self.overrides,
             "state_dir": str(self.state_dir),
             "pids": {h: p.pid for h, p in self.procs.items()},
+            # a host may be down for a restart: the testbed runs while its supervisor does
+            "supervisor_pid": os.getpid(),
         }
         (self.state_dir / "realnet.json").write_text(json.dumps(state, indent=2))
         RUNNING_DIR.mkdir(exist_ok=True)
         _pointer(self.scenario).write_text(json.dumps(state))
+
+
+def first_taken(endpoints: list[tuple[str, int]]) -> tuple[str, int, str] | None:
+    """The first (address, port) another socket holds, with the reason; None if all free."""
+    for address, port in endpoints:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((address, port))
+            except OSError as e:
+                return address, port, e.strerror or str(e)
+    return None
 
 
 def _load_prctl() -> Any:
@@ -312,6 +343,8 @@ def running_state_dir(scenario: Scenario) -> Path | None:
         state = json.loads(pointer.read_text())
     except (OSError, ValueError):
         return None
+    if "supervisor_pid" in state:
+        return Path(state["state_dir"]) if _alive(state["supervisor_pid"]) else None
     if not all(_alive(pid) for pid in state.get("pids", {}).values()):
         return None
     return Path(state["state_dir"])

@@ -1,0 +1,224 @@
+"""``mailgate realnet load``: hold an open-loop load on the real chain and report.
+
+Its parser is added by ``commands.realnet`` (an action of ``realnet``). Argument
+handling, the live progress line, printing and the exit code are here; the load
+runner (``realnet.load.loadrun``) does the work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mailgate.commands.arguments import add_scenario, positive_float, positive_int
+from mailgate.sim.scenario.errors import UserError
+
+if TYPE_CHECKING:
+    from mailgate.realnet.load.loadrun import LoadReport
+
+#: Bounds: a load command must end (the soak test of #13 is 10 minutes).
+MAX_DURATION_S = 3600.0
+MAX_MESSAGES = 200_000
+
+
+def add_load_parser(rsub: Any) -> None:
+    p = rsub.add_parser(
+        "load",
+        help="hold an open-loop load on the real chain (optionally killing hosts) and report",
+        description="Offer mail at a fixed rate for a set time to a running testbed (or one "
+        "started for the run), optionally SIGKILL hosts along the way, and report offered vs "
+        "completed throughput, send → mailbox percentiles, SMTP errors by code, body "
+        "integrity, duplicates, undelivered messages and each process's CPU and memory. Exit "
+        "1 if an accepted message was not delivered by the end of the drain or was corrupted.",
+    )
+    add_scenario(p)
+    p.add_argument("--rate", type=positive_float, required=True, help="messages per second")
+    p.add_argument(
+        "--duration", type=positive_float, required=True, help=f"seconds (≤ {MAX_DURATION_S:g})"
+    )
+    p.add_argument(
+        "--kill",
+        action="append",
+        default=[],
+        metavar="HOST@T",
+        help="SIGKILL HOST T seconds into the load (repeatable); the supervisor restarts it",
+    )
+    p.add_argument(
+        "--drain", type=positive_float, default=60.0, help="seconds to wait for the last mail"
+    )
+    p.add_argument(
+        "--max-messages", type=positive_int, default=20_000, help="bound on messages sent"
+    )
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--use-running", action="store_true", help="use a system already up")
+    p.add_argument("--state-dir", help="the running testbed's (or the new one's) state dir")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=load_command)
+
+
+def load_command(args: argparse.Namespace) -> int:
+    """``mailgate realnet load SCENARIO --rate R --duration S [--kill HOST@T] …``."""
+    import asyncio
+
+    from mailgate.realnet.load.loadgen import LoadSpec
+    from mailgate.realnet.load.loadrun import Kill, run_held_load
+    from mailgate.realnet.load.mailclients import Auth
+    from mailgate.realnet.testbed.service_manager import CannotRestart, ServiceManager
+    from mailgate.realnet.testbed.supervisor import Testbed, TestbedError, running_state_dir
+    from mailgate.sim.scenario.loading import load
+
+    if args.duration > MAX_DURATION_S:
+        raise UserError(f"--duration: at most {MAX_DURATION_S:g} s, got {args.duration:g}")
+    scenario = load(args.scenario)
+    kills = []
+    for text in args.kill:
+        try:
+            kill = Kill.parse(text)
+        except ValueError as e:
+            raise UserError(f"--kill: {e}") from None
+        if kill.host not in scenario.host_ids:
+            raise UserError(f"--kill: unknown host {kill.host!r}; one of {scenario.host_ids}")
+        kills.append(kill)
+    users = scenario.realnet.users
+    if not users:
+        raise UserError(f"{args.scenario}: no [[realnet.users]] to submit mail and read POP as")
+    name = users[0].name
+    spec = LoadSpec(
+        rate=args.rate,
+        duration_s=args.duration,
+        user=Auth(name, os.environ.get("MAILGATE_PROBE_PASSWORD", name)),
+        max_messages=min(args.max_messages, MAX_MESSAGES),
+        seed=args.seed,
+        pop_interval_s=1.0,
+        drain_s=args.drain,
+    )
+    testbed = manager = None
+    if args.use_running:
+        state = Path(args.state_dir) if args.state_dir else running_state_dir(scenario)
+        if state is None:
+            raise UserError(
+                f"no running testbed for {scenario.scenario.name}; start `mailgate realnet up` "
+                "or drop --use-running"
+            )
+
+        def pids() -> dict[str, int]:
+            try:
+                return json.loads((state / "realnet.json").read_text())["pids"]
+            except (OSError, ValueError, KeyError):
+                return {}  # `up` is rewriting it (a restart) or has stopped
+
+    else:
+        testbed = Testbed(args.scenario, state_dir=args.state_dir)
+        try:
+            testbed.__enter__()
+        except TestbedError as e:
+            testbed.cleanup()
+            raise UserError(str(e)) from None
+        except BaseException:
+            testbed.cleanup()
+            raise
+        state = testbed.state_dir
+        manager = ServiceManager(testbed, log=lambda line: _progress_end() or _err(line))
+
+        def pids() -> dict[str, int]:
+            return {h: p.pid for h, p in testbed.procs.items()}
+
+    try:
+        report = asyncio.run(
+            run_held_load(
+                scenario,
+                state,
+                pids,
+                spec,
+                kills=tuple(kills),
+                observe=_progress,
+                tick=manager.poll if manager else None,
+            )
+        )
+    except CannotRestart as e:
+        _progress_end()
+        raise UserError(str(e)) from None
+    finally:
+        if testbed is not None:
+            testbed.__exit__(None, None, None)
+            testbed.cleanup()
+    _progress_end()
+    if args.json:
+        print(json.dumps(report.as_dict()))
+    else:
+        print(format_load_report(report))
+    return 0 if report.ok else 1
+
+
+_LIVE = {"on": False}
+
+
+def _progress(s: dict[str, float]) -> None:
+    """The live line on stderr (rewritten in place on a terminal)."""
+    line = (
+        f"{s['elapsed_s']:6.1f} s  sent {int(s['started'])}/{int(s['planned'])}  "
+        f"accepted {int(s['accepted'])}  errors {int(s['errors'])}  "
+        f"retrieved {int(s['retrieved'])}  duplicates {int(s['duplicates'])}  "
+        f"corrupt {int(s['corrupt'])}"
+    )
+    if sys.stderr.isatty():
+        print(f"\r{line}\x1b[K", end="", file=sys.stderr, flush=True)
+        _LIVE["on"] = True
+    else:
+        print(line, file=sys.stderr, flush=True)
+
+
+def _progress_end() -> None:
+    if _LIVE["on"]:
+        print(file=sys.stderr)
+        _LIVE["on"] = False
+
+
+def _err(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def format_load_report(r: LoadReport) -> str:
+    """The report as ``realnet load`` prints it."""
+    lines = [
+        f"offered {r.offered} messages at {r.rate:g}/s for {r.duration_s:g} s "
+        f"(wall {r.wall_s:.1f} s with the drain)",
+        f"  accepted {r.accepted} ({r.accepted_rate:.2f}/s), delivered {r.delivered} "
+        f"(completed {r.completed_rate:.2f}/s), still queued {len(r.queued)}, lost {len(r.lost)}, "
+        f"duplicates {r.duplicates}",
+        f"  body integrity (SHA-256 of each POP-retrieved body; the remote sinks keep no "
+        f"bodies): {r.intact} intact, {len(r.corrupt)} corrupt"
+        + (f" ({', '.join(r.corrupt[:5])})" if r.corrupt else ""),
+    ]
+    if r.queued:
+        where = Counter(r.queued.values())
+        lines.append(
+            "  still queued after the drain: "
+            + ", ".join(f"{n} in {host}'s spool" for host, n in sorted(where.items()))
+        )
+    if r.lost:
+        lines.append(f"  lost: {', '.join(r.lost[:10])}" + (" …" if len(r.lost) > 10 else ""))
+    for span, rows in r.latency.items():
+        for flow, q in rows.items():
+            lines.append(
+                f"  {span.replace('_', ' ')} ({flow}, n={q['n']}): p50 {q['p50'] * 1e3:.0f} ms, "
+                f"p95 {q['p95'] * 1e3:.0f} ms, p99 {q['p99'] * 1e3:.0f} ms"
+            )
+    lines.append(
+        "  errors: " + (", ".join(f"{k} ×{n}" for k, n in r.errors.items()) if r.errors else "none")
+    )
+    for k in r.kills:
+        lines.append(f"  killed {k['host']} (pid {k['pid']}) at {k['at_s']:g} s")
+    lines.append(f"  {'process':<12}{'pid':>8}{'cpu s':>9}{'rss MB':>9}   at end")
+    for host, p in r.processes.items():
+        a, b = p["start"], p["end"]
+        start = f"{a['pid']:>8}{a['cpu_s']:>9.2f}{a['rss_kb'] / 1024:>9.1f}" if a else " " * 26
+        end = f"pid {b['pid']} cpu {b['cpu_s']:.2f} s rss {b['rss_kb'] / 1024:.1f} MB" if b else "-"
+        lines.append(f"  {host:<12}{start}   {end}" + ("  (restarted)" if p["restarted"] else ""))
+    lines += [f"  warning: {w}" for w in r.warnings]
+    return "\n".join(lines)
