@@ -24,7 +24,7 @@ EXIT_OK, EXIT_INTERNAL, EXIT_USER = 0, 1, 2
 # Commands whose module in mailgate/commands/ declares its own arguments: it has
 # add_parser(sub), which sets ``func`` (parsed args -> exit code). Command modules import
 # the domain code only when they run, so building the parser stays cheap.
-COMMAND_MODULES = ["check", "run", "selftest"]
+COMMAND_MODULES = ["check", "run", "selftest", "capacity"]
 
 # subcommand -> "module:function" for commands whose arguments are still declared here
 COMMANDS = {
