@@ -52,8 +52,9 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--workers", type=positive_int, help="local worker processes (default: cores)")
     p.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="run on this Dask cluster")
     p.add_argument(
-        "--n-1", dest="n_minus_1", action="store_true",
-        help="also search with host 0 of each gateway down for the whole window",
+        "--n-1", dest="n_minus_1", nargs="?", const="", default=None, metavar="GATEWAY,...",
+        help="also search with host 0 of each gateway (or of the gateways named) down for "
+        "the whole window",
     )  # fmt: skip
     p.add_argument(
         "--max-replications", type=positive_int, default=6,
@@ -67,7 +68,20 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--out", help="output folder (default: results/NAME-capacity)")
     p.add_argument("--no-plots", action="store_true", help="skip capacity.png")
     p.add_argument("--json", action="store_true", help="print the answer as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=capacity_command)
+
+
+def _gateways(text: str | None) -> bool | list[str]:
+    """``--n-1`` alone: every gateway; ``--n-1 gateway1,gateway3``: those."""
+    if text is None:
+        return False
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    return names or True
+
+
+def _progress(line: str) -> None:
+    print(f"  {line}", file=sys.stderr, flush=True)
 
 
 def capacity_command(args: argparse.Namespace) -> int:
@@ -93,7 +107,8 @@ def capacity_command(args: argparse.Namespace) -> int:
             seed=args.seed,
             max_replications=args.max_replications,
             tolerance=args.tolerance,
-            n_minus_1=args.n_minus_1,
+            n_minus_1=_gateways(args.n_minus_1),
+            log=None if args.quiet else _progress,
         )
     d = clean(d)
     path = out / "capacity.json"

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -81,9 +81,11 @@ class Search:
         ex: Executor,
         seed: int,
         max_replications: int,
+        log: Callable[[str], None] | None = None,
     ) -> None:
         self.path, self.overrides, self.ex = path, dict(overrides), ex
         self.seed, self.max_replications = seed, max_replications
+        self.log = log or (lambda line: None)
         self.points: dict[int, Point] = {}
 
     def scenario(self, mailboxes: int) -> Scenario:
@@ -107,6 +109,8 @@ class Search:
             futures = [self.ex.submit(run_window, s, seed) for _, s, seed in calls]
             for (p, _, _), run in zip(calls, self.ex.gather(futures), strict=True):
                 p.runs.append(run)
+            for p in todo:
+                self.log(f"{p.mailboxes:,} mailboxes: {len(p.runs)} replications, {p.verdict}")
 
     def _needs_more(self, n: int) -> bool:
         p = self.points[n]
@@ -198,16 +202,20 @@ def capacity(
     seed: int | None = None,
     max_replications: int = 6,
     tolerance: float = 0.05,
-    n_minus_1: bool = False,
+    n_minus_1: bool | list[str] = False,
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """The capacity search on ``path`` with runs on ``ex``; see the module docstring."""
+    """The capacity search on ``path`` with runs on ``ex``; see the module docstring.
+    ``n_minus_1``: True for every gateway, or a list of gateway names. ``log``
+    receives a line after each batch of replications (progress)."""
     started = time.perf_counter()
     base = load(path)
     win = window_of(base, window)
+    gateways = n_minus_1_gateways(base, n_minus_1)
     seed = base.scenario.seed if seed is None else seed
     today = base.population.mailboxes
     ceiling = today * 1000
-    search = Search(path, win.overrides(), ex, seed, max_replications)
+    search = Search(path, win.overrides(), ex, seed, max_replications, log)
     loads = [round(today * f) for f in LOAD_POINTS]
     search.evaluate(loads)
     out = search.search(today, tolerance, ceiling)
@@ -217,10 +225,10 @@ def capacity(
     }
     out["today"] = {"mailboxes": today, "msgs_per_s": search.points[today].msgs_per_s}
     out["capacity"]["headroom"] = out["capacity"]["mailboxes"] / today
-    if n_minus_1:
+    if gateways:
         out["n_1"] = [
-            _n_minus_1(path, base, win, ex, seed, max_replications, tolerance, gateway, out)
-            for gateway in base.gateways
+            _n_minus_1(path, base, win, ex, seed, max_replications, tolerance, gateway, out, log)
+            for gateway in gateways
         ]
     out.update(
         scenario=base.scenario.name,
@@ -232,6 +240,16 @@ def capacity(
         wall_s=time.perf_counter() - started,
     )
     return out
+
+
+def n_minus_1_gateways(base: Scenario, wanted: bool | list[str]) -> list[str]:
+    """The gateways an N-1 search takes a host of: all, or the ones named (checked)."""
+    if wanted is True:
+        return list(base.gateways)
+    for name in wanted or []:
+        if name not in base.gateways:
+            raise UserError(f"--n-1: no gateway {name!r}; gateways are {', '.join(base.gateways)}")
+    return list(wanted or [])
 
 
 def _load_point(p: Point) -> dict[str, Any]:
@@ -254,6 +272,7 @@ def _n_minus_1(
     tolerance: float,
     gateway: str,
     full: dict[str, Any],
+    log: Callable[[str], None] | None,
 ) -> dict[str, Any]:
     """The search with host 0 of ``gateway`` down for the whole window."""
     today = base.population.mailboxes
@@ -263,7 +282,10 @@ def _n_minus_1(
         return {"gateway": gateway, "host": host, "mailboxes": 0, "ratio": 0.0,
                 "survives": False, "headroom": 0.0, "note": note}  # fmt: skip
     overrides = {**win.overrides(), **host_down_overrides(base, host)}
-    search = Search(path, overrides, ex, seed, max_replications)
+    search = Search(
+        path, overrides, ex, seed, max_replications,
+        lambda line: log(f"N-1 {host} down: {line}") if log else None,
+    )  # fmt: skip
     search.evaluate([today])
     answer = search.search(today, tolerance, today * 1000)
     mailboxes = answer["capacity"]["mailboxes"]
