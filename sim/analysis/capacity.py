@@ -139,9 +139,10 @@ class Search:
         lo, hi = self.highest_passing(), self.lowest_failing()
         if hi is None:  # find a failing point: the utilisation law's guess, then beyond
             n = max(int(guess * 1.05), int((lo.mailboxes if lo else start) * 1.5))
+            step = 0.1  # past saturation the knee is near: small steps first, then larger
             while (hi := self.lowest_failing()) is None and n <= ceiling:
                 self.evaluate([n])
-                n = int(n * 1.5)
+                n, step = int(n * (1 + step)), step * 2
         while (lo := self.highest_passing()) is None and hi is not None and hi.mailboxes > 1:
             self.evaluate([hi.mailboxes // 2])  # even the lowest load fails: halve
             hi = self.lowest_failing()
