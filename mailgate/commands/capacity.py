@@ -37,11 +37,11 @@ def add_parser(sub: Subparsers) -> None:
     p = sub.add_parser(
         "capacity",
         help="search the most mailboxes for which every SLO holds in the peak hour",
-        description="Run the model at today's load and at 80 %% and 120 %% of it, guess "
+        description="Run the model at today's load and at 80 % and 120 % of it, guess "
         "saturation from the busiest resource, then bisect on mailboxes with runs of the "
         "peak hour (same seeds at every point) until the capacity is known within "
         "--tolerance. At each point replications are added until the SLO verdict is decided "
-        "at 95 %% or --max-replications is reached. Writes capacity.json and capacity.png.",
+        "at 95 % or --max-replications is reached. Writes capacity.json and capacity.png.",
     )
     add_scenario(p)
     p.add_argument(
