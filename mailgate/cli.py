@@ -26,7 +26,7 @@ EXIT_OK, EXIT_INTERNAL, EXIT_USER = 0, 1, 2
 # the domain code only when they run, so building the parser stays cheap.
 COMMAND_MODULES = [
     "scenarios", "init", "check", "run", "selftest", "report", "compare", "realnet",
-    "calibrate", "maillog",
+    "calibrate", "maillog", "solve",
 ]  # fmt: skip
 
 START_HERE = """
