@@ -117,6 +117,17 @@ def test_solver_response_matches_simulation(name: str) -> None:
     for tier in s.tiers:
         sim, n = tier_response(got, tier)
         ana = want["hosts"][f"{tier}.0"]["response_s"] or want["hosts"][f"{tier}.1"]["response_s"]
+        if math.isinf(ana):
+            # saturated in the solver (its offered load past 1): the simulation's queue grows
+            # through the hour, so its mean is a transient's; the resource must be full there
+            full = [
+                h["utilisation"][r]["mean"]
+                for h in got["hosts"].values()
+                if h["tier"] == tier
+                for r in RESOURCES
+            ]
+            assert max(full) >= 0.95, f"{tier}: saturated in the solver only"
+            continue
         if n >= 500 and abs(ana / sim - 1) > 0.10:
             misses.append(f"{tier}: simulated {sim * 1000:.2f} ms, solved {ana * 1000:.2f} ms")
     assert not misses, "\n".join(misses)
