@@ -25,6 +25,7 @@ are marked ``slow``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -42,6 +43,15 @@ from mailgate.sim.model.simulate import simulate
 from mailgate.sim.model.stats import confidence_interval
 from mailgate.sim.scenario import Scenario, load
 
+#: long statistical runs: marked slow, and run only with MAILGATE_SLOW=1 (CI sets it) so that
+#: the default suite stays quick
+SLOW = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        os.environ.get("MAILGATE_SLOW") != "1", reason="long statistical run: set MAILGATE_SLOW=1"
+    ),
+]
+
 VALIDATION = Path(__file__).resolve().parent.parent / "scenarios" / "validation"
 SINGLE = ("mm1", "mmc", "md1", "mg1")
 EXPONENTIAL = ("mm1", "mmc")
@@ -51,8 +61,8 @@ LONG = (40_000, 10, 4_000)
 DEFAULT = [(rho, SHORT) for rho in (0.5, 0.8)]
 ALL = [
     *DEFAULT,
-    pytest.param(0.9, SHORT, marks=pytest.mark.slow),
-    *(pytest.param(rho, LONG, marks=pytest.mark.slow) for rho in (0.5, 0.8, 0.9)),
+    pytest.param(0.9, SHORT, marks=SLOW),
+    *(pytest.param(rho, LONG, marks=SLOW) for rho in (0.5, 0.8, 0.9)),
 ]
 
 
