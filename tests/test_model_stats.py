@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mailgate.sim.model.engine import Pool, Scheduler
-from mailgate.sim.model.stats import Level, LogHistogram, confidence_interval
+from mailgate.sim.model.stats import Level, LogHistogram, confidence_interval, t975
 
 
 def test_histogram_quantiles_within_bin_width() -> None:
@@ -51,8 +51,10 @@ def test_level_time_weighted_with_warmup_and_buckets() -> None:
 def test_confidence_interval_student_t() -> None:
     mean, half = confidence_interval([1.0, 2.0, 3.0])
     assert mean == 2.0
-    assert half == pytest.approx(4.303 * 1.0 / math.sqrt(3))
+    assert half == pytest.approx(4.303 * 1.0 / math.sqrt(3), rel=1e-4)  # the table's t(2)
     assert confidence_interval([5.0])[1] == math.inf
+    # past 30 degrees of freedom the quantile keeps shrinking towards 1.96 (scipy's, not a table)
+    assert t975(40) == pytest.approx(2.0211, abs=1e-4)
 
 
 def test_pool_fifo_and_levels() -> None:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mailgate.sim.model.engine import Call, Pool, Scheduler
-from mailgate.sim.model.stats import Level
+from mailgate.sim.model.stats import Level, LogHistogram
 from mailgate.sim.scenario.records import HopRecord, StageSpan
 
 
@@ -60,8 +60,8 @@ class Msg:
         "accepted", "backoff", "cont", "core_t0", "counted", "cpu", "deferred",
         "domain", "entered", "entered_prev", "flow", "hop", "hop_prev", "host", "id",
         "in_mailbox", "last", "outcome", "parts", "pick", "plan", "queued_at", "rcpts",
-        "remote", "sender", "sent", "si", "size", "spam", "spf_fail", "stage_t0", "target",
-        "tries", "virus",
+        "remote", "responded", "sender", "sent", "si", "size", "spam", "spf_fail", "stage_t0",
+        "target", "tries", "virus",
     )  # fmt: skip
 
     def __init__(self, mid: int, flow: str, size: float, sent: float) -> None:
@@ -99,6 +99,7 @@ class Msg:
         self.core_t0 = 0.0
         self.last = 0
         self.parts: list[float] = []
+        self.responded = False  # this visit's response time is recorded (Host.handed_on)
 
 
 #: After a stage of ``m`` at a host: False if the visit ended there (a verdict).
@@ -111,7 +112,7 @@ class HostStats:
     """Time-weighted levels and tallies of one host, after the warm-up."""
 
     __slots__ = ("cpu_busy", "cpu_demand", "deferred", "delivery_busy", "disk_busy", "in_host",
-                 "left", "queue", "session_wait", "sessions", "sojourn")  # fmt: skip
+                 "left", "queue", "response", "session_wait", "sessions", "sojourn")  # fmt: skip
 
     def __init__(self, start: float, end: float, bucket_s: float) -> None:
         def level() -> Level:
@@ -128,6 +129,9 @@ class HostStats:
         self.cpu_demand = 0.0  # CPU seconds started after the warm-up
         self.sojourn = 0.0  # sum of time in host of messages that left after the warm-up
         self.left = 0  # ... and their count
+        # response time: arrival at the host until it hands the message on (the end of
+        # its delivery plan) or its visit ends here (filed, rejected, quarantined)
+        self.response = LogHistogram()
 
     def levels(self) -> dict[str, Level]:
         return {
@@ -326,6 +330,18 @@ class Host:
         m.si += 1
         if self.after_stage(self, m, st.name):
             self._stage(m)
+
+    def handed_on(self, m: Msg) -> None:
+        """``m`` leaves this host's hands: it is handed to the next hop (the end of the
+        delivery plan), filed, rejected or quarantined. Its response time here, from its
+        arrival, is counted once per visit (a retry of a deferred message is not a new
+        response) when it ends after the warm-up."""
+        if m.responded:
+            return
+        m.responded = True
+        now = self.sched.now
+        if now >= self.warm:
+            self.stats.response.add(now - m.entered)
 
     # ------------------------------------------------------------ CPU-only work (POP)
 

@@ -61,6 +61,7 @@ class Queues:
     def _delivered_plan(self, m: Msg) -> None:
         host = m.host
         assert host is not None
+        host.handed_on(m)
         nxt = self.router.next_tier(m, host)
         m.sender = host
         if nxt is not None:

@@ -4,6 +4,13 @@
 merges replications (latency histograms add up; per-replication numbers get
 a 95 % confidence interval). ``Results.to_dict()`` is ``results.json``.
 
+Each host's ``response`` is the time from a message's arrival at the host (its
+connection reaching it) until the host hands it on (the end of its delivery plan:
+it connects to the next hop or tries the Internet), or until its visit ends there
+(filed in the mailboxes, rejected, quarantined); a deferred message's retries do not
+count again. It excludes the wait for the next hop's 250, which ``little.W`` (the
+time the host holds the message, for Little's law) includes.
+
 Utilisation is busy time / (capacity × measured time) after the warm-up:
 CPU against the host's processes (its cores, or its process limit on a
 shared machine), sessions against ``session_limit``, delivery slots against
@@ -87,6 +94,7 @@ def collect(model: Model) -> dict[str, Any]:
                 "W": st.sojourn / st.left if st.left else math.nan,
             },
             "messages": st.left,
+            "response": st.response,
             "cpu_demand_s": st.cpu_demand,
             "cpu_per_message_s": st.cpu_demand / st.left if st.left else math.nan,
         }
@@ -220,10 +228,27 @@ class Results:
             }
             row["deferred"] = {"mean": avg("deferred", "mean"), "max": worst("deferred")}
             row["little"] = {k: avg("little", k) for k in ("L", "X", "W")}
+            row["response"] = self._response(hid)
             row["messages"] = sum(r["hosts"][hid]["messages"] for r in self.reps)
             demand = sum(r["hosts"][hid]["cpu_demand_s"] for r in self.reps)
             row["cpu_per_message_s"] = demand / row["messages"] if row["messages"] else None
             out[hid] = row
+        return out
+
+    def _response(self, hid: str) -> dict[str, Any]:
+        """A host's response time (arrival until it hands the message on, files or ends it):
+        the histogram merged over replications, with 95 % CIs of mean and p95 across them."""
+        hists = [r["hosts"][hid]["response"] for r in self.reps]
+        merged = LogHistogram()
+        for h in hists:
+            merged.merge(h)
+        out: dict[str, Any] = merged.to_dict()
+        for key in ("mean", "p95"):
+            out[f"{key}_ci95"] = None
+            vals = [h.mean if key == "mean" else h.quantile(0.95) for h in hists if h.count]
+            if self.replications > 1 and len(vals) > 1:
+                mean, half = confidence_interval(vals)
+                out[f"{key}_ci95"] = [mean - half, mean + half]
         return out
 
     def deferred_queue(self) -> dict[str, Any]:

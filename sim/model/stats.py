@@ -6,7 +6,7 @@
 - ``Level``: a time-weighted quantity (busy cores, queue length, messages in
   a host) with its mean, maximum and per-bucket (hourly) means and maxima,
   counted only after the warm-up.
-- ``confidence_interval``: mean and half-width over replications (Student t).
+- ``confidence_interval``: mean and half-width over replications (Student t, scipy).
 """
 
 from __future__ import annotations
@@ -15,19 +15,15 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-# Student t 0.975 quantiles for 1..30 degrees of freedom (then the normal's 1.96).
-_T975 = (
-    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
-    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
-    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
-)  # fmt: skip
-
 
 def t975(df: int) -> float:
-    """Two-sided 95 % Student t quantile."""
+    """Two-sided 95 % Student t quantile (scipy's, for any number of degrees of freedom)."""
     if df < 1:
         return math.inf
-    return _T975[df - 1] if df <= len(_T975) else 1.96
+    # imported here: scipy.stats takes ~0.3 s to import and only replicated runs need it
+    from scipy.stats import t as student_t
+
+    return float(student_t.ppf(0.975, df))
 
 
 def confidence_interval(values: Sequence[float]) -> tuple[float, float]:

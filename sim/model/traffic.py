@@ -67,8 +67,7 @@ class Stream:
 def streams_of(scenario: Scenario, streams: Streams) -> list[Stream]:
     """The scenario's four arrival streams, each with its own named Exp(1) draws."""
     s, w = scenario, scenario.workload
-    n = s.population.mailboxes
-    inbound = w.inbound_per_mailbox_day * n
+    inbound = s.daily_messages("inbound")
     specs = [
         ("inbound", False, inbound * (1 - w.spam_share), w.diurnal.inbound.weights),
         ("inbound", True, inbound * w.spam_share, w.diurnal.inbound.weights),

@@ -62,6 +62,7 @@ class Visits:
         m.host = host
         m.entered_prev = m.entered
         m.entered = now
+        m.responded = False
         host.stats.in_host.add(now, 1)
         if self.trace:
             m.hop_prev = m.hop
@@ -80,6 +81,7 @@ class Visits:
     def after_stage(self, host: Host, m: Msg, stage: str) -> bool:
         """After a stage: False if the message's visit ended there (rejected)."""
         if stage == "spf" and m.spf_fail:
+            host.handed_on(m)
             self._end_session(host, m)
             self.outcomes.finish(host, m, "rejected")
             return False
@@ -100,6 +102,8 @@ class Visits:
             m.hop.accepted = now
         final = host.tier == MAILBOX and m.sender is not None  # relayed to the mailbox server
         self._end_session(host, m)  # (clears m.sender)
+        if m.outcome == "quarantined" or final:
+            host.handed_on(m)
         if m.outcome == "quarantined":
             self.outcomes.finish(host, m, "quarantined")
         elif final:

@@ -16,13 +16,17 @@ from mailgate.sim.scenario.topology import GATEWAY_ROLES, INTERNET, MAILBOX, ROL
 def check(s: Scenario) -> None:
     """Cross-field rules the schema cannot express; raises SchemaError."""
     tiers = s.tiers
+    stations = s.scenario.kind == "stations"
     for name, tier in tiers.items():
         base = "mailbox_server" if name == MAILBOX else join("gateways", name)
-        _check_tier(name, tier, base, tiers)
-    if not any(t.role == "inbound_auth" for t in s.gateways.values()):
-        raise SchemaError("gateways", "no gateway has role inbound_auth: nothing is the MX")
-    _check_path(s, s.mx, MAILBOX, "inbound")
-    _check_path(s, MAILBOX, INTERNET, "outbound")
+        _check_tier(name, tier, base, tiers, stations)
+    if stations:
+        _check_stations(s)
+    else:
+        if not any(t.role == "inbound_auth" for t in s.gateways.values()):
+            raise SchemaError("gateways", "no gateway has role inbound_auth: nothing is the MX")
+        _check_path(s, s.mx, MAILBOX, "inbound")
+        _check_path(s, MAILBOX, INTERNET, "outbound")
 
     hosts = set(s.host_ids)
     for i, down in enumerate(s.failures.host_down):
@@ -52,14 +56,16 @@ def check(s: Scenario) -> None:
             )
 
 
-def _check_tier(name: str, tier: Any, base: str, tiers: Mapping[str, Any]) -> None:
+def _check_tier(name: str, tier: Any, base: str, tiers: Mapping[str, Any], stations: bool) -> None:
     if name == MAILBOX and tier.role != MAILBOX:
         raise SchemaError(
             join(base, "role"), f"the mailbox server's role is 'mailbox', not {tier.role!r}"
         )
-    if name != MAILBOX and tier.role not in GATEWAY_ROLES:
+    roles = ("station",) if stations else GATEWAY_ROLES
+    if name != MAILBOX and tier.role not in roles:
+        kind = " in a stations scenario" if stations else " (station: only with kind = stations)"
         raise SchemaError(
-            join(base, "role"), f"a gateway's role is one of {', '.join(GATEWAY_ROLES)}"
+            join(base, "role"), f"a gateway's role is one of {', '.join(roles)}{kind}"
         )
     allowed = ROLE_STAGES[tier.role]
     for stage in tier.stages:
@@ -84,6 +90,23 @@ def _check_tier(name: str, tier: Any, base: str, tiers: Mapping[str, Any]) -> No
         raise SchemaError(
             join(base, "fallback"),
             f"no other tier {tier.fallback!r}{suggest(tier.fallback, tiers)}",
+        )
+
+
+def _check_stations(s: Scenario) -> None:
+    """A stations scenario: a chain of stations from the first one to the Internet."""
+    if not s.gateways:
+        raise SchemaError("gateways", "a stations scenario needs at least one station")
+    path = s.path(s.mx)
+    if MAILBOX in path or s.tiers[path[-1]].next_hop != INTERNET:
+        raise SchemaError(
+            "gateways",
+            f"the chain {' -> '.join(path)} must end with next_hop = 'internet' "
+            "(the mailbox server is not part of a stations scenario)",
+        )
+    if s.workload.outbound_per_mailbox_day > 0:
+        raise SchemaError(
+            "workload.outbound_per_mailbox_day", "a stations scenario has inbound only"
         )
 
 

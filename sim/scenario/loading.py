@@ -103,12 +103,21 @@ def sets_key(table: Mapping[str, Any], key: str) -> bool:
 
 def default_topology() -> dict[str, Any]:
     """The source's five gateways and mailbox server (sim/scenario/default_topology.toml)."""
-    text = (
-        resources.files("mailgate.sim.scenario")
-        .joinpath("default_topology.toml")
-        .read_text("utf-8")
-    )
+    return _base("default_topology.toml")
+
+
+def stations_base() -> dict[str, Any]:
+    """What a ``kind = "stations"`` scenario starts from (sim/scenario/stations_base.toml)."""
+    return _base("stations_base.toml")
+
+
+def _base(name: str) -> dict[str, Any]:
+    text = resources.files("mailgate.sim.scenario").joinpath(name).read_text("utf-8")
     return tomllib.loads(text)
+
+
+#: A station is limited by its cores only: sessions and delivery slots never run out.
+STATION_HOST = {"session_limit": 1_000_000_000, "delivery_concurrency": 1_000_000_000}
 
 
 def dotted(overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -151,19 +160,38 @@ def expand_hosts(tier: dict[str, Any], path: str) -> dict[str, Any]:
 
 
 def fill(table: dict[str, Any]) -> dict[str, Any]:
-    """Merge the scenario over the default topology and expand host lists."""
-    table = merge(default_topology(), table)
+    """Merge the scenario over its base (the default topology, or for ``kind =
+    "stations"`` the stations base) and expand host lists and stations' ``service``."""
+    meta = table.get("scenario")
+    stations = isinstance(meta, dict) and meta.get("kind") == "stations"
+    table = merge(stations_base() if stations else default_topology(), table)
     gateways = table.get("gateways", {})
     if not isinstance(gateways, dict):
         raise SchemaError("gateways", "expected a table of gateways")
     for name, tier in gateways.items():
         if not isinstance(tier, dict):
             raise SchemaError(join("gateways", name), "expected a table")
+        if stations:
+            tier = station_tier(tier, join("gateways", name))
         gateways[name] = expand_hosts(tier, join("gateways", name))
     if not isinstance(table.get("mailbox_server"), dict):
         raise SchemaError("mailbox_server", "expected a table")
     table["mailbox_server"] = expand_hosts(table["mailbox_server"], "mailbox_server")
     return table
+
+
+def station_tier(tier: dict[str, Any], path: str) -> dict[str, Any]:
+    """A station's short form: ``service = <distribution>`` is its one stage's CPU
+    (``stages.service.cpu_s``); its hosts are limited by their cores only."""
+    tier = dict(tier)
+    if "service" in tier:
+        if "stages" in tier:
+            raise SchemaError(join(path, "service"), "give either service or stages, not both")
+        tier["stages"] = {"service": {"cpu_s": tier.pop("service")}}
+    template = tier.get("host", {})
+    if isinstance(template, dict):
+        tier["host"] = {**STATION_HOST, **template}
+    return tier
 
 
 # ---------------------------------------------------------------- front door

@@ -42,6 +42,12 @@ class Meta:
     start_hour: float = spec(
         0.0, doc="clock hour at which the warm-up starts (0 = midnight)", min=0, max=24
     )
+    kind: str = spec(
+        "mail",
+        doc="mail: the ISP chain over the default topology; stations: a chain of "
+        "queueing stations (role station) only, for textbook validation",
+        choices=("mail", "stations"),
+    )
 
 
 @dataclass(frozen=True)
@@ -75,8 +81,10 @@ class Scenario:
 
     @property
     def mx(self) -> str:
-        """The tier that is our domain's MX: the first inbound_auth gateway."""
-        return next(name for name, t in self.gateways.items() if t.role == "inbound_auth")
+        """The tier where inbound mail arrives: the first inbound_auth gateway (our domain's
+        MX), or in a ``stations`` scenario the first station."""
+        entry = "station" if self.scenario.kind == "stations" else "inbound_auth"
+        return next(name for name, t in self.gateways.items() if t.role == entry)
 
     @property
     def host_ids(self) -> list[str]:
@@ -104,6 +112,8 @@ class Scenario:
         """Messages per day offered for a flow (before SPF rejection)."""
         w, n = self.workload, self.population.mailboxes
         if flow == "inbound":
+            if w.inbound_per_s > 0:
+                return w.inbound_per_s * 86_400.0
             return w.inbound_per_mailbox_day * n
         if flow == "outbound":
             return w.outbound_per_mailbox_day * n * (1 - w.internal_share)

@@ -34,6 +34,8 @@ STAGES = (
     # message on (or filed it): spool removal, connection teardown, bookkeeping.
     # It occupies a core (queueing, saturation) but does not delay that message.
     "housekeeping",
+    # The whole work of a textbook station (role ``station``): one CPU burst on one core.
+    "service",
 )
 
 #: What each role does; a stage outside its role's set is a scenario error.
@@ -53,8 +55,11 @@ ROLE_STAGES: dict[str, tuple[str, ...]] = {
         "pop_retrieve",
         "housekeeping",
     ),
+    # A queueing-theory station (``[scenario] kind = "stations"``): its work is one
+    # ``service`` time on one of its cores, nothing else (no checks, no spool, no fsync).
+    "station": ("service",),
 }
-GATEWAY_ROLES = tuple(r for r in ROLE_STAGES if r != "mailbox")
+GATEWAY_ROLES = tuple(r for r in ROLE_STAGES if r not in ("mailbox", "station"))
 
 #: The next hop that means "look up the recipient's MX on the Internet".
 INTERNET = "internet"

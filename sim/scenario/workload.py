@@ -80,6 +80,12 @@ class Workload:
     inbound_per_mailbox_day: float = spec(
         7.3, doc="messages offered from the Internet per mailbox per day", min=0
     )
+    inbound_per_s: float = spec(
+        0.0,
+        doc="flat inbound rate, messages/s, instead of inbound_per_mailbox_day × mailboxes "
+        "when > 0 (the diurnal shape still applies)",
+        min=0,
+    )
     outbound_per_mailbox_day: float = spec(
         2.0, doc="messages sent by users per mailbox per day (SPECmail2001)", min=0
     )
