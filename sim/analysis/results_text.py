@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from mailgate.sim.analysis.formatting import seconds as _s
+
 SPAN_NAMES = {
     "accepted_to_mailbox": "accepted→mailbox",
     "sent_to_retrieved": "sent→retrieved",
@@ -21,19 +23,6 @@ def clean(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [clean(v) for v in value]
     return value
-
-
-def _s(x: float | None) -> str:
-    """Seconds, human-sized."""
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "-"
-    if x < 1:
-        return f"{x * 1000:.1f}ms"
-    if x < 120:
-        return f"{x:.2f}s"
-    if x < 7200:
-        return f"{x / 60:.1f}min"
-    return f"{x / 3600:.1f}h"
 
 
 def _hour(h: float) -> str:
