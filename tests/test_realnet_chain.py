@@ -236,7 +236,13 @@ def test_temporarily_failing_remote_mx_goes_via_gateway4_and_arrives_after_retry
     )
     assert len(got) == 1
     assert got[0]["time"] - t0 >= 1.0  # not before the failure window ended
-    path = [h for h in hops(testbed, tag)]
+
+    # the sink has the message before Gateway4 has its 250 and writes its trace: wait for it
+    def with_gateway4() -> list:
+        path = list(hops(testbed, tag))
+        return path if any(h.host.startswith("gateway4.") for h in path) else []
+
+    path = until(with_gateway4, what="Gateway4's trace record")
     g3 = next(h for h in path if h.host.startswith("gateway3."))
     assert g3.next_hop.startswith("gateway4.")  # the host that took it, as the model names it
     g4 = next(h for h in path if h.host.startswith("gateway4."))

@@ -127,7 +127,12 @@ def test_solver_response_matches_simulation(name: str) -> None:
     misses = []
     for tier in s.tiers:
         sim, n = tier_response(got, tier)
-        ana = want["hosts"][f"{tier}.0"]["response_s"] or want["hosts"][f"{tier}.1"]["response_s"]
+        hosts = [want["hosts"][h] for h in (f"{tier}.0", f"{tier}.1") if h in want["hosts"]]
+        ana = next((h["response_s"] for h in hosts if h["response_s"]), None)
+        if ana is None:
+            # no traffic in the solver (e.g. a fallback MX nothing fails over to)
+            assert n < 500, f"{tier}: {n} visits simulated, none solved"
+            continue
         if math.isinf(ana):
             # saturated in the solver (its offered load past 1): the simulation's queue grows
             # through the hour, so its mean is a transient's; the resource must be full there
