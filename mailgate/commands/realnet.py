@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from mailgate.commands.arguments import Subparsers, add_scenario, positive_int
 from mailgate.commands.realnet_load import add_load_parser
+from mailgate.commands.testbed_access import running_state, start_testbed
 from mailgate.sim.scenario.errors import UserError
 
 if TYPE_CHECKING:
@@ -145,28 +146,14 @@ def format_result(r: ProbeResult) -> str:
 def probe_command(args: Any) -> int:
     """``mailgate realnet probe SCENARIO [--count N] [--use-running] [--json]``."""
     from mailgate.realnet.load.probe import all_passed, probe_once, summarise
-    from mailgate.realnet.testbed.supervisor import Testbed, TestbedError, running_state_dir
     from mailgate.sim.scenario.loading import load
 
     scenario = load(args.scenario)
     testbed = None
     if args.use_running:
-        state = Path(args.state_dir) if args.state_dir else running_state_dir(scenario)
-        if state is None:
-            raise UserError(
-                f"no running testbed for {scenario.scenario.name}; start `mailgate realnet up` "
-                "or drop --use-running"
-            )
+        state = running_state(args, scenario)
     else:
-        testbed = Testbed(args.scenario, state_dir=args.state_dir)
-        try:
-            testbed.__enter__()
-        except TestbedError as e:
-            testbed.cleanup()
-            raise UserError(str(e)) from None
-        except BaseException:
-            testbed.cleanup()
-            raise
+        testbed = start_testbed(args)
         state = testbed.state_dir
     try:
         results = []

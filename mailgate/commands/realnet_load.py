@@ -12,10 +12,10 @@ import json
 import os
 import sys
 from collections import Counter
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mailgate.commands.arguments import add_scenario, positive_float, positive_int
+from mailgate.commands.testbed_access import running_state, start_testbed
 from mailgate.sim.scenario.errors import UserError
 
 if TYPE_CHECKING:
@@ -69,7 +69,6 @@ def load_command(args: argparse.Namespace) -> int:
     from mailgate.realnet.load.loadrun import Kill, run_held_load
     from mailgate.realnet.load.mailclients import Auth
     from mailgate.realnet.testbed.service_manager import CannotRestart, ServiceManager
-    from mailgate.realnet.testbed.supervisor import Testbed, TestbedError, running_state_dir
     from mailgate.sim.scenario.loading import load
 
     if args.duration > MAX_DURATION_S:
@@ -99,12 +98,7 @@ def load_command(args: argparse.Namespace) -> int:
     )
     testbed = manager = None
     if args.use_running:
-        state = Path(args.state_dir) if args.state_dir else running_state_dir(scenario)
-        if state is None:
-            raise UserError(
-                f"no running testbed for {scenario.scenario.name}; start `mailgate realnet up` "
-                "or drop --use-running"
-            )
+        state = running_state(args, scenario)
 
         def pids() -> dict[str, int]:
             try:
@@ -113,15 +107,7 @@ def load_command(args: argparse.Namespace) -> int:
                 return {}  # `up` is rewriting it (a restart) or has stopped
 
     else:
-        testbed = Testbed(args.scenario, state_dir=args.state_dir)
-        try:
-            testbed.__enter__()
-        except TestbedError as e:
-            testbed.cleanup()
-            raise UserError(str(e)) from None
-        except BaseException:
-            testbed.cleanup()
-            raise
+        testbed = start_testbed(args)
         state = testbed.state_dir
         manager = ServiceManager(testbed, log=lambda line: _progress_end() or _err(line))
 
