@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -101,3 +102,14 @@ def start_testbed(
             yield bed
 
     return start
+
+
+def until(cond: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> object:
+    """Poll ``cond`` until it returns something truthy (returned), failing after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"{what} not met within {timeout} s"
+        time.sleep(0.05)

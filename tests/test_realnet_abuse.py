@@ -28,6 +28,7 @@ from mailgate.realnet.relay.relay import Relay
 from mailgate.realnet.services import maildir
 from mailgate.realnet.testbed.remote import received, send_inbound
 from mailgate.realnet.testbed.supervisor import Testbed
+from tests.conftest import until
 
 pytestmark = pytest.mark.realnet
 
@@ -40,16 +41,6 @@ def testbed(start_testbed) -> Iterator[Testbed]:
     overrides = {"realnet.time_scale": 0.005, "internet.remote_mta_s": 0.0}
     with start_testbed(range(220, 240), "abuse", overrides) as bed:
         yield bed
-
-
-def until(cond: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what} not met within {timeout} s"
-        time.sleep(0.05)
 
 
 def ours(testbed: Testbed) -> str:

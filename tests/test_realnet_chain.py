@@ -16,7 +16,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,6 +27,7 @@ from mailgate.realnet.services import maildir
 from mailgate.realnet.testbed.remote import received, send_inbound, set_behaviour
 from mailgate.realnet.testbed.supervisor import Testbed
 from mailgate.sim.scenario.records import read_hops
+from tests.conftest import until
 
 pytestmark = pytest.mark.realnet
 
@@ -51,16 +52,6 @@ def plan(testbed: Testbed) -> AddressPlan:
 
 def domain(testbed: Testbed) -> str:
     return testbed.scenario.population.domains[0]
-
-
-def until(cond: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what} not met within {timeout} s"
-        time.sleep(0.05)
 
 
 def mailbox(testbed: Testbed, user: str = USER) -> list[bytes]:

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +25,7 @@ from mailgate.realnet.relay.relay import Relay
 from mailgate.realnet.services import maildir
 from mailgate.realnet.testbed.remote import bounces, send_inbound, set_behaviour
 from mailgate.realnet.testbed.supervisor import Testbed
+from tests.conftest import until
 
 pytestmark = pytest.mark.realnet
 
@@ -37,16 +38,6 @@ def testbed(start_testbed) -> Iterator[Testbed]:
     overrides = {"realnet.time_scale": 0.005, "internet.remote_mta_s": 0.0}
     with start_testbed(range(160, 180), "loss", overrides) as bed:
         yield bed
-
-
-def until(cond: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what} not met within {timeout} s"
-        time.sleep(0.05)
 
 
 def ours(testbed: Testbed) -> str:

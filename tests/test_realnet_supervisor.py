@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,6 +33,7 @@ from mailgate.realnet.testbed.remote import send_inbound
 from mailgate.realnet.testbed.service_manager import CannotRestart, RestartPolicy, ServiceManager
 from mailgate.realnet.testbed.supervisor import RUNNING_DIR
 from mailgate.sim.scenario.loading import load
+from tests.conftest import until
 
 ROOT = Path(__file__).resolve().parent.parent
 USER = "selftest"
@@ -223,16 +224,6 @@ def up(tmp_path: Path) -> Iterator[Up]:
         yield running
     finally:
         running.stop()
-
-
-def until(cond: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what} not met within {timeout} s"
-        time.sleep(0.05)
 
 
 def delivered_tags(state: Path, run: str) -> list[str]:
