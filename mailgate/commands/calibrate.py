@@ -36,6 +36,9 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--duration", type=positive_float, default=30.0, help="seconds per load")
     p.add_argument("--tolerance", type=positive_float, default=0.15, help="relative error allowed")
     p.add_argument("--out", default=None, help="output folder (default: results/calibration)")
+    p.add_argument(
+        "--report", action="store_true", help="also write report.html (see 'mailgate report')"
+    )
     p.set_defaults(func=calibrate_command)
 
 
@@ -83,4 +86,8 @@ def calibrate_command(args: Any) -> int:
     report = calibrate(opts, log=lambda s: print(s, file=sys.stderr))
     print(format_report(report))
     print(f"wrote {opts.out / 'calibration.json'} and {opts.out / 'report.md'}")
+    if args.report:
+        from mailgate.calibration.html_report import write_calibration_report
+
+        print(f"wrote {write_calibration_report(report, opts.out / 'report.html')}")
     return exit_code(report)

@@ -27,9 +27,12 @@ from mailgate.sim.analysis.formatting import (
 TEMPLATE = "report.html.j2"
 
 
-def _environment() -> jinja2.Environment:
+def environment(*packages: str) -> jinja2.Environment:
+    """The reports' Jinja2 environment: templates of ``packages`` (each a package with a
+    ``templates`` folder) first, then this package's own (the shared ``style.css``)."""
+    loaders = [jinja2.PackageLoader(p, "templates") for p in (*packages, "mailgate.sim.analysis")]
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("mailgate.sim.analysis", "templates"),
+        loader=jinja2.ChoiceLoader(loaders),
         autoescape=True,  # scenario names and descriptions are user text
         undefined=jinja2.StrictUndefined,  # a misspelt field fails the tests, not the reader
         trim_blocks=True,
@@ -175,7 +178,7 @@ def render_report(runs: Sequence[dict[str, Any]]) -> str:
     title = "mailgate report: " + ", ".join(c["name"] for c in contexts)
     versions = next((d.get("versions") for d in runs if d.get("versions")), {}) or {}
     return (
-        _environment()
+        environment()
         .get_template(TEMPLATE)
         .render(title=title, runs=contexts, mailgate_version=versions.get("mailgate", ""))
     )
