@@ -44,4 +44,8 @@ def test_bench_relay_smoke() -> None:
     out = json.loads(run.stdout)
     assert out["relay"]["ours"]["msgs_per_s"] > 0 and out["relay"]["postfix"]["msgs_per_s"] > 0
     assert out["relay"]["ratio"] > 0
-    assert 0 < out["probe"]["send_to_mailbox_p50_ms"] <= out["probe"]["send_to_receive_p50_ms"]
+    probe = out["probe"]
+    # each probe in its mailbox before the POP client read it (medians of two different
+    # sets of probes need not be ordered: a probe's trace may be written late)
+    assert probe["mailbox_traced"] >= 1 and probe["mailbox_before_receive"] is True
+    assert probe["send_to_mailbox_p50_ms"] > 0
