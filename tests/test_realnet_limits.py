@@ -289,6 +289,20 @@ def test_an_idle_client_gets_421_4_4_2_and_is_disconnected(testbed: Testbed) -> 
         d.close()
 
 
+def test_paths_without_angle_brackets_get_501_at_the_mx(testbed: Testbed) -> None:
+    """RFC 5321 4.1.2: ``Path = "<" … ">"``; the public MX allows no leniency."""
+    d = mx(testbed)
+    try:
+        assert d.say(b"EHLO mta." + SENDER.encode()).startswith(b"250")
+        reply = d.say(b"MAIL FROM:x@" + SENDER.encode())
+        assert reply.startswith(b"501 5.5.4"), reply
+        assert d.say(b"MAIL FROM:<x@" + SENDER.encode() + b">").startswith(b"250")
+        reply = d.say(f"RCPT TO:{USER}@{ours(testbed)}".encode())
+        assert reply.startswith(b"501 5.5.4"), reply
+    finally:
+        d.close()
+
+
 # ---------------------------------------------------------------- the idle timeout, in process
 
 

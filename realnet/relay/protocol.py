@@ -34,8 +34,12 @@ from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, syntax
 from mailgate.realnet.relay.config import DATA_LINE_LIMIT
 from mailgate.realnet.relay.syntax import helo_fault, path_fault
 
-#: ``<local@domain>`` in its plain form: the common case, parsed without the email package
-_SIMPLE_PATH = re.compile(r"<([A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.-]+)>")
+#: ``<local@domain>`` in its plain form: the common case, parsed without the email package.
+#: Both sides are dot-atoms (RFC 5322 3.2.3: no empty part); anything else (``<0@.>``,
+#: ``<a..b@c>``) goes to aiosmtpd's own parser, which the fuzz tests hold this one to
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9-]+"
+_SIMPLE_PATH = re.compile(rf"<({_ATEXT}(?:\.{_ATEXT})*@{_LABEL}(?:\.{_LABEL})*)>")
 
 #: aiosmtpd's reply to an over-long DATA line, and ours in its place
 _AIOSMTPD_TOO_LONG = "500 Line too long"
