@@ -421,7 +421,7 @@ def test_bounce_after_queue_lifetime_then_postmaster_and_never_dropped(tmp_path:
 
 
 def test_forged_authentication_results_from_our_domain_are_removed() -> None:
-    from mailgate.realnet.testbed.gateways import strip_forged_results
+    from mailgate.realnet.relay.authresults import strip_forged_results
 
     data = (
         b"Authentication-Results: gw0-1.ours.example; spf=pass\r\n\tsmtp.mailfrom=x@y\r\n"
@@ -459,7 +459,7 @@ def test_fast_path_parser_agrees_with_aiosmtpd() -> None:
         loop.close()
 
 
-def test_session_limit_makes_extra_connections_wait_for_their_greeting(tmp_path: Path) -> None:
+def test_session_limit_answers_extra_connections_421_at_once(tmp_path: Path) -> None:
     async def main() -> None:
         port = free_port("127.0.0.1")
         relay = make_relay(
@@ -469,15 +469,17 @@ def test_session_limit_makes_extra_connections_wait_for_their_greeting(tmp_path:
             r1, w1 = await asyncio.open_connection("127.61.0.1", port)
             assert (await r1.readline()).startswith(b"220")
             r2, w2 = await asyncio.open_connection("127.61.0.1", port)
-            with pytest.raises(TimeoutError):
-                await asyncio.wait_for(r2.readline(), 0.3)  # no slot: no greeting yet
+            # no slot: a 421 at once (it used to be silence until a slot came free)
+            assert (await asyncio.wait_for(r2.readline(), 2)).startswith(b"421 4.3.2")
+            assert await asyncio.wait_for(r2.read(), 2) == b""  # closed
+            w2.close()
             w1.write(b"QUIT\r\n")
             assert (await r1.readline()).startswith(b"221")
             w1.close()
-            assert (await asyncio.wait_for(r2.readline(), 5)).startswith(b"220")
-            w2.write(b"QUIT\r\n")
-            await r2.readline()
-            w2.close()
+            await asyncio.sleep(0.1)
+            r3, w3 = await asyncio.open_connection("127.61.0.1", port)
+            assert (await asyncio.wait_for(r3.readline(), 5)).startswith(b"220")
+            w3.close()
 
     run(main())
 

@@ -18,13 +18,20 @@ from mailgate.realnet.addresses import AddressPlan, host_name
 from mailgate.sim.scenario import Scenario
 from mailgate.sim.scenario.topology import INTERNET
 
-# Abuse limits (issue #16). The scenario schema has no place for them (adding one would
-# change every golden file), so they are constants here, each with its source.
+# Abuse limits (issues #16, #13). Those a scenario may change come from its ``[limits]``
+# (``sim.scenario.mta.Limits``, the same Postfix defaults); the others are constants
+# here, each with its source.
 
 #: connections one client address may hold open to one service at a time, beyond which
 #: it gets ``421 4.7.0`` at connect (Postfix ``smtpd_client_connection_count_limit``,
-#: default 50)
+#: default 50; scenario ``limits.smtpd_client_connection_count_limit``)
 CLIENT_CONNECTION_LIMIT = 50
+#: recipients one transaction may have; more get ``452 4.5.3`` (Postfix
+#: ``smtpd_recipient_limit``, default 1000; scenario ``limits.smtpd_recipient_limit``)
+RECIPIENT_LIMIT = 1000
+#: seconds a client may stay silent while we wait for it before ``421 4.4.2`` and close
+#: (Postfix ``smtpd_timeout``, default 300 s; scenario ``limits.smtpd_timeout_s``)
+SMTPD_TIMEOUT_S = 300.0
 #: failed logins (SMTP AUTH, POP3 PASS) one client address may make per minute before
 #: it is refused without a password check (Postfix anvil's
 #: ``smtpd_client_auth_rate_limit`` counts AUTH per minute, default 0 = off; ours counts
@@ -79,9 +86,14 @@ class RelayConfig:
     fallback: tuple[str, ...] = ()
     fallback_name: str = ""
     delivery_concurrency: int = 20
-    #: concurrent SMTP sessions (0 = no limit); more wait for their greeting, as
-    #: connections beyond Postfix's process_limit wait in the listen queue
+    #: concurrent SMTP sessions (0 = no limit); a connection beyond them gets ``421
+    #: 4.3.2`` as its greeting (Postfix would leave it waiting in the listen queue at its
+    #: ``default_process_limit``, 100; a silent MX looks dead to its clients)
     session_limit: int = 0
+    #: recipients per transaction (0 = no limit); duplicates count, and are delivered once
+    recipient_limit: int = RECIPIENT_LIMIT
+    #: seconds a client may stay silent while we wait for it
+    smtpd_timeout_s: float = SMTPD_TIMEOUT_S
     connect_timeout_s: float = 30.0
     minimal_backoff_s: float = 300.0
     maximal_backoff_s: float = 4000.0
@@ -139,6 +151,9 @@ class RelayConfig:
             max_queue_lifetime_s=scenario.retry.max_queue_lifetime_s * scale,
             message_size_limit=scenario.limits.message_size_limit_bytes,
             hopcount_limit=scenario.limits.hopcount_limit,
+            recipient_limit=scenario.limits.smtpd_recipient_limit,
+            client_connection_limit=scenario.limits.smtpd_client_connection_count_limit,
+            smtpd_timeout_s=scenario.limits.smtpd_timeout_s,
             dns=(plan.dns.host, plan.dns.port),
             host_ids={plan.host_address(h): h for h in scenario.host_ids},
         )

@@ -14,27 +14,59 @@ SPACE, as Postfix's ``smtp_line_length_limit`` does (RFC 5322 2.1.1: 998).
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+
 SUBMITTED_HEADER = b"X-Mailgate-Submitted"
+
+#: the start of a header field: its name (printable ASCII but ":", RFC 5322 2.2; blanks
+#: before the colon are obsolete syntax, RFC 5322 4.5.3) and the colon
+_FIELD = re.compile(rb"([!-9;-~]*)[ \t]*:")
+
+
+def split_header(data: bytes) -> tuple[list[bytes], bytes]:
+    """(the header fields, each with its folded lines and line ends; the rest).
+
+    The header section ends at the first empty line or the first line that is neither a
+    field nor a continuation (as Postfix's cleanup and Python's email parser read it); a
+    message without a body (no empty line) is all header. A continuation line with no
+    field above it, and an mbox ``From `` line, count as fields of their own (Python's
+    parser reads on past them). The rest is everything after, empty line included:
+    ``b"".join(fields) + rest == data``. It errs towards header: what a mail reader could
+    take for a header field must be one here, or a forged field could hide from us.
+    """
+    fields: list[bytes] = []
+    pos = 0
+    while pos < len(data):
+        eol = data.find(b"\r\n", pos)
+        end = len(data) if eol < 0 else eol + 2
+        line = data[pos:end]
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1] += line  # a folded continuation belongs to the field above
+        elif line[:1] in (b" ", b"\t") or line.startswith(b"From ") or _FIELD.match(line):
+            fields.append(line)
+        else:  # the empty line, or a line that starts the body
+            break
+        pos = end
+    return fields, data[pos:]
+
+
+def field_name(field: bytes) -> bytes:
+    """A header field's name, lower case ("" for a line that has none)."""
+    m = _FIELD.match(field)
+    return m.group(1).lower() if m else b""
+
+
+def drop_fields(data: bytes, drop: Callable[[bytes], bool]) -> bytes:
+    """``data`` without the header fields for which ``drop(field)`` is true."""
+    fields, rest = split_header(data)
+    kept = [f for f in fields if not drop(f)]
+    return data if len(kept) == len(fields) else b"".join(kept) + rest
 
 
 def drop_header(data: bytes, name: bytes) -> bytes:
     """``data`` without any ``name:`` header field (folded lines included)."""
-    end = data.find(b"\r\n\r\n")
-    head = data if end < 0 else data[: end + 2]
-    if name.lower() not in head.lower():
-        return data
-    kept: list[bytes] = []
-    dropping = False
-    for line in head.split(b"\r\n")[:-1]:
-        if line[:1] in (b" ", b"\t"):  # a folded continuation belongs to the field above
-            if not dropping:
-                kept.append(line)
-            continue
-        dropping = line.partition(b":")[0].strip().lower() == name.lower()
-        if not dropping:
-            kept.append(line)
-    rest = b"" if end < 0 else data[end + 2 :]
-    return b"".join(k + b"\r\n" for k in kept) + rest
+    return drop_fields(data, lambda f: field_name(f) == name.lower())
 
 
 def submitted_header(hostname: str, login: str) -> bytes:

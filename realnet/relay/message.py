@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from mailgate.realnet.relay.headers import split_header
+
 TRACE_HEADER = "X-Mailgate-Trace"
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 _TRACE_RE = re.compile(rb"^X-Mailgate-Trace:[ \t]*([^\r\n]*)", re.IGNORECASE | re.MULTILINE)
@@ -23,9 +25,10 @@ def normalise_line_ends(data: bytes) -> bytes:
 
 
 def header_block(data: bytes) -> bytes:
-    """The header section of a CRLF message (without the blank line)."""
-    end = data.find(b"\r\n\r\n")
-    return data if end < 0 else data[: end + 2]
+    """The header section of a CRLF message (without the blank line), read as
+    ``headers.split_header`` reads it: a message that starts with its blank line has
+    none, one without a body is all header."""
+    return b"".join(split_header(data)[0])
 
 
 def count_received(data: bytes) -> int:

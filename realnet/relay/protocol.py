@@ -4,9 +4,13 @@ What it changes from aiosmtpd:
 
 - who may connect is decided at connect, before a session slot is taken: a
   client the service does not accept gets ``554 5.7.1`` as its greeting, one
-  over the per-client connection limit ``421 4.7.0``, and the connection is
-  closed (Postfix's ``smtpd_client_restrictions`` and
-  ``smtpd_client_connection_count_limit``);
+  over the per-client connection limit ``421 4.7.0``, one that finds every
+  session slot taken ``421 4.3.2``, and the connection is closed (Postfix's
+  ``smtpd_client_restrictions`` and ``smtpd_client_connection_count_limit``;
+  silence would make the MX look dead);
+- a client silent for ``smtpd_timeout`` while we wait for it gets ``421
+  4.4.2 … Error: timeout exceeded`` and is disconnected, as from Postfix;
+  time we spend on its message (checks, the spool) is not its silence;
 - AUTH exists only where a service authenticates (submission): elsewhere EHLO
   lists no AUTH and the command gets ``502 5.5.1``; the password check is
   awaited (``Receiver.authenticate``: worker threads, throttled) instead of
@@ -30,8 +34,12 @@ from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, syntax
 from mailgate.realnet.relay.config import DATA_LINE_LIMIT
 from mailgate.realnet.relay.syntax import helo_fault, path_fault
 
-#: ``<local@domain>`` in its plain form: the common case, parsed without the email package
-_SIMPLE_PATH = re.compile(r"<([A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.-]+)>")
+#: ``<local@domain>`` in its plain form: the common case, parsed without the email package.
+#: Both sides are dot-atoms (RFC 5322 3.2.3: no empty part); anything else (``<0@.>``,
+#: ``<a..b@c>``) goes to aiosmtpd's own parser, which the fuzz tests hold this one to
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9-]+"
+_SIMPLE_PATH = re.compile(rf"<({_ATEXT}(?:\.{_ATEXT})*@{_LABEL}(?:\.{_LABEL})*)>")
 
 #: aiosmtpd's reply to an over-long DATA line, and ours in its place
 _AIOSMTPD_TOO_LONG = "500 Line too long"
@@ -57,8 +65,6 @@ class SmtpProtocol(SMTP):
     # the StreamReader limit: DATA lines (and a command line before its own size check)
     line_length_limit = DATA_LINE_LIMIT + 2
 
-    #: the relay's session slots (set per connection by ``Receiver.protocol``)
-    session_slots: asyncio.Semaphore | None = None
     #: ``admit(ip) -> refusal or None`` at connect; ``release(ip)`` when the connection ends
     admit: Callable[[str], str | None] | None = None
     release: Callable[[str], None] | None = None
@@ -67,11 +73,45 @@ class SmtpProtocol(SMTP):
 
     # -- connections
 
+    #: handler work in progress (checks, the spool, a password check): not the client's
+    #: silence, so the idle timeout waits for it
+    _busy = 0
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         if self.session is not None:
             self.session.connected_at = time.time()  # type: ignore[attr-defined]
             self.session.connected_cpu = time.thread_time()  # type: ignore[attr-defined]
+
+    # -- the idle timeout (Postfix smtpd_timeout): time without input while we wait for it
+
+    def data_received(self, data: bytes) -> None:
+        self._reset_timeout()  # aiosmtpd resets only per command: a long DATA is not idle
+        super().data_received(data)
+
+    def _timeout_cb(self) -> None:
+        if self.transport is None:  # the connection ended meanwhile
+            return
+        if self._busy:
+            self._reset_timeout()
+            return
+        if not self.transport.is_closing():
+            # written, not pushed: a callback cannot await; close() flushes it first
+            self._writer.write(f"421 4.4.2 {self.hostname} Error: timeout exceeded\r\n".encode())
+        super()._timeout_cb()
+
+    def _idle_again(self) -> None:
+        """Our work is done: the client's idle time starts now."""
+        self._busy -= 1
+        if self.transport is not None:
+            self._reset_timeout()
+
+    async def _call_handler_hook(self, command: str, *args: Any) -> Any:
+        self._busy += 1
+        try:
+            return await super()._call_handler_hook(command, *args)
+        finally:
+            self._idle_again()
 
     def connection_lost(self, error: Exception | None) -> None:
         if getattr(self, "_admitted", False) and self.release is not None:
@@ -84,8 +124,8 @@ class SmtpProtocol(SMTP):
         return peer[0] if peer else ""
 
     async def _handle_client(self) -> None:
-        # the client is checked before it may wait for a slot: a stranger or a client
-        # holding too many connections never takes one
+        # the client is checked before it takes a session slot: a stranger, a client
+        # holding too many connections or one that finds every slot taken never takes one
         if self.admit is not None:
             refusal = self.admit(self._peer_ip())
             if refusal is not None:
@@ -94,11 +134,7 @@ class SmtpProtocol(SMTP):
                     self.transport.close()
                 return
             self._admitted = True
-        # the whole dialogue, greeting included, runs inside one session slot
-        if self.session_slots is None:
-            return await super()._handle_client()
-        async with self.session_slots:
-            return await super()._handle_client()
+        return await super()._handle_client()
 
     async def push(self, status: Any) -> None:
         if isinstance(status, str) and status.startswith(_AIOSMTPD_TOO_LONG):
@@ -128,7 +164,11 @@ class SmtpProtocol(SMTP):
         pending = result.auth_data
         if not isinstance(pending, _Pending) or self.check_login is None:
             return result
-        ok = await self.check_login(self.session, pending.mechanism, pending.credentials)
+        self._busy += 1
+        try:
+            ok = await self.check_login(self.session, pending.mechanism, pending.credentials)
+        finally:
+            self._idle_again()
         if ok is None:
             await self.push(AUTH_THROTTLED)
             if self.transport is not None:

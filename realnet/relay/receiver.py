@@ -83,17 +83,13 @@ class Receiver:
         self.intake = intake
         self._auth_cache: dict[tuple[str, str], bool] = {}
         self._hooks = _Hooks(self)
-        self._session_slots: asyncio.Semaphore | None = None
         #: open connections per client address (the per-client connection limit)
         self._connections: Counter[str] = Counter()
+        #: sessions admitted and not yet ended (the host's session limit)
+        self._sessions = 0
         self.guard: AuthGuard | None = None
         if config.authenticate is not None:
             self.guard = config.auth_guard or AuthGuard()
-
-    def start(self) -> None:
-        """Make the session slots (inside the running loop)."""
-        if self.config.session_limit:
-            self._session_slots = asyncio.Semaphore(self.config.session_limit)
 
     def protocol(self) -> SMTP:
         """The protocol object of one new connection (the server's factory)."""
@@ -104,6 +100,7 @@ class Receiver:
             hostname=c.hostname,
             ident="mailgate realnet",
             data_size_limit=c.message_size_limit,
+            timeout=c.smtpd_timeout_s,
             enable_SMTPUTF8=True,
             auth_required=offers_auth,
             # loopback only, no TLS (PRACTICAL.md): AUTH is listed in EHLO where it is
@@ -111,7 +108,6 @@ class Receiver:
             auth_require_tls=not offers_auth,
             loop=asyncio.get_running_loop(),
         )
-        protocol.session_slots = self._session_slots
         protocol.admit = self._admit
         protocol.release = self._release
         protocol.check_login = self._check_login if offers_auth else None
@@ -132,10 +128,16 @@ class Receiver:
             return f"554 5.7.1 {c.hostname} Client host [{ip}] rejected: access denied"
         if c.client_connection_limit and self._connections[ip] >= c.client_connection_limit:
             return f"421 4.7.0 {c.hostname} Error: too many connections from {ip}"
+        if c.session_limit and self._sessions >= c.session_limit:
+            # every slot taken: say so (RFC 3463 X.3.2), where silence would look like a
+            # dead host to the client
+            return f"421 4.3.2 {c.hostname} Service not available: too many sessions"
         self._connections[ip] += 1
+        self._sessions += 1
         return None
 
     def _release(self, ip: str) -> None:
+        self._sessions -= 1
         self._connections[ip] -= 1
         if self._connections[ip] <= 0:
             del self._connections[ip]
@@ -183,6 +185,9 @@ class Receiver:
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         c = self.config
+        accepted = getattr(envelope, "rcpt_count", 0)
+        if c.recipient_limit and accepted >= c.recipient_limit:
+            return "452 4.5.3 Error: too many recipients"  # Postfix smtpd_recipient_limit
         ip = _client_ip(session)
         local = domain_of(address) in c.local_domains
         may_relay = bool(session.authenticated) or _in(ip, c.relay_clients)
@@ -199,8 +204,10 @@ class Receiver:
             return INTERNAL_ERROR
         if refusal:
             return refusal
-        envelope.rcpt_tos.append(address)
-        envelope.rcpt_options.extend(options)
+        envelope.rcpt_count = accepted + 1  # type: ignore[attr-defined]
+        if not _duplicate(envelope, address, c.local_domains):
+            envelope.rcpt_tos.append(address)
+            envelope.rcpt_options.extend(options)
         return "250 2.1.5 Ok"
 
     async def handle_exception(self, error: Exception) -> str:
@@ -400,6 +407,22 @@ def owns(login: str, address: str, config: RelayConfig) -> bool:
     if login_domain and login_domain.lower() != domain.lower():
         return False
     return local.lower() == user.lower()
+
+
+def _duplicate(envelope: Envelope, address: str, local_domains: frozenset[str]) -> bool:
+    """Whether the transaction already has this recipient (then it is delivered once, as
+    Postfix's cleanup collapses duplicates). Domains compare in any case, and so do local
+    parts of our own domains (our mailboxes are case-blind); other local parts exactly."""
+    local, _, domain = address.rpartition("@")
+    domain = domain.lower()
+    key = f"{local.lower() if domain in local_domains else local}@{domain}"
+    seen: set[str] | None = getattr(envelope, "rcpt_keys", None)
+    if seen is None:
+        seen = envelope.rcpt_keys = set()  # type: ignore[attr-defined]
+    if key in seen:
+        return True
+    seen.add(key)
+    return False
 
 
 def _client_ip(session: Session) -> str:

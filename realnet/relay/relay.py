@@ -53,7 +53,6 @@ class Relay:
     async def start(self) -> None:
         """Recover the spool, then listen."""
         loop = asyncio.get_running_loop()
-        self.receiver.start()
         if self.queue is not None:
             self.queue.start()
         self._server = await loop.create_server(

@@ -137,6 +137,11 @@ class SmtpConnection:
                     if len(replies) == 1 and replies[0][0] != 250:
                         break
             code, text = replies[0]
+            if code == 421:
+                # the server is closing the channel (RFC 5321 3.8), e.g. a cached
+                # connection it timed out while idle: the pool tries a fresh one
+                self.broken = True
+                raise ConnectError(f"closed by the server: {code} {text}")
             if code != 250:
                 if len(replies) > 1:  # pipelined RCPTs after a failed MAIL: clean up
                     await self._rset()

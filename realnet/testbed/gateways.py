@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from mailgate.realnet.addresses import AddressPlan, host_name
+from mailgate.realnet.relay.authresults import strip_forged_results
 from mailgate.realnet.relay.config import SMTP_LINE_LENGTH_LIMIT, RelayConfig, upstream
 from mailgate.realnet.relay.headers import (
     SUBMITTED_HEADER,
@@ -48,32 +49,6 @@ SPF_REPLIES = {
     "temperror": "451 4.7.24 SPF temporary error, try again later",
     "permerror": None,  # a broken record is not the sender's fault alone: accept, label it
 }
-
-
-def strip_forged_results(data: bytes, domains: frozenset[str]) -> bytes:
-    """Drop ``Authentication-Results`` headers claiming to come from our hosts.
-
-    RFC 8601 section 5: a border MTA removes results with its own authserv-id,
-    or a sender could forge ``spf=pass`` for the mailbox to see.
-    """
-    end = data.find(b"\r\n\r\n")
-    if end < 0 or b"authentication-results" not in data[:end].lower():
-        return data
-    kept: list[bytes] = []
-    dropping = False
-    for line in data[: end + 2].split(b"\r\n")[:-1]:
-        if line[:1] in (b" ", b"\t"):  # a folded continuation belongs to the header above
-            if not dropping:
-                kept.append(line)
-            continue
-        name, _, value = line.partition(b":")
-        dropping = False
-        if name.strip().lower() == b"authentication-results":
-            authserv = value.split(b";", 1)[0].strip().decode("ascii", "replace").lower()
-            dropping = any(authserv == d or authserv.endswith("." + d) for d in domains)
-        if not dropping:
-            kept.append(line)
-    return b"\r\n".join(kept) + b"\r\n" + data[end + 2 :]
 
 
 class InboundAuthPolicy(Policy):

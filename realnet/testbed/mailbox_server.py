@@ -30,6 +30,7 @@ from typing import Any
 
 from mailgate.realnet.addresses import AddressPlan
 from mailgate.realnet.relay.authguard import AuthGuard
+from mailgate.realnet.relay.authresults import strip_forged_results
 from mailgate.realnet.relay.config import RelayConfig, upstream
 from mailgate.realnet.relay.message import parse_trace
 from mailgate.realnet.relay.policy import Incoming, Policy
@@ -69,6 +70,17 @@ class KnownUsers(Policy):
         if domain.lower() in self.domains and local.lower() not in self.users:
             return self.reply.format(address=address)
         return None
+
+
+class SubmissionBorder(Policy):
+    """Submission is a border too (RFC 8601 section 5): a client's own
+    ``Authentication-Results`` claiming our authserv-id is removed."""
+
+    def __init__(self, domains: frozenset[str]) -> None:
+        self.domains = domains
+
+    async def check(self, msg: Incoming) -> None:
+        msg.data = strip_forged_results(msg.data, self.domains)
 
 
 def mailbox_users(scenario: Scenario) -> set[str]:
@@ -138,7 +150,8 @@ class MailboxServer:
                 port=scenario.realnet.submission_port,
                 authenticate=make_authenticator(scenario),
                 auth_guard=self.auth_guard,
-            )
+            ),
+            SubmissionBorder(domains),
         )
         self.pop3: Any = None
         self.tracer = Tracer(state_dir, host_id)

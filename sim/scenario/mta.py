@@ -24,3 +24,12 @@ class Limits:
 
     message_size_limit_bytes: int = spec(10_240_000, doc="larger messages get 552", min=1)
     hopcount_limit: int = spec(50, doc="more Received: headers is a loop", min=1)
+    smtpd_recipient_limit: int = spec(
+        1000, doc="recipients per transaction; more get 452 4.5.3", min=1
+    )
+    smtpd_client_connection_count_limit: int = spec(
+        50, doc="connections one client address may hold; more get 421 (0: no limit)", min=0
+    )
+    smtpd_timeout_s: float = spec(
+        300.0, doc="idle time allowed a client before 421 4.4.2 and close, s", gt=0
+    )
