@@ -11,13 +11,16 @@ from mailgate.commands.arguments import Subparsers
 def add_parser(sub: Subparsers) -> None:
     p = sub.add_parser(
         "report",
-        help="one self-contained HTML report on model runs",
+        help="one self-contained HTML report on model runs and capacity searches",
         description="Write one HTML file (figures inline, nothing fetched: it reads offline "
         "and as a mail attachment) on one or more results folders of 'mailgate run': the "
         "SLO verdict, the key assumptions, latency per flow, utilisation per host, queues, "
-        "the bottleneck and the headroom.",
+        "the bottleneck and the headroom; or of 'mailgate capacity': the capacity with its "
+        "95 %% band, the binding SLO, every point run and p95 against mailboxes.",
     )
-    p.add_argument("runs", nargs="+", metavar="DIR", help="results folder or results.json file")
+    p.add_argument(
+        "runs", nargs="+", metavar="DIR", help="results folder, results.json or capacity.json file"
+    )
     p.add_argument(
         "--out",
         metavar="FILE.html",
@@ -36,10 +39,8 @@ def default_out(runs: list[str]) -> Path:
 
 def report_command(args: argparse.Namespace) -> int:
     """``mailgate report``."""
-    from mailgate.sim.analysis.html_report import write_report
-    from mailgate.sim.analysis.results_file import load_results
+    from mailgate import api
 
-    results = [load_results(p) for p in args.runs]
-    path = write_report(results, args.out or default_out(args.runs))
+    path = api.report(args.runs, args.out or default_out(args.runs))
     print(f"Wrote {path}")
     return 0
