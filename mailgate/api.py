@@ -148,6 +148,8 @@ def capacity(
     from mailgate.sim.analysis.results_text import clean
 
     folder = _folder(out) if out is not None else None
+    if isinstance(n_minus_1, str):  # one gateway's name, not its letters
+        n_minus_1 = [n_minus_1]
     gateways = list(n_minus_1) if isinstance(n_minus_1, Sequence) else bool(n_minus_1)
     with _scenario_file(scenario) as path, executor(workers, scheduler) as ex:
         d = search(
