@@ -6,6 +6,9 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +57,24 @@ def test_capacity_report_holds_the_figures_and_fetches_nothing(
         assert f"{p['mailboxes']:,}" in text
     for share in d["load_points"]:
         assert share in text
+    # intervals are clipped at 0: no negative latency on the page (a t-interval on two
+    # replications reaches below 0)
+    assert not re.search(r"(?<![\d:])-\d+(\.\d+)?(ms|s|min)\b", text)
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="no chromium to render the page")
+def test_capacity_report_renders_in_chromium_without_console_messages(
+    searched: tuple[dict[str, Any], Path],
+) -> None:
+    """A real browser engine opens the page offline: it lays out and logs nothing."""
+    _, out = searched
+    run = subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+         "--enable-logging=stderr", "--v=0", "--dump-dom", (out / "report.html").as_uri()],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert "Capacity:" in run.stdout and run.stdout.count("<svg") >= 1
+    assert [line for line in run.stderr.splitlines() if ":CONSOLE" in line] == []
 
 
 def test_report_command_reads_a_capacity_folder(

@@ -49,7 +49,8 @@ def point_rows(points: list[dict[str, Any]], names: list[str]) -> list[dict[str,
             ci = o and o.get("ci95")
             cells.append({
                 "mean": _value(name, o["mean"]) if o else "-",
-                "ci": f"{_value(name, ci[0])} – {_value(name, ci[1])}" if ci else "",
+                # a t-interval on 2 replications can reach below 0; no latency or share does
+                "ci": f"{_value(name, max(0.0, ci[0]))} – {_value(name, ci[1])}" if ci else "",
                 "binding": name == p["binding"],
             })  # fmt: skip
         rows.append({
