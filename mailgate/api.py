@@ -65,8 +65,23 @@ def load(scenario: ScenarioLike, /, **overrides: Any) -> Scenario:
     if isinstance(scenario, Scenario):
         if not over:
             return scenario
-        return from_table(merge(to_table(scenario), dotted(over)), source=scenario.source)
+        table = to_table(scenario)
+        return from_table(merge(table, _host_templates(table, dotted(over))), scenario.source)
     return load_file(scenario, over)
+
+
+def _host_templates(table: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """A loaded scenario has its hosts listed, and a listed host's own keys win over the
+    ``host`` template: so a template override (``gateways__gateway1__host__cores=1``) is
+    applied to each listed host here, as it would be in the file."""
+    tiers = [(over.get("gateways", {}).get(n), table["gateways"].get(n)) for n in table["gateways"]]
+    tiers.append((over.get("mailbox_server"), table.get("mailbox_server")))
+    for tier_over, tier in tiers:
+        if not tier_over or "host" not in tier_over or "hosts" in tier_over or not tier:
+            continue
+        template = tier_over.pop("host")
+        tier_over["hosts"] = [merge(h, template) for h in tier.get("hosts", [])]
+    return over
 
 
 def run(

@@ -84,6 +84,10 @@ def test_load_overrides_reach_the_scenario() -> None:
                      gateways__gateway1__stages__antivirus__cpu_s=0.3,
                      **{"workload.spam_share": 0.5})  # fmt: skip
     assert again == s
+    # the host template reaches the hosts of an already loaded scenario as from the file
+    one_core = api.load(api.load("peak-hour"), gateways__gateway1__host__cores=1)
+    assert one_core == api.load("peak-hour", gateways__gateway1__host__cores=1)
+    assert [h.cores for h in one_core.gateways["gateway1"].hosts] == [1, 1]
     with pytest.raises(api.UserError, match="mailboxez"):
         api.load("peak-hour", **{"population.mailboxez": 3})
 
