@@ -21,6 +21,7 @@ LAYERS = [
     ("mailgate.realnet.testbed",),
     ("mailgate.realnet.load",),
     ("mailgate.calibration",),
+    ("mailgate.api", "mailgate.api_results"),  # the public Python API; the commands call it
     ("mailgate.commands", "mailgate.cli", "mailgate.__main__"),
 ]
 # repository folder -> the package it installs as

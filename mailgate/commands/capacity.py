@@ -5,7 +5,6 @@ gateway down)."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -67,6 +66,9 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--seed", type=non_negative_int, help="first seed (default: the scenario's)")
     p.add_argument("--out", help="output folder (default: results/NAME-capacity)")
     p.add_argument("--no-plots", action="store_true", help="skip capacity.png")
+    p.add_argument(
+        "--report", action="store_true", help="write report.html (one self-contained page) too"
+    )
     p.add_argument("--json", action="store_true", help="print the answer as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=capacity_command)
@@ -86,43 +88,28 @@ def _progress(line: str) -> None:
 
 def capacity_command(args: argparse.Namespace) -> int:
     """``mailgate capacity``: search, print, write capacity.json (and capacity.png)."""
-    from mailgate.sim.analysis.capacity import capacity
-    from mailgate.sim.analysis.capacity_text import render
-    from mailgate.sim.analysis.parallel import executor
-    from mailgate.sim.analysis.results_text import clean
-    from mailgate.sim.scenario.errors import UserError
-    from mailgate.sim.scenario.loading import load
+    from mailgate import api
 
-    name = load(args.scenario).scenario.name
-    out = Path(args.out) if args.out else Path("results") / f"{name}-capacity"
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"--out {out}: cannot create it: {e.strerror}") from None
-    with executor(args.workers, args.scheduler) as ex:
-        d = capacity(
-            args.scenario,
-            ex,
-            window=args.window,
-            seed=args.seed,
-            max_replications=args.max_replications,
-            tolerance=args.tolerance,
-            n_minus_1=_gateways(args.n_minus_1),
-            log=None if args.quiet else _progress,
-        )
-    d = clean(d)
-    path = out / "capacity.json"
-    path.write_text(json.dumps(d, indent=1) + "\n", encoding="utf-8")
-    files = [path]
-    if not args.no_plots:
-        from mailgate.sim.analysis.capacity_plot import write_capacity_plot
-
-        files.append(write_capacity_plot(d, out))
-    written = "Wrote " + ", ".join(str(f) for f in files)
+    name = api.load(args.scenario).scenario.name
+    result = api.capacity(
+        args.scenario,
+        window=args.window,
+        seed=args.seed,
+        max_replications=args.max_replications,
+        tolerance=args.tolerance,
+        n_minus_1=_gateways(args.n_minus_1),
+        workers=args.workers,
+        scheduler=args.scheduler,
+        out=args.out or Path("results") / f"{name}-capacity",
+        plots=not args.no_plots,
+        report=args.report,
+        log=None if args.quiet else _progress,
+    )
+    written = "Wrote " + ", ".join(str(f) for f in result.files)
     if args.json:
         print(written, file=sys.stderr)
-        print(json.dumps(d, indent=1))
+        print(result.json)
     else:
-        print(render(d))
+        print(result.summary)
         print(written)
     return 0

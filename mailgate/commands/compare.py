@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from mailgate.commands.arguments import Subparsers, positive_float
-
-EXIT_REGRESSION = 4
 
 
 def add_parser(sub: Subparsers) -> None:
@@ -36,11 +33,8 @@ def add_parser(sub: Subparsers) -> None:
 
 def compare_command(args: argparse.Namespace) -> int:
     """``mailgate compare``."""
-    from mailgate.sim.analysis.compare_text import render
-    from mailgate.sim.analysis.results_file import load_results
-    from mailgate.sim.analysis.run_compare import compare
+    from mailgate import api
 
-    base, new = load_results(args.base), load_results(args.new)
-    result = compare(base, new, args.tolerance, labels=(args.base, args.new))
-    print(json.dumps(result, indent=1) if args.json else render(result))
-    return EXIT_REGRESSION if result["regressions"] else 0
+    result = api.compare(args.base, args.new, args.tolerance)
+    print(result.json if args.json else result.summary)
+    return result.exit_code

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -61,35 +60,24 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_command(args: argparse.Namespace) -> int:
     """``mailgate run``: simulate, print the summary, write results.json and plots."""
-    from mailgate.sim.analysis.results_text import clean, summary
-    from mailgate.sim.model.simulate import simulate
-    from mailgate.sim.scenario.loading import load
+    from mailgate import api
 
-    scenario = load(args.scenario, overrides_from(args))
-    progress = not args.no_progress and sys.stderr.isatty()
-    trace = getattr(args, "trace", None)
-    results = simulate(scenario, seed=args.seed, progress=progress, trace=trace)
-    d = clean(results.to_dict())
-    out = Path(args.out) if args.out else Path("results") / scenario.scenario.name
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "results.json"
-    path.write_text(json.dumps(d, indent=1) + "\n", encoding="utf-8")
-    text = summary(d)
-    files = [path]
-    if args.report:
-        from mailgate.sim.analysis.html_report import write_report
-
-        files.append(write_report(d, out / "report.html"))
-    if not args.no_plots:
-        from mailgate.sim.analysis.plots import write_plots
-
-        files += write_plots(d, out)
-    written = "Wrote " + ", ".join(str(p) for p in files)
+    scenario = api.load(args.scenario, **overrides_from(args))
+    result = api.run(
+        scenario,
+        seed=args.seed,
+        out=args.out or Path("results") / scenario.scenario.name,
+        plots=not args.no_plots,
+        report=args.report,
+        progress=not args.no_progress and sys.stderr.isatty(),
+        trace=getattr(args, "trace", None),
+    )
+    written = "Wrote " + ", ".join(str(p) for p in result.files)
     if args.json:
-        print(text, file=sys.stderr)
+        print(result.summary, file=sys.stderr)
         print(written, file=sys.stderr)
-        print(json.dumps(d, indent=1))
+        print(result.json)
     else:
-        print(text)
+        print(result.summary)
         print(written)
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from mailgate.commands.arguments import Subparsers, add_scenario, non_negative_int
 
@@ -32,9 +31,8 @@ def add_parser(sub: Subparsers) -> None:
 
 def solve_command(args: argparse.Namespace) -> int:
     """``mailgate solve SCENARIO``."""
-    from mailgate.sim.analysis.solve import render, solve
-    from mailgate.sim.scenario.loading import load
+    from mailgate import api
 
-    result = solve(load(args.scenario), args.hour)
-    print(json.dumps(result, indent=2) if args.json else render(result))
+    result = api.solve(args.scenario, args.hour)
+    print(result.json if args.json else result.summary)
     return 0

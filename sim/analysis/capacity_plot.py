@@ -11,8 +11,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 
-def write_capacity_plot(d: dict[str, Any], folder: Path) -> Path:
-    """``capacity.png`` in ``folder``: mean p95 (95 % CI bars) per latency SLO per point."""
+def capacity_figure(d: dict[str, Any]) -> Any:
+    """Mean p95 (95 % CI bars) per latency SLO per point, the SLO limits, the capacity and
+    its 95 % band (a matplotlib figure: PNG for ``capacity.png``, SVG for the report)."""
     fig, ax = plt.subplots(figsize=(8, 5))
     points = d["points"]
     names = [o["name"] for o in points[0]["objectives"] if "share" not in o["name"]]
@@ -44,9 +45,15 @@ def write_capacity_plot(d: dict[str, Any], folder: Path) -> Path:
     ax.set_title(f"{d['scenario']}: SLO quantiles against load")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def write_capacity_plot(d: dict[str, Any], folder: Path) -> Path:
+    """``capacity.png`` in ``folder`` (``capacity_figure``)."""
+    fig = capacity_figure(d)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "capacity.png"
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -26,7 +26,7 @@ def _value(name: str, x: float | None) -> str:
     return f"{x:.2%}" if "share" in name else seconds(x)
 
 
-def _window(w: dict[str, Any]) -> str:
+def window_text(w: dict[str, Any]) -> str:
     start = w["start_h"]
     where = "the peak hour of the diurnal profile" if w["peak"] else "the hour asked for"
     return (
@@ -61,7 +61,7 @@ def render(d: dict[str, Any]) -> str:
     """The terminal report of ``sim.analysis.capacity.capacity``'s answer."""
     c, today = d["capacity"], d["today"]
     lines = [
-        f"mailgate capacity {d['scenario']}: {_window(d['window'])}; seeds {d['seed']}.. "
+        f"mailgate capacity {d['scenario']}: {window_text(d['window'])}; seeds {d['seed']}.. "
         f"(same at every point), up to {d['max_replications']} replications per point, "
         f"{d['workers']} workers, {d['wall_s']:.0f} s wall",
         "",

@@ -1,6 +1,7 @@
 """One self-contained HTML report for model runs (``mailgate report``): the scenario's key
 assumptions, the SLO verdict first, latency per flow (CDF and table), utilisation per host
-over the day, queues, the bottleneck and the headroom.
+over the day, queues, the bottleneck and the headroom; a capacity search's
+``capacity.json`` gets its own section (``capacity_report``).
 
 Built from ``results.json`` dicts only. The page is rendered by a Jinja2 template shipped
 as package data (``templates/report.html.j2``); figures are inline SVG, the style sheet is
@@ -16,6 +17,7 @@ from typing import Any
 import jinja2
 
 from mailgate.sim.analysis import svg_figures
+from mailgate.sim.analysis.capacity_report import capacity_context
 from mailgate.sim.analysis.formatting import (
     RESOURCE_TITLES,
     SPAN_TITLES,
@@ -23,6 +25,7 @@ from mailgate.sim.analysis.formatting import (
     percent,
     seconds,
 )
+from mailgate.sim.analysis.results_file import is_capacity
 
 TEMPLATE = "report.html.j2"
 
@@ -154,6 +157,7 @@ def run_context(d: dict[str, Any]) -> dict[str, Any]:
     """Everything the template shows for one run."""
     slo = slo_rows(d)
     return {
+        "kind": "run",
         "name": d["name"],
         "description": (d.get("scenario") or {}).get("scenario", {}).get("description", ""),
         "ok": all(r["ok"] for r in slo),
@@ -173,8 +177,8 @@ def run_context(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def render_report(runs: Sequence[dict[str, Any]]) -> str:
-    """The HTML text of a report on one or more runs."""
-    contexts = [run_context(d) for d in runs]
+    """The HTML text of a report on one or more runs (results.json or capacity.json dicts)."""
+    contexts = [capacity_context(d) if is_capacity(d) else run_context(d) for d in runs]
     title = "mailgate report: " + ", ".join(c["name"] for c in contexts)
     versions = next((d.get("versions") for d in runs if d.get("versions")), {}) or {}
     return (
@@ -185,7 +189,8 @@ def render_report(runs: Sequence[dict[str, Any]]) -> str:
 
 
 def write_report(results: dict[str, Any] | Sequence[dict[str, Any]], out_path: str | Path) -> Path:
-    """Write the report on one run's results dict (or several) to ``out_path``."""
+    """Write the report on one run's results dict (or several; capacity.json dicts too) to
+    ``out_path``."""
     runs = [results] if isinstance(results, dict) else list(results)
     path = Path(out_path)
     path.parent.mkdir(parents=True, exist_ok=True)

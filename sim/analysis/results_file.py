@@ -1,5 +1,6 @@
 """Read a model run's ``results.json`` (the file ``mailgate run`` writes) for reports and
-comparisons, refusing anything else with a one-line ``UserError``.
+comparisons, and a capacity search's ``capacity.json`` for reports, refusing anything
+else with a one-line ``UserError``.
 
 Only the keys of ``results.json`` are used (pinned by tests/test_golden.py), never the
 model's objects, so a report or a comparison reads results of any version that wrote
@@ -20,6 +21,9 @@ REQUIRED_KEYS = (
     "counts", "hosts", "slo", "bottleneck",
 )  # fmt: skip
 RESULTS = "results.json"
+CAPACITY = "capacity.json"
+# The keys the capacity report reads (``mailgate capacity`` writes them).
+CAPACITY_KEYS = ("scenario", "capacity", "binding_slo", "points", "today", "window", "seed")
 
 
 def results_path(path: str | Path) -> Path:
@@ -36,9 +40,7 @@ def results_path(path: str | Path) -> Path:
     return p
 
 
-def load_results(path: str | Path) -> dict[str, Any]:
-    """The results dict of a run folder or a results.json file."""
-    p = results_path(path)
+def _read_json(p: Path) -> dict[str, Any]:
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as e:
@@ -47,7 +49,39 @@ def load_results(path: str | Path) -> dict[str, Any]:
         raise UserError(f"{p}: not valid JSON: {e}") from None
     if not isinstance(data, dict):
         raise UserError(f"{p}: not a results.json of 'mailgate run' (not a JSON object)")
+    return data
+
+
+def load_results(path: str | Path) -> dict[str, Any]:
+    """The results dict of a run folder or a results.json file."""
+    p = results_path(path)
+    data = _read_json(p)
     missing = [k for k in REQUIRED_KEYS if k not in data]
     if missing:
         raise UserError(f"{p}: not a results.json of 'mailgate run' (missing {', '.join(missing)})")
     return data
+
+
+def is_capacity(d: dict[str, Any]) -> bool:
+    """A capacity search's answer rather than a run's results."""
+    return "points" in d and "capacity" in d
+
+
+def load_any(path: str | Path) -> tuple[str, dict[str, Any], Path]:
+    """``("run" | "capacity", data, file)`` for a run or capacity folder, or either file.
+    A folder holding both is read as the run (``results.json``)."""
+    p = Path(path)
+    if p.is_dir() and not (p / RESULTS).is_file() and (p / CAPACITY).is_file():
+        p = p / CAPACITY
+    if p.is_file() and p.name != RESULTS:
+        data = _read_json(p)
+        if is_capacity(data):
+            missing = [k for k in CAPACITY_KEYS if k not in data]
+            if missing:
+                raise UserError(
+                    f"{p}: not a capacity.json of 'mailgate capacity' "
+                    f"(missing {', '.join(missing)})"
+                )
+            return "capacity", data, p
+    file = results_path(p)
+    return "run", load_results(file), file
