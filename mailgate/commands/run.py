@@ -61,6 +61,7 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_command(args: argparse.Namespace) -> int:
     """``mailgate run``: simulate, print the summary, write results.json and plots."""
+    from mailgate.sim.analysis.recovery import figures
     from mailgate.sim.analysis.results_text import clean, summary
     from mailgate.sim.model.simulate import simulate
     from mailgate.sim.scenario.loading import load
@@ -70,6 +71,8 @@ def run_command(args: argparse.Namespace) -> int:
     trace = getattr(args, "trace", None)
     results = simulate(scenario, seed=args.seed, progress=progress, trace=trace)
     d = clean(results.to_dict())
+    if d.get("failure_watch"):
+        d["recovery"] = clean(figures(d))
     out = Path(args.out) if args.out else Path("results") / scenario.scenario.name
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"

@@ -103,6 +103,11 @@ def summary(d: dict[str, Any]) -> str:
         else:
             add(f"  [{mark}] {o['name']}: {o['value']:.3%} (≤ {o['max']:.1%})")
     add(f"  verdict: {'all objectives met' if ok_all else 'OBJECTIVES MISSED'}")
+    if d.get("recovery"):
+        from mailgate.sim.analysis.recovery import lines as recovery_lines
+
+        add("")
+        lines.extend(recovery_lines(d["recovery"]))
     b = d["bottleneck"]
     if b:
         add("")
