@@ -11,6 +11,7 @@ from typing import Any
 from mailgate.commands.arguments import (
     Subparsers,
     add_scenario,
+    clock_hour,
     non_negative_int,
     positive_float,
     positive_int,
@@ -28,6 +29,14 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--seed", type=non_negative_int, help="random seed (default: the scenario's)")
     p.add_argument("--mailboxes", type=positive_int, help="override population.mailboxes")
     p.add_argument("--hours", type=positive_float, help="override scenario.duration_h")
+    p.add_argument(
+        "--start-hour", type=clock_hour, metavar="H",
+        help="clock hour the measured window starts (the warm-up runs before it)",
+    )  # fmt: skip
+    p.add_argument(
+        "--window", choices=("peak",),
+        help="peak: measure the diurnal profile's busiest hour (one hour unless --hours)",
+    )  # fmt: skip
     p.add_argument(
         "--replications", type=positive_int, help="independent runs (default: the scenario's)"
     )
@@ -63,18 +72,24 @@ def run_command(args: argparse.Namespace) -> int:
     """``mailgate run``: simulate, print the summary, write results.json and plots."""
     from mailgate.sim.analysis.recovery import figures
     from mailgate.sim.analysis.results_text import clean, summary
+    from mailgate.sim.analysis.run_window import warnings, window_overrides
     from mailgate.sim.model.simulate import simulate
     from mailgate.sim.scenario.loading import load
 
-    scenario = load(args.scenario, overrides_from(args))
+    start, window = getattr(args, "start_hour", None), getattr(args, "window", None)
+    overrides = window_overrides(args.scenario, overrides_from(args), start_hour=start,
+                                 window=window)  # fmt: skip
+    scenario = load(args.scenario, overrides)
+    out = Path(args.out) if args.out else Path("results") / scenario.scenario.name
+    writable_folder(out)  # before the run, not after it
+    for line in warnings(scenario):
+        print(f"warning: {line}", file=sys.stderr)
     progress = not args.no_progress and sys.stderr.isatty()
     trace = getattr(args, "trace", None)
     results = simulate(scenario, seed=args.seed, progress=progress, trace=trace)
     d = clean(results.to_dict())
     if d.get("failure_watch"):
         d["recovery"] = clean(figures(d))
-    out = Path(args.out) if args.out else Path("results") / scenario.scenario.name
-    out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"
     path.write_text(json.dumps(d, indent=1) + "\n", encoding="utf-8")
     text = summary(d)
@@ -96,3 +111,17 @@ def run_command(args: argparse.Namespace) -> int:
         print(text)
         print(written)
     return 0
+
+
+def writable_folder(out: Path) -> None:
+    """Create ``out`` or stop with a one-line user error (exit 2) naming ``--out``."""
+    import os
+
+    from mailgate.sim.scenario.errors import UserError
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--out {out}: cannot create the folder ({e.strerror})") from None
+    if not os.access(out, os.W_OK):
+        raise UserError(f"--out {out}: the folder is not writable")
