@@ -20,6 +20,7 @@ from mailgate.sim.analysis.offered import hourly_rate
 from mailgate.sim.analysis.results_text import clean
 from mailgate.sim.analysis.run_window import warnings, window_overrides
 from mailgate.sim.analysis.summary import summarise
+from mailgate.sim.analysis.summary import warnings as check_warnings
 from mailgate.sim.model.simulate import simulate
 from mailgate.sim.scenario.loading import load
 
@@ -72,6 +73,7 @@ def test_warnings_for_a_window_off_peak_and_a_failure_after_the_end() -> None:
     late = load("gateway1-host-down", {"failures.host_down": [
         {"host": "gateway1.0", "start_h": 5.0, "duration_h": 1.0}]})  # fmt: skip
     assert any("after the run ends" in w for w in warnings(late))
+    assert any("after the run ends" in w for w in check_warnings(late, summarise(late)["tiers"]))
 
 
 @pytest.mark.parametrize(
