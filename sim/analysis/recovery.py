@@ -121,7 +121,7 @@ def _drain_text(q: dict[str, Any]) -> str:
     if q["drain_s"] is not None:
         return f"back within 10 % of before {_s(q['drain_s'])} after the failure ended"
     if not q.get("ended_in_run"):
-        return "the failure lasts past the end of the run"
+        return "the failure lasts to the end of the run: no drain to measure"
     return "NOT back within 10 % of before by the end of the run"
 
 
