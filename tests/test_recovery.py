@@ -118,3 +118,14 @@ def test_bounced_are_the_messages_older_than_the_queue_lifetime() -> None:
     assert lo > 50
     assert lo * 0.98 <= d["recovery"]["bounced_queue_lifetime"] <= hi * 1.02
     assert bounced == d["recovery"]["bounced_queue_lifetime"]
+
+
+def test_the_summary_and_the_report_state_drain_time_and_amplification(tmp_path) -> None:
+    from mailgate.sim.analysis.html_report import write_report
+    from mailgate.sim.analysis.results_text import summary
+
+    d, _ = run(lifetime_s=86400.0)
+    text = summary(d)
+    assert "drain time:" in text and "retry amplification:" in text
+    html = write_report(d, tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "Recovery after the failure" in html and "retry amplification" in html
