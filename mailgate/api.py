@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -104,10 +105,14 @@ def run(
     from mailgate.sim.model.simulate import simulate
 
     s = load(scenario, hours=hours, replications=replications, mailboxes=mailboxes)
+    folder = None if out is None else _folder(out)  # a bad --out fails before the run
     results = clean(simulate(s, seed=seed, progress=progress, trace=trace).to_dict())
-    if out is None:
+    if results.get("failure_watch"):
+        from mailgate.sim.analysis.recovery import figures
+
+        results["recovery"] = clean(figures(results))
+    if folder is None:
         return RunResult(results)
-    folder = _folder(out)
     path = folder / "results.json"
     path.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     files = [path]
@@ -267,6 +272,8 @@ def _folder(out: str | Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"--out {folder}: cannot create it: {e.strerror}") from None
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"--out {folder}: the folder is not writable")
     return folder
 
 

@@ -59,8 +59,8 @@ def test_surge_multiplies_its_hour() -> None:
     base = tier_loads(load(ROOT / "scenarios" / "peak-hour.toml"))["gateway0"]
     wave = tier_loads(load(ROOT / "scenarios" / "spam-wave.toml"))["gateway0"]
     changed = [h for h in range(24) if wave.hourly[h] != pytest.approx(base.hourly[h])]
-    assert changed == [9]  # start 08:45 + 0.25 h warm-up: the 09-10 h hour
-    assert wave.hourly[9] > 2 * base.hourly[9]
+    assert changed == [8]  # start 07:45 + 0.25 h warm-up: the 08-09 h hour
+    assert wave.hourly[8] > 2 * base.hourly[8]
 
 
 def test_overload_is_flagged(write_scenario, capsys) -> None:

@@ -47,7 +47,14 @@ def test_run_command_writes_summary_json_and_plots(
     ])  # fmt: skip
     assert code == 0
     text = capsys.readouterr().out
-    for needle in ("Latency per flow", "Bottleneck:", "SLO", "verdict", "gateway4.1", "in flight"):
+    for needle in (
+        "Latency per flow",
+        "Bottleneck (root):",
+        "SLO",
+        "verdict",
+        "gateway4.1",
+        "in flight",
+    ):
         assert needle in text
     d = json.loads((out / "results.json").read_text())
     assert d["seed"] == 3

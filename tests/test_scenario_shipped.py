@@ -52,7 +52,7 @@ def test_a_shipped_name_extends_its_shipped_parents(elsewhere: Path) -> None:
     """gateway1-mta-crash extends gateway1-host-down, which extends peak-hour."""
     by_name, by_path = load("gateway1-mta-crash"), load(SHIPPED / "gateway1-mta-crash.toml")
     assert by_name == dataclasses.replace(by_path, source=by_name.source)
-    assert by_name.scenario.start_hour == 8.75
+    assert by_name.scenario.start_hour == 7.75  # peak-hour.toml: 15 min before 08:00
 
 
 def test_an_existing_file_wins_over_a_shipped_name(elsewhere: Path) -> None:

@@ -33,6 +33,14 @@ def positive_float(text: str) -> float:
     return value
 
 
+def clock_hour(text: str) -> float:
+    """A clock hour 0 ≤ H < 24."""
+    value = float(text)
+    if not math.isfinite(value) or not 0 <= value < 24:
+        raise argparse.ArgumentTypeError(f"must be a clock hour 0 ≤ H < 24, got {text}")
+    return value
+
+
 def add_scenario(parser: argparse.ArgumentParser) -> None:
     """The positional scenario argument."""
     parser.add_argument("scenario", help=SCENARIO_HELP)

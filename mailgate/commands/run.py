@@ -10,6 +10,7 @@ from typing import Any
 from mailgate.commands.arguments import (
     Subparsers,
     add_scenario,
+    clock_hour,
     non_negative_int,
     positive_float,
     positive_int,
@@ -27,6 +28,14 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--seed", type=non_negative_int, help="random seed (default: the scenario's)")
     p.add_argument("--mailboxes", type=positive_int, help="override population.mailboxes")
     p.add_argument("--hours", type=positive_float, help="override scenario.duration_h")
+    p.add_argument(
+        "--start-hour", type=clock_hour, metavar="H",
+        help="clock hour the measured window starts (the warm-up runs before it)",
+    )  # fmt: skip
+    p.add_argument(
+        "--window", choices=("peak",),
+        help="peak: measure the diurnal profile's busiest hour (one hour unless --hours)",
+    )  # fmt: skip
     p.add_argument(
         "--replications", type=positive_int, help="independent runs (default: the scenario's)"
     )
@@ -61,8 +70,14 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
 def run_command(args: argparse.Namespace) -> int:
     """``mailgate run``: simulate, print the summary, write results.json and plots."""
     from mailgate import api
+    from mailgate.sim.analysis.run_window import warnings, window_overrides
 
-    scenario = api.load(args.scenario, **overrides_from(args))
+    start, window = getattr(args, "start_hour", None), getattr(args, "window", None)
+    overrides = window_overrides(args.scenario, overrides_from(args), start_hour=start,
+                                 window=window)  # fmt: skip
+    scenario = api.load(args.scenario, **overrides)
+    for line in warnings(scenario):
+        print(f"warning: {line}", file=sys.stderr)
     result = api.run(
         scenario,
         seed=args.seed,

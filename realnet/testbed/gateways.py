@@ -43,7 +43,7 @@ from mailgate.realnet.relay.relay import Relay
 from mailgate.realnet.testbed.mailbox_server import UNKNOWN_RELAY, KnownUsers, mailbox_users
 from mailgate.sim.scenario import Scenario
 
-#: SPF verdicts that refuse the message before the 250 (TOPOLOGY.md: fail → 550).
+#: SPF verdicts that refuse the message before the 250 (docs/topology.md: fail → 550).
 SPF_REPLIES = {
     "fail": "550 5.7.23 SPF check failed: {explanation}",
     "temperror": "451 4.7.24 SPF temporary error, try again later",

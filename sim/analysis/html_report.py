@@ -16,7 +16,7 @@ from typing import Any
 
 import jinja2
 
-from mailgate.sim.analysis import svg_figures
+from mailgate.sim.analysis import recovery, svg_figures, verdict
 from mailgate.sim.analysis.capacity_report import capacity_context
 from mailgate.sim.analysis.formatting import (
     RESOURCE_TITLES,
@@ -168,6 +168,8 @@ def run_context(d: dict[str, Any]) -> dict[str, Any]:
         "resources": list(RESOURCE_TITLES.values()),
         "counts": [(k.replace("_", " "), f"{v:,}") for k, v in d["counts"].items()],
         "bottleneck": bottleneck(d),
+        "verdict": verdict.lines(d),
+        "recovery": recovery.lines(d["recovery"])[1:] if d.get("recovery") else [],
         "figures": {
             "latency": svg_figures.latency_cdf(d),
             "utilisation": svg_figures.utilisation(d),

@@ -103,26 +103,15 @@ def summary(d: dict[str, Any]) -> str:
         else:
             add(f"  [{mark}] {o['name']}: {o['value']:.3%} (≤ {o['max']:.1%})")
     add(f"  verdict: {'all objectives met' if ok_all else 'OBJECTIVES MISSED'}")
-    b = d["bottleneck"]
-    if b:
+    if d.get("recovery"):
+        from mailgate.sim.analysis.recovery import lines as recovery_lines
+
         add("")
-        res = {"cpu": "CPU", "sessions": "SMTP sessions", "delivery": "delivery slots",
-               "disk": "disk"}[b["resource"]]  # fmt: skip
-        add(
-            f"Bottleneck: {b['host']} {res} saturates first — {b['peak_utilisation']:.1%} busy in "
-            f"its peak bucket ({_hour(b['peak_clock_hour'])}), so it reaches 100 % at "
-            f"{b['multiplier']:.1f}× this load (≈ {b['mailboxes_at_saturation']:,.0f} mailboxes "
-            "with the same habits)."
-        )
-        rate = b.get("offered_msgs_per_s_in_peak_bucket")
-        if rate:
-            add(
-                f"  offered in that bucket: {rate:.2f} messages/s into the system; saturation "
-                f"near {b['msgs_per_s_at_saturation']:.1f} messages/s"
-            )
-        others = ", ".join(
-            f"{r['host']} {r['resource']} {r['multiplier']:.1f}×" for r in b["ranking"][1:5]
-        )
-        if others:
-            add(f"  next: {others}")
+        lines.extend(recovery_lines(d["recovery"]))
+    from mailgate.sim.analysis.verdict import lines as verdict_lines
+
+    verdict = verdict_lines(d)
+    if verdict:
+        add("")
+        lines.extend(verdict)
     return "\n".join(lines)

@@ -81,7 +81,9 @@ def warnings(s: Scenario, tiers: list[dict[str, Any]]) -> list[str]:
         if outage.start_h >= run_h:
             out.append(f"the outage of {outage.domain} starts after the run ends")
     for down in s.failures.host_down:
-        if down.start_h < s.scenario.warmup_h:
+        if down.start_h >= run_h:
+            out.append(f"{down.host} goes down at {down.start_h} h, after the run ends")
+        elif down.start_h < s.scenario.warmup_h:
             out.append(f"{down.host} goes down during the warm-up; its effect is partly cut")
     if s.scenario.warmup_h == 0:
         out.append("no warm-up: statistics include the empty start")

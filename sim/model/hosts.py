@@ -57,8 +57,8 @@ class Msg:
     """One message (all recipients travel together until the mailbox)."""
 
     __slots__ = (
-        "accepted", "backoff", "cont", "core_t0", "counted", "cpu", "deferred",
-        "domain", "entered", "entered_prev", "flow", "hop", "hop_prev", "host", "id",
+        "accepted", "attempts", "backoff", "caught", "cont", "core_t0", "counted", "cpu",
+        "deferred", "domain", "entered", "entered_prev", "flow", "hop", "hop_prev", "host", "id",
         "in_mailbox", "last", "outcome", "parts", "pick", "plan", "queued_at", "rcpts",
         "remote", "responded", "sender", "sent", "si", "size", "spam", "spf_fail", "stage_t0",
         "target", "tries", "virus",
@@ -94,6 +94,8 @@ class Msg:
         self.counted = False
         self.target = ""
         self.tries = 0
+        self.attempts = 0  # delivery attempts to the Internet (retry amplification)
+        self.caught = False  # hit a failure: a dead host, a parked spool, a site down
         self.pick = 0
         self.stage_t0 = 0.0
         self.core_t0 = 0.0

@@ -26,6 +26,7 @@ import numpy as np
 import simpy
 
 from mailgate.sim.model.engine import Scheduler
+from mailgate.sim.model.failure_watch import FailureWatch
 from mailgate.sim.model.fleet import Fleet
 from mailgate.sim.model.hosts import Host, Machine, Msg
 from mailgate.sim.model.links import Links
@@ -92,6 +93,12 @@ class Model:
         self.router.wire(arrive=self.visits.arrive, requeue=self.queues.enqueue)
         self.queues.wire(remote=self.remote.attempt)
         self.remote.wire(requeue=self.queues.enqueue)
+        self.watch = FailureWatch(
+            s, self.sched, lambda: self.window.end, self.fleet.hosts, self.queues.parked,
+            lambda: self.stats.deferred_total.value,
+        )  # fmt: skip
+        if self.watch.active:
+            self.outcomes.on_delivered = self.watch.delivered
 
     # ------------------------------------------------------------ the run's window
 
@@ -168,6 +175,7 @@ class Model:
     def start(self) -> None:
         """Schedule arrivals, failures and POP; call once before running."""
         self.traffic.start()
+        self.watch.start()
         for down in self.s.failures.host_down:
             host = self.fleet.hosts[down.host]
             self.sched.after(down.start_h * 3600.0, self.queues.host_down, (host, down.refuses))

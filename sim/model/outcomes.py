@@ -27,6 +27,8 @@ class Outcomes:
         self.stats = stats
         self.warm = stats.window.warm
         self.trace = trace
+        #: told of every counted delivery when the scenario has failures (``FailureWatch``)
+        self.on_delivered: Callable[[Msg, float], None] | None = None
 
     def left(
         self, host: Host, m: Msg, entered: float, hop: HopRecord | None, outcome: str, nxt: str
@@ -52,6 +54,8 @@ class Outcomes:
             self.left(host, m, m.entered, m.hop, outcome or result, "")
         if m.counted:
             self.stats.finished(m, result)
+            if result == "delivered" and self.on_delivered is not None:
+                self.on_delivered(m, self.sched.now)
         if self.trace is not None:
             self.trace(
                 MessageRecord(

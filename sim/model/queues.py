@@ -45,6 +45,7 @@ class Queues:
         host = m.host
         assert host is not None
         if not host.up:
+            m.caught = True
             self.parked[host.id].append(m)
             return
         host.delivery.acquire(self._c_deliver, m)
@@ -54,6 +55,7 @@ class Queues:
         assert host is not None
         if not host.up:  # died while we waited: keep the message for its recovery
             host.delivery.release()
+            m.caught = True
             self.parked[host.id].append(m)
             return
         host.run(m, self.plans.deliver[host.tier], self._c_delivered_plan)

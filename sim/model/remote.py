@@ -102,14 +102,17 @@ class RemoteDelivery:
         host = m.host
         assert host is not None
         now = self.sched.now
+        m.attempts += 1
         for watch in self.watchers:
             watch(m, now)
         tier = self.s.tiers[host.tier]
         if m.domain >= 0 and self.outages:
             if host.dead.get(m.domain, -1.0) > now:
+                m.caught = True
                 self._failed(m)  # site throttled: deferred without an attempt
                 return
             if self.outage(m.domain, now):
+                m.caught = True
                 self.sched.after(tier.connect_timeout_s, self._dead, m)
                 return
         fallback_role = tier.role == "fallback_mx"

@@ -30,6 +30,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from mailgate.sim.model import failure_watch
 from mailgate.sim.model.network import Model
 from mailgate.sim.model.statistics import SPANS
 from mailgate.sim.model.stats import LogHistogram, confidence_interval
@@ -128,6 +129,7 @@ def collect(model: Model) -> dict[str, Any]:
         "generated_series": list(model.stats.generated_series),
         "fallback_tiers": [n for n, t in s.tiers.items() if t.role == "fallback_mx"],
         "events": model.sched.events_scheduled,
+        "failure_watch": model.watch.to_dict() if model.watch.active else None,
     }
 
 
@@ -359,7 +361,13 @@ class Results:
             "bottleneck": self.bottleneck,
             "events": sum(r["events"] for r in self.reps),
             "scenario": self.scenario,
+            **self._failure_watch(),
         }
+
+    def _failure_watch(self) -> dict[str, Any]:
+        """``failure_watch`` (what ``sim.analysis.recovery`` reads), for runs with failures."""
+        reps = [r["failure_watch"] for r in self.reps if r.get("failure_watch")]
+        return {"failure_watch": failure_watch.combine(reps)} if reps else {}
 
     @classmethod
     def combine(cls, reps: list[dict[str, Any]], **kw: Any) -> Results:

@@ -109,6 +109,7 @@ class Router:
             self.sched.after(link, self.arrive, (m, host))
             return
         m.tries += 1
+        m.caught = True
         if host.refuses:
             timeout = self.links.refused(from_relay=m.sender is not None)
         else:

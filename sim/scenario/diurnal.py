@@ -9,7 +9,7 @@ from typing import Any
 
 #: Hourly shapes (relative weights, hour 0 = 00:00-01:00). Sources: office
 #: mail peaks 08-10 h, private mail 18-21 h, spam and newsletters 00-06 h
-#: (WORKLOAD.md, "Diurnal shape"); the exact heights are assumed.
+#: (docs/workload.md, "Time of day"); the exact heights are assumed.
 _OFFICE = (1, 1, 1, 1, 1, 2, 4, 8, 14, 14, 12, 10, 8, 10, 10, 9, 8, 6, 4, 3, 2, 2, 1, 1)
 _PRIVATE = (3, 2, 1, 1, 1, 1, 2, 3, 4, 4, 4, 5, 6, 5, 5, 5, 6, 8, 10, 12, 12, 10, 7, 5)
 _SPAM = (10, 11, 12, 12, 11, 10, 8, 6, 5, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 5, 6, 7, 9)

@@ -127,9 +127,9 @@ class HostSpec:
     """Resources of one host."""
 
     cores: int = spec(4, doc="CPU cores", min=1)
-    # Postfix default_process_limit (WORKLOAD.md).
+    # Postfix default_process_limit (docs/workload.md).
     session_limit: int = spec(100, doc="concurrent SMTP sessions accepted", min=1)
-    # Postfix default_destination_concurrency_limit (WORKLOAD.md).
+    # Postfix default_destination_concurrency_limit (docs/workload.md).
     delivery_concurrency: int = spec(20, doc="concurrent outgoing deliveries", min=1)
     fsync_s: Distribution = spec(
         Constant(0.002), doc="time of one durable write (fsync), s", parse="distribution"

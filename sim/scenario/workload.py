@@ -114,7 +114,7 @@ class Pop:
     active_share: float = spec(
         0.25, doc="share of mailboxes with a client polling (assumed)", min=0, max=1
     )
-    # Thunderbird's default check is every 10 minutes (WORKLOAD.md).
+    # Thunderbird's default check is every 10 minutes (docs/workload.md).
     interval_s: Distribution = spec(
         Uniform(540.0, 660.0), doc="time between polls of one mailbox, s", parse="distribution"
     )
