@@ -197,6 +197,10 @@ class Receiver:
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         c = self.config
+        if address.lower() == "postmaster" and c.postmaster_address:
+            # RFC 5321 4.5.1: mail to "postmaster" without a domain must be accepted; it
+            # is our postmaster (Postfix appends $myorigin the same way)
+            address = c.postmaster_address
         ip = _client_ip(session)
         local = domain_of(address) in c.local_domains
         may_relay = bool(session.authenticated) or _in(ip, c.relay_clients)
