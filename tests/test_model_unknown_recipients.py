@@ -76,3 +76,17 @@ def test_a_refused_session_costs_the_dialogue_only() -> None:
 def test_without_the_share_the_key_is_not_echoed() -> None:
     """Scenarios that do not set it keep their results byte for byte (the golden files)."""
     assert "unknown_recipient_share" not in run(0.0)["scenario"]["workload"]
+
+
+def test_the_solver_gives_the_simulated_utilisation_with_refusals() -> None:
+    """``mailgate solve`` knows the share too: CPU utilisation of the MX and of the tier
+    behind it as the simulation measures them (an independent computation)."""
+    from mailgate.sim.analysis.solve import solve
+
+    p = 0.5
+    d = run(p)
+    s = load(TESTBED, {**FLAT, "workload.unknown_recipient_share": p})
+    solved = solve(s)["hosts"]
+    for host in ("gateway0.0", "gateway1.0"):
+        simulated = d["hosts"][host]["utilisation"]["cpu"]["mean"]
+        assert solved[host]["utilisation"]["cpu"] == pytest.approx(simulated, rel=0.05), host
