@@ -183,6 +183,28 @@ def test_plan_mixes_flows_and_sizes_like_the_scenario() -> None:
     assert np.median(legit) == pytest.approx(w.size.legit.median, rel=0.15)
 
 
+def test_plan_sends_the_asked_shares_to_unknown_users_and_with_routing_tricks() -> None:
+    import math
+
+    from mailgate.realnet.relay.syntax import routing_in
+
+    t = target(Endpoint("127.0.0.1", 1))
+    planned = plan_messages(SCENARIO, t, spec(500, 10, unknown_share=0.1, tricks_share=0.05), "x")
+    n = len(planned)
+    unknown = [p for p in planned if p.rcpt.startswith("nosuchuser")]
+    tricks = [p for p in planned if routing_in(p.rcpt)]
+    for got, share in ((unknown, 0.1), (tricks, 0.05)):
+        assert abs(len(got) - n * share) <= 4 * math.sqrt(n * share * (1 - share))
+    assert {p.refuse for p in unknown} == {"unknown"} and {p.refuse for p in tricks} == {"routing"}
+    assert {p.rcpt.split("@")[0][:5] for p in tricks} >= {"selft", '"self', "elsew"}  # all three
+    assert all(p.rcpt.endswith("@" + t.domain) for p in unknown + tricks)
+    # without the shares the plan is the one it always was (no extra draws)
+    assert plan_messages(SCENARIO, t, spec(500, 10), "x") == plan_messages(
+        SCENARIO, t, spec(500, 10, unknown_share=0.0), "x"
+    )
+    assert not any(p.refuse for p in plan_messages(SCENARIO, t, spec(500, 10), "x"))
+
+
 def test_message_carries_its_id_and_size() -> None:
     t = target(Endpoint("127.0.0.1", 1))
     p = plan_messages(SCENARIO, t, spec(10, 1), "id")[0]

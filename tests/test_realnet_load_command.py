@@ -84,3 +84,37 @@ def test_load_with_a_killed_gateway1_host_loses_nothing(tmp_path: Path) -> None:
         f"accepted {report['accepted']}, delivered {report['delivered']}, "
         f"duplicates {report['duplicates']}, intact {report['intact']}"
     )
+
+
+def test_shares_out_of_range_are_a_user_error(tmp_path: Path) -> None:
+    run = mailgate(
+        "realnet", "load", str(overlay(tmp_path)), "--rate", "1", "--duration", "1",
+        "--unknown-share", "1.5",
+    )  # fmt: skip
+    assert run.returncode == 2 and "--unknown-share" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+@pytest.mark.realnet
+@pytest.mark.slow
+def test_audit_finds_nothing_lost_after_a_load_with_refusals_and_a_kill(tmp_path: Path) -> None:
+    """A short version of issue #16's audit demonstration: unknown recipients and
+    routing tricks mixed in (refused at RCPT), one host SIGKILLed and restarted; the
+    audit then accounts for every message any host accepted."""
+    state = tmp_path / "state"
+    run = mailgate(
+        "realnet", "load", str(overlay(tmp_path)), "--rate", "8", "--duration", "40",
+        "--kill", "gateway1.0@15", "--unknown-share", "0.05", "--tricks-share", "0.05",
+        "--drain", "40", "--state-dir", str(state), "--json",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    report = json.loads(run.stdout)
+    errors = report["errors"]
+    assert errors.get("inbound RCPT 550 (unknown, as expected)", 0) > 0, errors
+    assert errors.get("inbound RCPT 550 (routing, as expected)", 0) > 0, errors
+    assert not [k for k in errors if "expected a refusal" in k], errors
+    assert report["lost"] == [] and report["delivered"] == report["accepted"]
+    audit = mailgate("realnet", "audit", str(state))
+    print(report["accepted"], errors, audit.stdout.splitlines()[0])
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    assert audit.stdout.strip().endswith("0 lost")

@@ -115,6 +115,26 @@ def test_postmaster_has_a_mailbox(testbed: Testbed) -> None:
     )
 
 
+def test_postmaster_without_a_domain_is_accepted_and_delivered(testbed: Testbed) -> None:
+    """RFC 5321 4.5.1: ``RCPT TO:<Postmaster>`` (no domain, any case) must be accepted."""
+    tag = uuid.uuid4().hex
+    plan = testbed.plan
+    host, port = testbed.smtp_endpoint(f"{testbed.scenario.mx}.0")
+    source = plan.remote_sender_address(SENDER_DOMAIN)
+    with smtplib.SMTP(host, port, timeout=10, source_address=(source, 0)) as s:
+        s.ehlo(f"mta.{SENDER_DOMAIN}")
+        assert s.mail(f"sender@{SENDER_DOMAIN}")[0] == 250
+        s.putcmd("RCPT", "TO:<Postmaster>")
+        code, text = s.getreply()
+        assert code == 250, (code, text)
+        data = f"From: <sender@{SENDER_DOMAIN}>\r\nSubject: {tag}\r\n\r\nhi\r\n".encode()
+        assert s.data(data)[0] == 250
+    until(
+        lambda: any(tag.encode() in m for m in mailbox(testbed, "postmaster")),
+        what="the message in the postmaster mailbox",
+    )
+
+
 # ---------------------------------------------------------------- bounces that arrive
 
 

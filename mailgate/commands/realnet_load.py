@@ -54,6 +54,18 @@ def add_load_parser(rsub: Any) -> None:
     p.add_argument(
         "--max-messages", type=positive_int, default=20_000, help="bound on messages sent"
     )
+    p.add_argument(
+        "--unknown-share",
+        type=float,
+        default=0.0,
+        help="share of inbound mail sent to users we do not have (Gateway0 must refuse: 550)",
+    )
+    p.add_argument(
+        "--tricks-share",
+        type=float,
+        default=0.0,
+        help="share of inbound mail with sender-specified routing (user%%host@ours, …): 550",
+    )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--use-running", action="store_true", help="use a system already up")
     p.add_argument("--state-dir", help="the running testbed's (or the new one's) state dir")
@@ -73,6 +85,14 @@ def load_command(args: argparse.Namespace) -> int:
 
     if args.duration > MAX_DURATION_S:
         raise UserError(f"--duration: at most {MAX_DURATION_S:g} s, got {args.duration:g}")
+    for flag, share in (
+        ("--unknown-share", args.unknown_share),
+        ("--tricks-share", args.tricks_share),
+    ):
+        if not 0.0 <= share <= 1.0:
+            raise UserError(f"{flag}: a share between 0 and 1, got {share:g}")
+    if args.unknown_share + args.tricks_share > 1.0:
+        raise UserError("--unknown-share + --tricks-share: at most 1 together")
     scenario = load(args.scenario)
     kills = []
     for text in args.kill:
@@ -95,6 +115,8 @@ def load_command(args: argparse.Namespace) -> int:
         seed=args.seed,
         pop_interval_s=1.0,
         drain_s=args.drain,
+        unknown_share=args.unknown_share,
+        tricks_share=args.tricks_share,
     )
     testbed = manager = None
     if args.use_running:

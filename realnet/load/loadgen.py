@@ -165,6 +165,8 @@ class _Run:
             except ProtocolError as e:
                 record.outcome = "rejected" if 500 <= e.code < 600 else "error"
                 key = f"{p.flow} {e.step} {e.code}"
+                if p.refuse:  # sent to be refused: the report tells it from a real error
+                    key += f" ({p.refuse}, as expected)" if e.step == "RCPT" else f" ({p.refuse})"
                 self.errors[key] += 1
                 return
             except (OSError, TimeoutError) as e:
@@ -173,6 +175,8 @@ class _Run:
                 self.errors[key] += 1
                 return
         record.accepted = accepted
+        if p.refuse:  # our MX took what it had to refuse
+            self.errors[f"{p.flow} accepted, expected a refusal ({p.refuse})"] += 1
         if p.flow != "outbound":
             self.awaiting_pop.add(p.msg_id)
 

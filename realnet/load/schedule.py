@@ -7,7 +7,8 @@ counts latency from the scheduled time).
 
 The flows mix like the scenario's (``flow_shares``): inbound from the remote
 senders (bound to their addresses so SPF sees them; SPF-failing spam from a
-failing domain), outbound and internal submissions from a PC with SMTP AUTH to
+failing domain; on request a share to unknown users and one with routing
+tricks, which Gateway0 must refuse), outbound and internal submissions from a PC with SMTP AUTH to
 the mailbox server's submission port. Sizes come from the scenario's size
 distributions. Each message carries its id (``build_message``,
 ``message_id_of``) so a POP retrieval and the hops' traces find it again.
@@ -72,6 +73,10 @@ class LoadSpec:
     max_size_kb: float | None = None  # None: just under the scenario's size limit
     late_warn_s: float = 0.01  # warn when p99 lateness exceeds this
     cpu_warn: float = 0.8  # warn when the generator used more than this share of a core
+    #: shares of inbound mail sent to a user we do not have, and with sender-specified
+    #: routing in the recipient (``ROUTING_TRICKS``): Gateway0 must refuse both at RCPT
+    unknown_share: float = 0.0
+    tricks_share: float = 0.0
 
 
 @dataclass(slots=True)
@@ -86,6 +91,12 @@ class Planned:
     rcpt: str
     source: str | None
     spf_fail: bool = False
+    #: why the MX must refuse the recipient ("unknown", "routing"), or "" (it must not)
+    refuse: str = ""
+
+
+#: recipients of our domain that ask us to relay on (Postfix ``allow_untrusted_routing``)
+ROUTING_TRICKS = ("{user}%{other}@{domain}", "{other}!{user}@{domain}", '"{user}@{other}"@{domain}')
 
 
 def flow_shares(scenario: Scenario) -> dict[str, float]:
@@ -133,7 +144,7 @@ def plan_messages(scenario: Scenario, target: Target, spec: LoadSpec, run_id: st
     for i, offset in enumerate(offsets):
         flow = flows[int(rng.choice(len(flows), p=weights))]
         msg_id = f"{run_id}-{i}"
-        spf_fail = False
+        spf_fail, refuse = False, ""
         if flow == "inbound":
             spam = rng.random() < w.spam_share
             spf_fail = bool(spam and failing and rng.random() < w.spam_spf_fail_share)
@@ -144,6 +155,16 @@ def plan_messages(scenario: Scenario, target: Target, spec: LoadSpec, run_id: st
             size = (w.size.spam if spam else w.size.legit).sample(rng)
             mail_from, rcpt = f"sender{i}@{domain}", user_address
             source = target.sender_addresses.get(domain)
+            if spec.unknown_share or spec.tricks_share:  # drawn only when asked for
+                x = rng.random()
+                if x < spec.unknown_share:
+                    rcpt, refuse = f"nosuchuser{i}@{target.domain}", "unknown"
+                elif x < spec.unknown_share + spec.tricks_share:
+                    trick = ROUTING_TRICKS[i % len(ROUTING_TRICKS)]
+                    rcpt = trick.format(
+                        user=spec.user.user, other=OTHER_DOMAIN, domain=target.domain
+                    )
+                    refuse = "routing"
         else:
             if flow == "outbound":
                 domain = out_names[int(rng.choice(len(out_names), p=out_w / out_w.sum()))]
@@ -153,7 +174,9 @@ def plan_messages(scenario: Scenario, target: Target, spec: LoadSpec, run_id: st
             size = w.size.legit.sample(rng)
             mail_from, source = user_address, target.pc_address
         size_kb = min(max(size, _HEADER_ROOM / 1024), cap_kb)
-        planned.append(Planned(msg_id, offset, flow, size_kb, mail_from, rcpt, source, spf_fail))
+        planned.append(
+            Planned(msg_id, offset, flow, size_kb, mail_from, rcpt, source, spf_fail, refuse)
+        )
     return planned
 
 

@@ -54,6 +54,10 @@ DATA_LINE_LIMIT = 65_536
 #: CRLF SPACE before signing (Postfix ``smtp_line_length_limit``, default 998;
 #: RFC 5322 2.1.1)
 SMTP_LINE_LENGTH_LIMIT = 998
+#: a graceful stop (SIGTERM) waits this long at most for messages being received and
+#: deliveries in flight before it cancels what is left (``postfix stop`` lets running
+#: deliveries finish; issue #16 asks for a bounded wait, e.g. 10 s)
+STOP_GRACE_S = 10.0
 
 
 @dataclass

@@ -8,7 +8,7 @@ deliver is offered to the fallback tier (Postfix ``smtp_fallback_relay``),
 then retried with doubling backoff, and bounced after the queue lifetime;
 permanent refusals are bounced at once (``dsn.Bouncer``). A bounce made here
 goes by the MX of its recipient's domain, or the tier's way for our own
-domains, never blindly to the next tier (``_routes``). At most
+domains, never blindly to the next tier (``routing.Router``). At most
 ``delivery_concurrency`` attempts run at once. The message's ``HopRecord``
 travels in its spool file and is traced when the message leaves.
 """
@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from typing import Any
 
 from mailgate.realnet.relay.config import RelayConfig
 from mailgate.realnet.relay.dsn import Bouncer
-from mailgate.realnet.relay.message import domain_of
-from mailgate.realnet.relay.mx import MxResolver
+from mailgate.realnet.relay.routing import Router
 from mailgate.realnet.relay.smtpclient import ConnectError, ConnectionPool, SmtpError
 from mailgate.realnet.relay.spool import Spool, SpoolEntry
 from mailgate.realnet.relay.tracing import Tracer, record_dict
@@ -52,26 +50,35 @@ class QueueManager:
             max_idle=config.delivery_concurrency,
         )
         self.bouncer = Bouncer(config, spool, self.queued)
-        self._mx: MxResolver | None = None
+        self.router = Router(config)
         self._sem: asyncio.Semaphore | None = None
-        self._rr = 0
-        self._timers: set[asyncio.TimerHandle] = set()
+        #: messages waiting for their (re)try: spool id -> (timer, entry), so a flush can
+        #: move them forward
+        self._waiting: dict[str, tuple[asyncio.TimerHandle, SpoolEntry]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopping = False
 
     # -- lifecycle
 
     def start(self) -> None:
         """Inside the running loop: the resolver, and an attempt for every spooled message."""
         self._sem = asyncio.Semaphore(self.config.delivery_concurrency)
-        if self.config.dns:
-            self._mx = MxResolver(self.config.dns)
+        self.router.start()
         for entry in self.spool.recover():
             self._schedule(entry, entry.next_retry)
 
-    async def stop(self) -> None:
-        """Cancel the timers and running attempts (their messages stay spooled)."""
-        for timer in self._timers:
+    async def stop(self, grace_s: float = 0.0) -> None:
+        """Stop delivering: no new attempt starts, the running ones may finish within
+        ``grace_s`` (a graceful stop, like ``postfix stop``: a message the next hop took
+        leaves the spool instead of being sent again after a restart); what is still
+        running then is cancelled. Undelivered messages stay spooled for the next start."""
+        self._stopping = True
+        for timer, _ in self._waiting.values():
             timer.cancel()
+        self._waiting.clear()
+        running = [t for t in self._tasks if not t.done()]
+        if running and grace_s > 0:
+            await asyncio.wait(running, timeout=grace_s)
         for task in list(self._tasks):
             task.cancel()
         await self.pool.close()
@@ -81,24 +88,51 @@ class QueueManager:
         self.tracer.queued(entry.trace_id, entry.id, entry.flow)
         self._schedule(entry, 0.0)
 
+    def flush(self) -> int:
+        """Try every deferred message now, whatever its backoff (Postfix ``postqueue -f``).
+
+        The supervisor asks for it when a host this one delivers to is back, so mail
+        held for it does not wait out a retry period (issue #13). Returns how many
+        messages were moved forward; attempts running now are left alone.
+        """
+        now, loop_now = time.time(), asyncio.get_running_loop().time()
+        moved = 0
+        for timer, entry in list(self._waiting.values()):
+            if timer.when() <= loop_now:
+                continue  # due anyway
+            entry.next_retry = now
+            self._schedule(entry, now)
+            moved += 1
+        if moved:
+            log.info("flush: %d deferred message(s) retried now", moved)
+        return moved
+
     # -- scheduling
 
     def _schedule(self, entry: SpoolEntry, at: float) -> None:
+        if self._stopping:
+            return  # it stays spooled: the next start recovers it
         loop = asyncio.get_running_loop()
         delay = max(0.0, at - time.time())
+        earlier = self._waiting.pop(entry.id, None)
+        if earlier is not None:  # one timer per message: a flush replaces the backoff's
+            earlier[0].cancel()
 
         def fire() -> None:
-            self._timers.discard(handle)
+            if self._waiting.get(entry.id, (None,))[0] is handle:
+                del self._waiting[entry.id]
             task = loop.create_task(self._deliver(entry))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
         handle = loop.call_later(delay, fire)
-        self._timers.add(handle)
+        self._waiting[entry.id] = (handle, entry)
 
     async def _deliver(self, entry: SpoolEntry) -> None:
         assert self._sem is not None
         async with self._sem:
+            if self._stopping:
+                return  # waited for a slot while a stop began: not started, still spooled
             try:
                 await self._deliver_once(entry)
             except asyncio.CancelledError:
@@ -117,7 +151,7 @@ class QueueManager:
             # like Postfix smtp_fallback_relay: every failed attempt is offered to the fallback
             entry.fallback_tried = True
             accepted, perm, pending, host = await self._try_hosts(
-                self._ordered(c.fallback), entry, pending
+                self.router.ordered(c.fallback), entry, pending
             )
             done += accepted
             failed.update(perm)
@@ -170,7 +204,7 @@ class QueueManager:
         The next hop is named like the model names it: the host id of the host that
         took the message (``gateway1.0``), or "" when it left our system (a remote MX).
         """
-        routes, failed = await self._routes(entry, rcpts, record)
+        routes, failed = await self.router.routes(entry, rcpts, record)
         done: list[str] = []
         pending: list[str] = []
         hop = ""
@@ -180,58 +214,8 @@ class QueueManager:
             failed.update(perm)
             pending += left
             if accepted:
-                hop = self._hop_name(host)
+                hop = self.router.hop_name(host)
         return done, failed, pending, hop
-
-    async def _routes(
-        self, entry: SpoolEntry, rcpts: list[str], record: HopRecord | None
-    ) -> tuple[list[tuple[list[str], list[str]]], dict[str, SmtpError]]:
-        """Where the recipients go: (hosts to try in order, recipients) groups — the next
-        tier's twins, or each recipient domain's MX hosts — and the recipients whose
-        domain's lookup failed permanently, with the error.
-
-        A DSN made on this host (``entry.dsn``) goes to the next tier only for our own
-        domains (the way mail to them goes from here); to anyone else it goes by the MX
-        of the recipient's domain, as Postfix's bounce goes through that host's own smtp
-        transport: a tier's next hop (the mailbox server behind Gateway1) would refuse to
-        relay it (issue #16)."""
-        c = self.config
-        groups: list[tuple[list[str], list[str]]] = []
-        if c.next_hop:
-            if not entry.dsn:
-                return [(self._ordered(c.next_hop), rcpts)], {}
-            ours = [r for r in rcpts if domain_of(r) in c.local_domains]
-            if ours:
-                groups.append((self._ordered(c.next_hop), ours))
-            rcpts = [r for r in rcpts if r not in ours]
-        by_domain: dict[str, list[str]] = {}
-        for r in rcpts:
-            by_domain.setdefault(domain_of(r), []).append(r)
-        failed: dict[str, SmtpError] = {}
-        for domain, group in by_domain.items():
-            try:
-                groups.append((await self._mx_hosts(domain, record), group))
-            except SmtpError as e:
-                if e.permanent:
-                    failed.update(dict.fromkeys(group, e))
-                else:
-                    groups.append(([], group))  # no hosts: pending, retried
-        return groups, failed
-
-    async def _mx_hosts(self, domain: str, record: HopRecord | None) -> list[str]:
-        if self._mx is None:
-            raise SmtpError(451, "no resolver configured")
-        return await self._mx.hosts(domain, record)
-
-    def _ordered(self, addresses: tuple[str, ...]) -> list[str]:
-        """The twin hosts in the order to try them (balance, then failover)."""
-        hosts = list(addresses)
-        if self.config.balance == "round_robin":
-            self._rr += 1
-            k = self._rr % len(hosts)
-            return hosts[k:] + hosts[:k]
-        random.shuffle(hosts)
-        return hosts
 
     async def _try_hosts(self, hosts: list[str], entry: SpoolEntry, rcpts: list[str]) -> Outcome:
         """Try each host until one takes the message.
@@ -251,12 +235,3 @@ class QueueManager:
             pending = [r for r in rcpts if r not in result.accepted and r not in permanent]
             return result.accepted, permanent, pending, host
         return [], {}, list(rcpts), ""
-
-    def _hop_name(self, address: str) -> str:
-        """Our host's id for an address we delivered to; "" for the rest of the Internet."""
-        known = self.config.host_ids
-        if address in known:
-            return known[address]
-        if address in self.config.next_hop:  # without an address map: the configured tier
-            return self.config.next_hop_name
-        return ""  # not one of ours: a remote MX

@@ -87,6 +87,10 @@ class Receiver:
         self._connections: Counter[str] = Counter()
         #: sessions admitted and not yet ended (the host's session limit)
         self._sessions = 0
+        #: DATA commands being handled: a graceful stop lets them get their answer
+        self._in_data = 0
+        #: set by a graceful stop: no new transaction starts
+        self.closing = False
         self.guard: AuthGuard | None = None
         if config.authenticate is not None:
             self.guard = config.auth_guard or AuthGuard()
@@ -112,6 +116,12 @@ class Receiver:
         protocol.release = self._release
         protocol.check_login = self._check_login if offers_auth else None
         return protocol
+
+    async def drain(self, deadline: float) -> None:
+        """Until ``deadline`` (monotonic): wait for the messages being received to get
+        their answer, so none is spooled here and then sent again by its client."""
+        while self._in_data and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
 
     def close(self) -> None:
         """Stop the login checker's thread if the guard is the service's own."""
@@ -166,6 +176,10 @@ class Receiver:
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
+        if self.closing:
+            # a graceful stop: no new transaction on a connection still open (the client
+            # tries a twin or later; Postfix's smtpd answers 421 when it stops)
+            return f"421 4.3.2 {self.config.hostname} Service shutting down, try again later"
         ip = _client_ip(session)
         if self.config.allowed_clients and not _in(ip, self.config.allowed_clients):
             return "550 5.7.1 Client host rejected: access denied"
@@ -188,6 +202,10 @@ class Receiver:
         accepted = getattr(envelope, "rcpt_count", 0)
         if c.recipient_limit and accepted >= c.recipient_limit:
             return "452 4.5.3 Error: too many recipients"  # Postfix smtpd_recipient_limit
+        if address.lower() == "postmaster" and c.postmaster_address:
+            # RFC 5321 4.5.1: mail to "postmaster" without a domain must be accepted; it
+            # is our postmaster (Postfix appends $myorigin the same way)
+            address = c.postmaster_address
         ip = _client_ip(session)
         local = domain_of(address) in c.local_domains
         may_relay = bool(session.authenticated) or _in(ip, c.relay_clients)
@@ -215,11 +233,14 @@ class Receiver:
         return INTERNAL_ERROR
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self._in_data += 1
         try:
             return await self.intake.receive(session, envelope)
         except Exception:
             log.exception("handle_DATA failed")
             return INTERNAL_ERROR
+        finally:
+            self._in_data -= 1
 
 
 class Intake:

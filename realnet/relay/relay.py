@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
-from mailgate.realnet.relay.config import RelayConfig
+from mailgate.realnet.relay.config import STOP_GRACE_S, RelayConfig
 from mailgate.realnet.relay.policy import Policy
 from mailgate.realnet.relay.queue_manager import QueueManager
 from mailgate.realnet.relay.receiver import Intake, Receiver
@@ -63,14 +64,27 @@ class Relay:
             reuse_port=self.config.reuse_port or None,
         )
 
-    async def stop(self) -> None:
-        """Stop listening and delivering; spooled messages stay for the next start."""
+    def flush(self) -> None:
+        """Retry every deferred message now (``postqueue -f``; SIGUSR1 to the host)."""
+        if self.queue is not None:
+            self.queue.flush()
+
+    async def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """A graceful stop, like ``postfix stop``: stop listening and starting new
+        transactions, let messages being received get their answer and deliveries in
+        flight finish, all within ``grace_s``; then stop. Spooled messages stay for the
+        next start. Without the wait an orderly stop cut deliveries the next hop had
+        already taken, and they were sent again after the restart (issue #16)."""
+        deadline = time.monotonic() + grace_s
+        self.receiver.closing = True
         if self._server is not None:
             self._server.close()
+        await self.receiver.drain(deadline)
+        if self.queue is not None:
+            await self.queue.stop(max(0.0, deadline - time.monotonic()))
+        if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
-        if self.queue is not None:
-            await self.queue.stop()
         if self.spool is not None:
             self.spool.close()
         self.intake.close()

@@ -46,7 +46,7 @@ class SpoolEntry:
     #: true once the first attempt has failed and the fallback tier was tried
     fallback_tried: bool = False
     #: a delivery status notification made on this host: routed by the recipient's MX
-    #: unless the recipient is ours (``QueueManager._routes``)
+    #: unless the recipient is ours (``routing.Router.routes``)
     dsn: bool = False
     #: an HopRecord-like dict carried until the message leaves this host
     record: dict[str, Any] | None = None

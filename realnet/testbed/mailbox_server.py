@@ -21,6 +21,7 @@ Three services on the host's own loopback address:
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import threading
 from collections import OrderedDict
@@ -174,11 +175,15 @@ class MailboxServer:
         )
         await self.pop3.start()
 
+    def flush(self) -> None:
+        """Retry deferred submissions now (SIGUSR1: a Gateway2 host is back)."""
+        self.submission.flush()  # SMTP-in files locally: it has no queue
+
     async def stop(self) -> None:
         if self.pop3 is not None:
             await self.pop3.stop()
-        await self.submission.stop()
-        await self.smtp.stop()
+        # both drain at once: the stop stays within one grace period
+        await asyncio.gather(self.submission.stop(), self.smtp.stop())
         self.auth_guard.close()
         self.tracer.close()
 

@@ -9,7 +9,8 @@ temp-fails a first attempt with ``internet.temp_fail_prob``, and is down
 during ``failures.remote_outage`` windows (hours after start, scaled by
 ``realnet.time_scale``). Tests steer a sink at run time through
 ``remote/control.json`` (``set_behaviour``): ``{"domain": {"mode": "tempfail"
-| "reject" | "down" | "accept", "until": epoch}}``, read on every connection.
+| "reject" | "down" | "accept" | "slow_ack", "until": epoch}}``, read on every
+connection (``slow_ack``: the message is kept at once, the 250 comes late).
 
 Remote senders send inbound mail from their domain's sender address
 (``AddressPlan.remote_sender_address``, the client socket is bound to it), so
@@ -38,12 +39,15 @@ from mailgate.sim.scenario.records import HopRecord, StageSpan
 CONTROL_FILE = "control.json"
 
 
-def set_behaviour(state_dir: Path, domain: str, mode: str, seconds: float = 1e9) -> None:
-    """Make ``domain``'s sink ``tempfail``, ``reject``, be ``down`` or ``accept`` a while."""
+def set_behaviour(
+    state_dir: Path, domain: str, mode: str, seconds: float = 1e9, ack_delay_s: float = 2.0
+) -> None:
+    """Make ``domain``'s sink ``tempfail``, ``reject``, be ``down`` or ``accept`` a while,
+    or ``slow_ack``: keep each message at once and answer 250 ``ack_delay_s`` later."""
     path = Path(state_dir) / "remote" / CONTROL_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     control = json.loads(path.read_text()) if path.exists() else {}
-    control[domain] = {"mode": mode, "until": time.time() + seconds}
+    control[domain] = {"mode": mode, "until": time.time() + seconds, "ack_delay_s": ack_delay_s}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(control))
     os.replace(tmp, path)
@@ -82,6 +86,13 @@ class _SinkHandler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         t0 = time.time()
+        if self.sink.mode(self.domain) == "slow_ack":
+            # the message is kept before the answer, as a real MTA commits before its 250:
+            # a sender that gives up waiting sends it again and the sink holds two copies
+            # (SMTP is at-least-once; tests count the duplicates a stop or crash makes)
+            self.sink.record(self.domain, session, envelope, t0)
+            await asyncio.sleep(self.sink.ack_delay(self.domain))
+            return "250 2.0.0 Ok: accepted by the remote sink"
         delay = float(self.sink.scenario.internet.remote_mta_s.sample(self.sink.rng))
         if delay > 0:
             await asyncio.sleep(min(delay, 30.0))
@@ -120,7 +131,8 @@ class RemoteSink:
         self._servers: list[asyncio.AbstractServer] = []
         self._control: tuple[float, dict[str, Any]] = (0.0, {})
 
-    def mode(self, domain: str) -> str:
+    def _rule(self, domain: str) -> dict[str, Any] | None:
+        """The test's current rule for ``domain`` (``remote/control.json``), if any."""
         path = self.dir / CONTROL_FILE
         try:
             mtime = path.stat().st_mtime
@@ -129,7 +141,15 @@ class RemoteSink:
         except (OSError, ValueError):
             pass
         rule = self._control[1].get(domain)
-        if rule and time.time() < rule.get("until", 0):
+        return rule if rule and time.time() < rule.get("until", 0) else None
+
+    def ack_delay(self, domain: str) -> float:
+        rule = self._rule(domain) or {}
+        return min(30.0, float(rule.get("ack_delay_s", 2.0)))
+
+    def mode(self, domain: str) -> str:
+        rule = self._rule(domain)
+        if rule:
             return str(rule["mode"])
         hours = (time.time() - self.started) / 3600 / self.scenario.realnet.time_scale
         for outage in self.scenario.failures.remote_outage:

@@ -30,6 +30,7 @@ from typing import Any
 
 import mailgate
 from mailgate.realnet.addresses import AddressPlan
+from mailgate.realnet.relay.config import STOP_GRACE_S
 from mailgate.realnet.testbed.host import ready_file
 from mailgate.sim.scenario import MAILBOX, Scenario
 from mailgate.sim.scenario.loading import load
@@ -216,7 +217,7 @@ class Testbed:
         proc = self.procs[host]
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(sig)
-        proc.wait(timeout=10)
+        proc.wait(timeout=STOP_GRACE_S + 10)  # SIGTERM: a graceful stop drains first
         ready_file(self.state_dir, host).unlink(missing_ok=True)
 
     def restart(self, host: str) -> None:
@@ -231,7 +232,8 @@ class Testbed:
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 5.0
+        # a host's graceful stop takes up to STOP_GRACE_S; SIGKILL only after that
+        deadline = time.monotonic() + STOP_GRACE_S + 5.0
         for proc in self.procs.values():
             try:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))

@@ -115,7 +115,8 @@ def tier_loads(s: Scenario) -> dict[str, TierLoad]:
             else:
                 add(name, rates, _cpu(tier, size))
             if tier.role == "inbound_auth" and flow == "inbound":
-                rates = [r * (1 - w.spam_share * w.spam_spf_fail_share) for r in rates]
+                kept = (1 - w.spam_share * w.spam_spf_fail_share) * (1 - w.unknown_recipient_share)
+                rates = [r * kept for r in rates]
             if tier.role in ("inbound_av", "outbound_av"):
                 rates = [r * (1 - w.virus_share) for r in rates]
             if tier.next_hop == INTERNET and tier.fallback and flow == "outbound":

@@ -1,7 +1,8 @@
 """The analytic solver's traffic: which visits each tier receives in one clock hour.
 
 Mail enters as five classes (inbound ham, inbound spam that passes SPF, inbound spam
-that fails it, outbound, internal), each a Poisson stream at the hour's rate
+that fails it, outbound, internal; a sixth, inbound to unknown recipients refused at
+RCPT, when the scenario has a share of them), each a Poisson stream at the hour's rate
 (``sim.analysis.offered.hourly_rate``: the diurnal shape and surges). ``visits`` follows
 each class along its path, as the model routes it, and says at every tier which stages
 the visit runs: the receive plan up to a verdict (SPF rejects spam that fails it; the
@@ -22,7 +23,10 @@ from mailgate.sim.model.hosts import Stage
 from mailgate.sim.model.plans import Plans
 from mailgate.sim.model.sampling import Streams
 from mailgate.sim.scenario import INTERNET, MAILBOX, Scenario
-from mailgate.sim.scenario.distributions import Distribution
+from mailgate.sim.scenario.distributions import Constant, Distribution
+
+#: the class of inbound mail to users we do not have (``workload.unknown_recipient_share``)
+UNKNOWN = "inbound to unknown recipients"
 
 
 @dataclass(eq=False)
@@ -68,13 +72,24 @@ def classes(s: Scenario, hour: int) -> list[tuple[str, str, float, Distribution,
     base = s.daily_messages("inbound") / 86_400.0 * w.diurnal.inbound.factor(hour)
     spam = base * w.spam_share * spam_factor
     inbound = base * (1 - w.spam_share) * ham_factor + spam
-    return [
-        ("inbound ham", "inbound", inbound - spam, w.size.legit, False),
-        ("inbound spam", "inbound", spam * (1 - w.spam_spf_fail_share), w.size.spam, False),
-        ("inbound spam failing SPF", "inbound", spam * w.spam_spf_fail_share, w.size.spam, True),
+    known = 1 - w.unknown_recipient_share  # the rest is refused at the MX at RCPT
+    rows = [
+        ("inbound ham", "inbound", (inbound - spam) * known, w.size.legit, False),
+        ("inbound spam", "inbound", spam * (1 - w.spam_spf_fail_share) * known, w.size.spam, False),
+        (
+            "inbound spam failing SPF",
+            "inbound",
+            spam * w.spam_spf_fail_share * known,
+            w.size.spam,
+            True,
+        ),
         ("outbound", "outbound", hourly_rate(s, "outbound")[hour], w.size.legit, False),
         ("internal", "internal", hourly_rate(s, "internal")[hour], w.size.legit, False),
     ]
+    if w.unknown_recipient_share > 0:
+        rate = inbound * w.unknown_recipient_share
+        rows.append((UNKNOWN, "inbound", rate, Constant(0.0), False))  # no DATA: no bytes
+    return rows
 
 
 def _covers(s: Scenario, surge: Any, hour: int) -> bool:
@@ -117,6 +132,10 @@ def _chain(
         recv = plans.submit if submitted else plans.recv[tier]
         names = [st.name for st in recv]
         v = Visit(tier, flow, rate, size, recv, first=hop == 0, classes=[name])
+        if name == UNKNOWN:  # refused at RCPT: the dialogue (no per-KB part), nothing after
+            v.recv, v.ends = plans.rcpt[tier], "rejected"
+            _link(out, prev, v)
+            return v
         if spf_fail and "spf" in names:
             v.recv, v.ends = recv[: names.index("spf") + 1], "rejected"
             _link(out, prev, v)

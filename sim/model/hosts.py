@@ -61,7 +61,7 @@ class Msg:
         "deferred", "domain", "entered", "entered_prev", "flow", "hop", "hop_prev", "host", "id",
         "in_mailbox", "last", "outcome", "parts", "pick", "plan", "queued_at", "rcpts",
         "remote", "responded", "sender", "sent", "si", "size", "spam", "spf_fail", "stage_t0",
-        "target", "tries", "virus",
+        "target", "tries", "unknown", "virus",
     )  # fmt: skip
 
     def __init__(self, mid: int, flow: str, size: float, sent: float) -> None:
@@ -74,6 +74,7 @@ class Msg:
         self.remote = -1.0
         self.spam = False
         self.spf_fail = False
+        self.unknown = False  # to a user we do not have: refused at the MX at RCPT
         self.virus = False
         self.rcpts = 1
         self.domain = -1

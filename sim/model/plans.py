@@ -9,6 +9,7 @@ message size (POP uses it).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from mailgate.sim.model.hosts import Stage
 from mailgate.sim.model.sampling import Streams
@@ -43,6 +44,9 @@ class Plans:
         self.s = scenario
         self.streams = streams
         self.recv: dict[str, tuple[Stage, ...]] = {}
+        #: per tier: a session refused at RCPT (an unknown recipient): the SMTP dialogue's
+        #: fixed CPU, no DATA (no per-KB part) and no later stage
+        self.rcpt: dict[str, tuple[Stage, ...]] = {}
         self.submit: tuple[Stage, ...] = ()
         self.deliver: dict[str, tuple[Stage, ...]] = {}
         #: per tier: CPU seconds of one message's housekeeping by size (None: costs nothing)
@@ -56,6 +60,10 @@ class Plans:
                 recv = [st for st in role if st not in DELIVERY_STAGES + OFF_PATH_STAGES]
                 self.recv[name] = self._plan(name, recv)
             self.deliver[name] = self._plan(name, [st for st in DELIVERY_STAGES if st in role])
+            if scenario.workload.unknown_recipient_share > 0:
+                # the receive plan's own dialogue stage (its draws), without the per-KB part
+                dialogue = [st for st in self.recv[name] if st.name == "smtp_receive"]
+                self.rcpt[name] = tuple(replace(st, cpu_per_kb=0.0) for st in dialogue)
             self.chore[name] = self._chore(name)
 
     def _stage(self, tier: str, name: str) -> Stage | None:

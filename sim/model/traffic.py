@@ -5,7 +5,8 @@ internal) whose rate is piecewise constant: the daily mean times the diurnal
 weight of the clock hour times any surge. A gap is drawn from Exp(rate) and
 redrawn at each rate change (exact by memorylessness). ``Traffic`` calls
 ``emit(flow, spam, now)`` at each arrival; ``MessageMaker`` draws a new
-message's size, recipients, virus, SPF verdict and remote domain.
+message's size, recipients, virus, SPF verdict, unknown recipient and remote
+domain.
 """
 
 from __future__ import annotations
@@ -158,6 +159,9 @@ class MessageMaker:
         m.counted = now >= warm and not probe
         if spam:
             m.spf_fail = u() < w.spam_spf_fail_share
+        if flow == "inbound" and w.unknown_recipient_share > 0 and not probe:
+            # drawn only when the share is set: scenarios without it keep their draws
+            m.unknown = u() < w.unknown_recipient_share
         if flow == "outbound":
             x, m.domain = u(), -1
             for i, c in enumerate(self.domain_cum):

@@ -4,7 +4,9 @@ The connection waits for a session slot, then the host runs the receive plan
 (a PC's submission at the mailbox server, else the tier's receive stages).
 After each stage ``after_stage`` gives the verdict: spam failing SPF is
 rejected after ``spf``; infected mail is marked for quarantine after
-``antivirus`` (the rest of the plan, the spool, still runs). At the 250 the
+``antivirus`` (the rest of the plan, the spool, still runs). Mail to an unknown
+recipient is refused at the MX after the SMTP dialogue alone (``Plans.rcpt``:
+no DATA, no later stage). At the 250 the
 sender's delivery ends; the message is then quarantined, filed in the
 mailboxes (at the mailbox server, relayed) or queued for the next hop.
 """
@@ -49,6 +51,7 @@ class Visits:
         self.queue: Callable[[Msg], None] = _unconnected
         self._c_session = self._session
         self._c_received = self._received
+        self._c_refused = self._refused
 
     def wire(self, *, file: Callable[[Msg, float], None], queue: Callable[[Msg], None]) -> None:
         """Wire the two places an accepted message goes."""
@@ -72,6 +75,10 @@ class Visits:
     def _session(self, m: Msg) -> None:
         host = m.host
         assert host is not None
+        if m.unknown and m.sender is None and host.tier != MAILBOX:
+            # the MX refuses the recipient at RCPT (550 5.1.1): the dialogue, no DATA
+            host.run(m, self.plans.rcpt[host.tier], self._c_refused)
+            return
         if host.tier == MAILBOX and m.sender is None:
             plan = self.plans.submit  # a PC submitting
         else:
@@ -88,6 +95,14 @@ class Visits:
         if stage == "antivirus" and m.virus:
             m.outcome = "quarantined"  # the rest of the receive plan still runs (spool)
         return True
+
+    def _refused(self, m: Msg) -> None:
+        """The host refused ``m``'s only recipient: the session ends, nothing is accepted."""
+        host = m.host
+        assert host is not None
+        host.handed_on(m)
+        self._end_session(host, m)
+        self.outcomes.finish(host, m, "rejected")
 
     def _received(self, m: Msg) -> None:
         """The host answers 250: the message is durable here."""

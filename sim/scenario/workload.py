@@ -99,6 +99,14 @@ class Workload:
     spam_spf_fail_share: float = spec(
         0.3, doc="share of spam that fails SPF and is rejected at the MX (assumed)", min=0, max=1
     )
+    unknown_recipient_share: float = spec(
+        0.0,
+        doc="share of inbound messages addressed to a user we do not have: refused at the "
+        "MX at RCPT (550 5.1.1), before DATA; they cost a session and the SMTP dialogue only",
+        min=0,
+        max=1,
+        quiet=True,
+    )
     virus_share: float = spec(
         0.002, doc="share of messages carrying a virus (assumed)", min=0, max=1
     )
