@@ -10,6 +10,14 @@ the message relayed on (the next host is then checked in turn), delivered
 to a mailbox, handed to a remote MX, quarantined or bounced — or the message
 is still in the host's spool. Anything else is **lost**.
 
+A message may be accepted by one host more than once — internal mail passes
+the mailbox server twice (submitted, then filed), a retry after a crash
+delivers again — so acceptances and ends are *counted* per (message, host),
+not merely seen: a host that files mail locally (it wrote a ``mailbox``
+record, or is a mailbox server) accepted each upstream delivery on top of
+what it spooled itself; any other host spools what its upstream delivers,
+so the two kinds of evidence are the same acceptance seen twice.
+
 A live testbed moves while it is read, so the evidence is read first, the
 spools next and the ends last: a message that left a spool between the two
 reads has had its HopRecord written before its spool file went
@@ -58,21 +66,21 @@ class AuditReport:
         return out
 
 
-def _journal(state_dir: Path) -> set[tuple[str, str]]:
-    """(trace id, host) of every message a host journalled as spooled."""
-    found: set[tuple[str, str]] = set()
+def _journal(state_dir: Path) -> Counter[tuple[str, str]]:
+    """(trace id, host) -> how often the host journalled the message as spooled."""
+    found: Counter[tuple[str, str]] = Counter()
     for path in sorted(journal_dir(state_dir).glob("*.jsonl")):
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
-                found.add((json.loads(line)["trace_id"], path.stem))
+                found[(json.loads(line)["trace_id"], path.stem)] += 1
             except (ValueError, KeyError):
                 continue  # a line cut short by a killed host
     return found
 
 
-def _spools(state_dir: Path) -> dict[tuple[str, str], str]:
-    """(trace id, host) -> spool file of every message still queued."""
-    found: dict[tuple[str, str], str] = {}
+def _spools(state_dir: Path) -> dict[tuple[str, str], list[str]]:
+    """(trace id, host) -> spool files of the message still queued there."""
+    found: dict[tuple[str, str], list[str]] = {}
     for path in sorted((state_dir / "spool").glob("*/queue/*.msg")):
         host = path.parent.parent.name.split("-w", 1)[0]  # a worker's spool is its host's
         try:
@@ -80,17 +88,31 @@ def _spools(state_dir: Path) -> dict[tuple[str, str], str]:
                 meta = json.loads(f.readline())
         except (OSError, ValueError):
             continue  # removed while we looked, or being written
-        found[(meta.get("trace_id", ""), host)] = str(path)
+        found.setdefault((meta.get("trace_id", ""), host), []).append(str(path))
     return found
 
 
-def _evidence(hops: list[HopRecord], journal: set[tuple[str, str]]) -> set[tuple[str, str]]:
-    accepted = set(journal)
+def _acceptances(
+    hops: list[HopRecord], journal: Counter[tuple[str, str]]
+) -> Counter[tuple[str, str]]:
+    """(trace id, host) -> how many times the host accepted the message."""
+    upstream: Counter[tuple[str, str]] = Counter()  # 250s our own hosts got from it
+    at_once: Counter[tuple[str, str]] = Counter()  # accepted and ended in one step
+    filers = {h.host for h in hops if h.outcome == "mailbox"}
     for hop in hops:
         if hop.outcome in ACCEPTED_AND_ENDED:
-            accepted.add((hop.msg_id, hop.host))
+            at_once[(hop.msg_id, hop.host)] += 1
         if hop.outcome in ENDS and hop.next_hop and hop.host != hop.next_hop:
-            accepted.add((hop.msg_id, hop.next_hop))  # the next host's 250
+            upstream[(hop.msg_id, hop.next_hop)] += 1
+    accepted: Counter[tuple[str, str]] = Counter()
+    for key in set(journal) | set(upstream) | set(at_once):
+        host = key[1]
+        if host in filers or host.startswith("mailbox."):
+            # upstream deliveries are filed (no journal line); the journal holds what
+            # the host spooled itself (submissions, bounces it made)
+            accepted[key] = journal[key] + max(upstream[key], at_once[key])
+        else:
+            accepted[key] = max(journal[key], upstream[key], at_once[key])
     return accepted
 
 
@@ -99,22 +121,24 @@ def audit(state_dir: Path | str) -> AuditReport:
     state_dir = Path(state_dir)
     hosts = {p.stem for p in (state_dir / "traces").glob("*.jsonl")}
     hosts |= {p.stem for p in journal_dir(state_dir).glob("*.jsonl")}
-    accepted = _evidence(read_traces(state_dir), _journal(state_dir))
+    accepted = _acceptances(read_traces(state_dir), _journal(state_dir))
     spooled = _spools(state_dir)
-    ended: dict[tuple[str, str], str] = {}
+    ended: dict[tuple[str, str], Counter[str]] = {}
     for hop in read_traces(state_dir):
         if hop.outcome in ENDS:
-            ended.setdefault((hop.msg_id, hop.host), hop.outcome)
+            ended.setdefault((hop.msg_id, hop.host), Counter())[hop.outcome] += 1
     report = AuditReport()
     for key in sorted(accepted):
         if key[1] not in hosts:
             continue  # a name that is not one of our hosts (a relay without an address map)
-        report.accepted += 1
-        if key in ended:
-            report.ends[ended[key]] += 1
-        elif key in spooled:
-            report.ends["spooled"] += 1
-            report.in_spool.append((*key, spooled[key]))
-        else:
-            report.lost.append(key)
+        report.accepted += accepted[key]
+        ends = ended.get(key, Counter())
+        report.ends.update(ends)
+        files = spooled.get(key, [])
+        report.ends["spooled"] += len(files)
+        report.in_spool += [(*key, f) for f in files]
+        missing = accepted[key] - ends.total() - len(files)
+        report.lost += [key] * max(missing, 0)
+    if not report.ends["spooled"]:
+        del report.ends["spooled"]
     return report
