@@ -54,6 +54,7 @@ from mailgate.realnet.relay.policy import Incoming, Policy, in_thread
 from mailgate.realnet.relay.protocol import SmtpProtocol
 from mailgate.realnet.relay.spool import Spool, SpoolEntry
 from mailgate.realnet.relay.syntax import ROUTING_REPLY, routing_in
+from mailgate.realnet.relay.tls import describe
 from mailgate.realnet.relay.tracing import Tracer, record_dict
 from mailgate.sim.scenario.records import HopRecord, StageSpan
 
@@ -106,9 +107,11 @@ class Receiver:
             data_size_limit=c.message_size_limit,
             enable_SMTPUTF8=True,
             auth_required=offers_auth,
-            # loopback only, no TLS (PRACTICAL.md): AUTH is listed in EHLO where it is
-            # offered (submission) and nowhere else
-            auth_require_tls=not offers_auth,
+            # with TLS, AUTH only after STARTTLS (538 5.7.11 before, and not in EHLO);
+            # without (a bare relay in a test), AUTH is listed where it is offered
+            auth_require_tls=c.tls_context is not None or not offers_auth,
+            tls_context=c.tls_context,
+            require_starttls=c.require_tls,
             loop=asyncio.get_running_loop(),
         )
         protocol.session_slots = self._session_slots
@@ -333,10 +336,13 @@ class Intake:
 
     def _received_header(self, session: Session, msg: Incoming, entry_id: str) -> bytes:
         c = self.config
-        with_ = "ESMTPA" if msg.authenticated else "ESMTP"
+        tls = describe((session.ssl or {}).get("ssl_object") if session.ssl else None)
+        # RFC 3848: ESMTPS / ESMTPSA over TLS; Postfix's "(using ...)" names protocol and cipher
+        with_ = "ESMTP" + ("S" if tls else "") + ("A" if msg.authenticated else "")
+        using = f"\t(using {tls})\r\n" if tls else ""
         rcpt = f"\r\n\tfor <{msg.rcpt_tos[0]}>" if len(msg.rcpt_tos) == 1 else ""
         return (
-            f"Received: from {msg.helo or 'unknown'} ([{msg.client_ip}])\r\n"
+            f"Received: from {msg.helo or 'unknown'} ([{msg.client_ip}])\r\n{using}"
             f"\tby {c.hostname} ({c.host_id}) with {with_} id {entry_id}{rcpt};\r\n"
             f"\t{email.utils.formatdate(localtime=False)}\r\n"
         ).encode()
