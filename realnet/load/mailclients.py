@@ -108,9 +108,9 @@ async def smtp_send(
 ) -> float:
     """Deliver one message in its own SMTP session; returns ``time.time()`` of the 250.
 
-    With ``tls``, STARTTLS when the server offers it; with ``auth``, always (AUTH is
-    offered only after it, and a password is never sent in clear): ``tls`` or, if
-    None, a context that does not verify the server.
+    STARTTLS whenever the server offers it and ``tls`` or ``auth`` is given (AUTH is
+    offered only after it): with ``tls`` (verifying), or else a context that does not
+    verify the server.
     Raises ``ProtocolError`` (with the reply code) when the server refuses.
     """
     reader, writer = await _open(endpoint, source, timeout)
@@ -118,7 +118,7 @@ async def smtp_send(
         async with asyncio.timeout(timeout):
             await _smtp_step(reader, writer, None, "greeting", 220)
             ehlo = await _smtp_step(reader, writer, f"EHLO {helo}\r\n".encode(), "EHLO", 250)
-            if auth is not None or (tls is not None and "STARTTLS" in ehlo.upper()):
+            if (auth is not None or tls is not None) and "STARTTLS" in ehlo.upper():
                 await _smtp_step(reader, writer, b"STARTTLS\r\n", "STARTTLS", 220)
                 await writer.start_tls(tls or _unverified(), server_hostname=endpoint.host)
                 await _smtp_step(reader, writer, f"EHLO {helo}\r\n".encode(), "EHLO", 250)

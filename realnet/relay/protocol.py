@@ -112,6 +112,14 @@ class SmtpProtocol(SMTP):
         async with self.session_slots:
             return await super()._handle_client()
 
+    @syntax("STARTTLS", when="tls_context")
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        t0, cpu0 = time.time(), time.thread_time()
+        await super().smtp_STARTTLS(arg)
+        if self.session is not None and self._tls_protocol is not None:
+            # the handshake: the ``tls`` stage of the connection's first message
+            self.session.tls_span = (t0, time.time(), time.thread_time() - cpu0)  # type: ignore[attr-defined]
+
     async def push(self, status: Any) -> None:
         if isinstance(status, str):
             if status.startswith(_AIOSMTPD_TOO_LONG):

@@ -248,6 +248,10 @@ class Intake:
         t_data, cpu_data = time.time(), time.thread_time()
         arrived = getattr(session, "connected_at", t_data)
         cpu0 = getattr(session, "connected_cpu", cpu_data)
+        # the connection's TLS handshake belongs to its first message only
+        tls_span = (
+            None if getattr(session, "messages_done", 0) else getattr(session, "tls_span", None)
+        )
         if getattr(session, "messages_done", 0):
             # later transactions on a reused connection start at their MAIL
             arrived = getattr(envelope, "mail_at", arrived)
@@ -278,7 +282,14 @@ class Intake:
         # CPU: the event-loop thread's over the span, exact at idle (calibration fits
         # the lowest load) and an over-estimate when sessions interleave
         receive = "submission" if msg.authenticated else "smtp_receive"
-        record.stages[receive] = StageSpan(arrived, t_data, cpu_data - cpu0)
+        if tls_span is not None:
+            # STARTTLS → end of handshake is ``tls``; the dialogue after it (and the CPU
+            # of the greeting and first EHLO before it) stays the receive stage
+            t_tls, t_done, cpu_tls = tls_span
+            record.stages["tls"] = StageSpan(t_tls, t_done, cpu_tls)
+            record.stages[receive] = StageSpan(t_done, t_data, max(cpu_data - cpu0 - cpu_tls, 0.0))
+        else:
+            record.stages[receive] = StageSpan(arrived, t_data, cpu_data - cpu0)
         msg.record = record
         if count_received(data) >= c.hopcount_limit:
             return self._reject(record, "554 5.4.6 Too many hops: mail loop detected")

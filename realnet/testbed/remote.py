@@ -37,7 +37,7 @@ from mailgate.realnet.addresses import AddressPlan
 from mailgate.realnet.relay.message import normalise_line_ends, parse_trace
 from mailgate.realnet.relay.tracing import Tracer
 from mailgate.realnet.services.tls import server_context
-from mailgate.realnet.testbed.tls import remote_id
+from mailgate.realnet.testbed.tls import make_ca, remote_id
 from mailgate.sim.scenario import Scenario
 from mailgate.sim.scenario.records import HopRecord, StageSpan
 
@@ -181,6 +181,7 @@ class RemoteSink:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         port = self.scenario.realnet.smtp_port
+        make_ca(self.scenario, self.plan, self.state_dir)  # kept if the testbed made it
         for domain in self.plan.remote_domains:
             if domain in self.skip:
                 continue

@@ -52,7 +52,9 @@ def relay_tls(
     scenario: Scenario, plan: AddressPlan, host_id: str, state_dir: Path, *, required: bool
 ) -> dict[str, Any]:
     """``RelayConfig`` fields for ``host_id``: its server context, whether STARTTLS is
-    required of its clients, and its delivery side's ``ClientTls``."""
+    required of its clients, and its delivery side's ``ClientTls``. A host started on
+    its own (not by ``Testbed.start``) makes the CA if the state dir has none."""
+    make_ca(scenario, plan, state_dir)
     return {
         "tls_context": server_context(state_dir, host_id),
         "require_tls": required,
