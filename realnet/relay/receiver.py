@@ -38,7 +38,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 
-from aiosmtpd.smtp import SMTP, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import SMTP, Envelope, LoginPassword, Session, TLSSetupException
 
 from mailgate.realnet.relay.authguard import AuthGuard
 from mailgate.realnet.relay.config import RelayConfig
@@ -207,6 +207,9 @@ class Receiver:
         return "250 2.1.5 Ok"
 
     async def handle_exception(self, error: Exception) -> str:
+        if isinstance(error, TLSSetupException):  # the client's handshake, not our error
+            log.warning("TLS handshake failed: %r", error.__cause__)
+            return INTERNAL_ERROR  # not sent: aiosmtpd closes the connection
         log.error("internal error: %r", error)
         return INTERNAL_ERROR
 
