@@ -146,16 +146,7 @@ def test_every_internal_hop_received_the_message_over_tls(testbed: Testbed) -> N
     address = f"{USER}@{ours(testbed)}"
     data = f"From: <{address}>\r\nTo: <{address}>\r\nSubject: {tag}\r\n\r\nhello\r\n".encode()
     submit(testbed.plan, USER, USER, address, [address], data, client_context(testbed.state_dir))
-    folder = testbed.state_dir / "maildirs" / USER / "new"
-
-    def on_disk() -> bytes | None:
-        for path in folder.glob("*"):
-            raw = path.read_bytes()
-            if tag.encode() in raw:
-                return raw
-        return None
-
-    raw = until(on_disk, what="the message in the Maildir")
+    raw = until(lambda: in_maildir(testbed, tag), what="the message in the Maildir")
     assert isinstance(raw, bytes)
     # the headers as any mail reader sees them (the Maildir file has LF line ends)
     received = [
@@ -170,6 +161,43 @@ def test_every_internal_hop_received_the_message_over_tls(testbed: Testbed) -> N
         tls = tls_of_received(value)
         assert tls is not None and tls[0] in ("TLSv1.2", "TLSv1.3"), (host, value)
         assert " with ESMTPS" in value or " with ESMTPSA" in value, value
+
+
+def test_the_load_generator_submits_over_verified_tls(testbed: Testbed) -> None:
+    from mailgate.realnet.addresses import Endpoint
+    from mailgate.realnet.load.mailclients import Auth, smtp_send
+    from mailgate.realnet.load.schedule import Target
+
+    target = Target.from_plan(testbed.plan, testbed.state_dir)
+    assert target.tls is not None and target.tls.verify_mode == ssl.CERT_REQUIRED
+    tag = uuid.uuid4().hex
+    address = f"{USER}@{ours(testbed)}"
+    data = f"From: <{address}>\r\nSubject: {tag}\r\n\r\nload\r\n".encode()
+    host, port = testbed.submission
+    asyncio.run(
+        smtp_send(
+            Endpoint(host, port),
+            address,
+            [address],
+            data,
+            source=testbed.plan.pc_address,
+            auth=Auth(USER, USER),
+            tls=target.tls,
+        )
+    )
+    raw = until(lambda: in_maildir(testbed, tag), what="the load generator's message")
+    assert isinstance(raw, bytes)
+    received = email.message_from_bytes(raw, policy=email.policy.compat32).get_all("Received")
+    first = " ".join(received[-1].split())  # the submission hop's, the oldest
+    assert "with ESMTPSA" in first and tls_of_received(first) is not None, first
+
+
+def in_maildir(testbed: Testbed, tag: str) -> bytes | None:
+    for path in (testbed.state_dir / "maildirs" / USER / "new").glob("*"):
+        raw = path.read_bytes()
+        if tag.encode() in raw:
+            return raw
+    return None
 
 
 # ---------------------------------------------------------------- the relay client
