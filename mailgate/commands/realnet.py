@@ -97,6 +97,10 @@ def up_command(args: Any) -> int:
                 f"{testbed.submission[0]}:{rn.submission_port}; "
                 f"POP3 {testbed.pop3[0]}:{rn.pop3_port}"
             )
+            print(
+                f"STARTTLS on every SMTP service (required between our tiers); "
+                f"local CA {testbed.state_dir / 'tls' / 'ca.crt'}"
+            )
             print("running (a host that dies is restarted); Ctrl-C to stop", flush=True)
             try:
                 ServiceManager(testbed).run(lambda: stop["now"])
