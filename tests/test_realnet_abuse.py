@@ -26,6 +26,7 @@ from mailgate.realnet.load.probe import submit
 from mailgate.realnet.relay.config import CLIENT_CONNECTION_LIMIT, DATA_LINE_LIMIT, RelayConfig
 from mailgate.realnet.relay.relay import Relay
 from mailgate.realnet.services import maildir
+from mailgate.realnet.services.tls import client_context
 from mailgate.realnet.testbed.remote import received, send_inbound
 from mailgate.realnet.testbed.supervisor import Testbed
 from tests.conftest import until
@@ -87,6 +88,7 @@ def test_auth_is_offered_on_submission_only(testbed: Testbed) -> None:
     for host_id, source in sources.items():
         host, port = testbed.smtp_endpoint(host_id)
         with smtplib.SMTP(host, port, timeout=10, source_address=(source, 0)) as s:
+            s.starttls(context=client_context(testbed.state_dir))  # TLS on every hop
             s.ehlo("client.example")
             assert not s.has_extn("auth"), host_id
             s.putcmd("AUTH", "PLAIN " + base64.b64encode(b"\0selftest\0selftest").decode())
@@ -94,6 +96,7 @@ def test_auth_is_offered_on_submission_only(testbed: Testbed) -> None:
             assert code == 502 and b"5.5.1" in text, (host_id, code, text)
     host, port = testbed.submission
     with smtplib.SMTP(host, port, timeout=10, source_address=(plan.pc_address, 0)) as s:
+        s.starttls(context=client_context(testbed.state_dir))  # AUTH only after STARTTLS
         s.ehlo("pc.example")
         assert s.has_extn("auth")
 
@@ -101,6 +104,7 @@ def test_auth_is_offered_on_submission_only(testbed: Testbed) -> None:
 def test_submission_sends_only_as_the_logged_in_user(testbed: Testbed) -> None:
     host, port = testbed.submission
     with smtplib.SMTP(host, port, timeout=10, source_address=(testbed.plan.pc_address, 0)) as s:
+        s.starttls(context=client_context(testbed.state_dir))
         s.login(USER, USER)
         for other in (f"someoneelse@{ours(testbed)}", f"{USER}@bigmail.example"):
             code, text = s.mail(other)
@@ -124,6 +128,7 @@ def test_gateway3_signs_only_mail_that_came_through_submission(testbed: Testbed)
     host, port = testbed.smtp_endpoint("gateway2.0")
     mailbox = testbed.plan.host_address("mailbox.0")
     with smtplib.SMTP(host, port, timeout=10, source_address=(mailbox, 0)) as s:
+        s.starttls(context=client_context(testbed.state_dir))
         s.sendmail(address, [f"friend@{REMOTE}"], message(bypassed))
     signed = until(lambda: at_remote(testbed, submitted), what="the submitted message")
     unsigned = until(lambda: at_remote(testbed, bypassed), what="the bypassing message")
@@ -195,6 +200,7 @@ def guess_smtp(host: str, port: int, source: str, stop: threading.Event) -> None
     while not stop.is_set():
         try:
             with smtplib.SMTP(host, port, timeout=10, source_address=(source, 0)) as s:
+                s.starttls(context=client_context(None))  # a guesser checks no certificate
                 s.ehlo("guesser.example")
                 while not stop.is_set():
                     token = base64.b64encode(f"\0{USER}\0{uuid.uuid4().hex}".encode()).decode()
@@ -258,6 +264,7 @@ def test_password_guessing_does_not_stall_the_greeting(testbed: Testbed) -> None
     # and the real user still logs in (from an address that did not guess)
     host, port = testbed.submission
     with smtplib.SMTP(host, port, timeout=10, source_address=(testbed.plan.pc_address, 0)) as s:
+        s.starttls(context=client_context(testbed.state_dir))
         assert s.login(USER, USER)[0] == 235
 
 

@@ -24,6 +24,7 @@ import pytest
 from mailgate.realnet.addresses import AddressPlan
 from mailgate.realnet.load.probe import probe_once, submit
 from mailgate.realnet.services import maildir
+from mailgate.realnet.services.tls import client_context
 from mailgate.realnet.testbed.remote import received, send_inbound, set_behaviour
 from mailgate.realnet.testbed.supervisor import Testbed
 from mailgate.sim.scenario.records import read_hops
@@ -176,6 +177,7 @@ def test_unknown_user_is_550_5_1_1(testbed: Testbed) -> None:
     host, port = testbed.smtp_endpoint(testbed.mailbox_host)
     gateway1 = testbed.plan.host_address("gateway1.0")  # the only tier it takes mail from
     with smtplib.SMTP(host, port, timeout=10, source_address=(gateway1, 0)) as s:
+        s.starttls(context=client_context(testbed.state_dir))  # required between our tiers
         s.ehlo()
         s.mail("x@bigmail.example")
         code, text = s.rcpt(f"nobody-here@{domain(testbed)}")
@@ -319,6 +321,7 @@ def test_gateway4_accepts_from_gateway3_hosts_only(testbed: Testbed) -> None:
     assert refused.value.smtp_code == 554 and b"5.7.1" in refused.value.smtp_error
     g3 = testbed.plan.host_address("gateway3.0")
     with smtplib.SMTP(host, port, timeout=10, source_address=(g3, 0)) as s:
+        s.starttls(context=client_context(testbed.state_dir))
         s.ehlo()
         assert s.mail(f"{USER}@{domain(testbed)}")[0] == 250
         assert s.rcpt("friend@bigmail.example")[0] == 250

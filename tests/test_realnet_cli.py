@@ -102,6 +102,10 @@ def test_up_then_probe_use_running_then_stop_leaves_nothing(tmp_path: Path) -> N
         assert probe["spf"] == "pass" and probe["dkim"] == "pass"
         assert report["summary"]["count"] == 1 and report["summary"]["p50_s"] > 0
         assert probe["hops"][0]["host"].startswith("mailbox.")
+        # up names the local CA; the probe's hops (all but the POP read) came over TLS
+        assert f"local CA {state.resolve() / 'tls' / 'ca.crt'}" in text
+        hops = [h for h in probe["hops"] if h["outcome"] != "retrieved"]
+        assert hops and all(h["tls"].startswith("TLSv1.") for h in hops), hops
     finally:
         up.send_signal(signal.SIGTERM)
         try:

@@ -110,6 +110,7 @@ def test_swaks_submits_with_auth(testbed: Testbed) -> None:
         f"Subject: {tag}",
         "--timeout",
         "20",
+        "--tls",  # STARTTLS: submission offers AUTH only after it
     ]
     for mech in ("PLAIN", "LOGIN"):
         run = subprocess.run(

@@ -23,6 +23,7 @@ import pytest
 from mailgate.realnet.relay.config import RelayConfig
 from mailgate.realnet.relay.relay import Relay
 from mailgate.realnet.services import maildir
+from mailgate.realnet.services.tls import client_context
 from mailgate.realnet.testbed.remote import bounces, send_inbound, set_behaviour
 from mailgate.realnet.testbed.supervisor import Testbed
 from tests.conftest import until
@@ -169,6 +170,7 @@ def send_as_gateway2(testbed: Testbed, tag: str) -> None:
     host, port = testbed.smtp_endpoint("gateway3.0")
     gateway2 = testbed.plan.host_address("gateway2.0")  # Gateway3 takes mail from it
     with smtplib.SMTP(host, port, timeout=10, source_address=(gateway2, 0)) as s:
+        s.starttls(context=client_context(testbed.state_dir))  # required between our tiers
         s.sendmail(
             f"sender@{SENDER_DOMAIN}",
             ["nobody@carrier.example"],

@@ -96,8 +96,10 @@ def _pct(err: float) -> str:
 #: Stages whose realnet span and model span mean different things: realnet's
 #: ``deliver`` is the whole transaction with the next hop (the model's is the
 #: client's CPU; compared through the hand-off) and its ``submission`` the
-#: whole AUTH session (the model's is the AUTH on top of ``smtp_receive``).
-NOT_COMPARABLE = ("deliver", "submission")
+#: whole AUTH session (the model's is the AUTH on top of ``smtp_receive``); its
+#: ``tls`` is one handshake on a connection's first message (the model's a share
+#: of one on every message).
+NOT_COMPARABLE = ("deliver", "submission", "tls")
 
 
 def departures(meas: Point, mod: Point, top: int = 5) -> list[dict[str, Any]]:

@@ -39,7 +39,10 @@ DISK_STAGES = ("spool", "maildir")
 #: Stages whose waiting is another party the model already represents (the
 #: sending client, the next hop receiving the message, the POP client): their
 #: wait is reported but not written to the overlay, or it would count twice.
-PEER_STAGES = ("smtp_receive", "submission", "deliver", "pop_session", "pop_retrieve")
+PEER_STAGES = ("smtp_receive", "submission", "deliver", "pop_session", "pop_retrieve", "tls")
+#: Stages traced once per connection (on its first message), but costed by the model
+#: per message: a hop without the span paid none of it (its connection was reused).
+PER_CONNECTION_STAGES = ("tls",)
 
 
 #: Below this coefficient of variation the fixed CPU part is written as a constant.
@@ -195,16 +198,23 @@ def fit_traces(hops: Iterable[HopRecord], scenario: Scenario | None = None) -> F
     """
     rows: dict[tuple[str, str], list[tuple[float, float, float]]] = defaultdict(list)
     overheads: dict[str, list[float]] = defaultdict(list)
+    without: dict[tuple[str, str], list[float]] = defaultdict(list)  # sizes, per-connection
     for hop in hops:
         if hop.outcome == "retrieved":
             continue  # POP retrievals: per poll, not per hop (see add_measured_stage)
         tier = tier_of(hop.host)
         for stage, span in hop.stages.items():
             rows[(tier, stage)].append((hop.size_kb, span.cpu_s, span.elapsed))
+        for stage in PER_CONNECTION_STAGES:
+            if stage not in hop.stages:
+                without[(tier, stage)].append(hop.size_kb)
         extra = hop_overhead(hop)
         if extra is not None:
             overheads[tier].append(extra)
 
+    for key, sizes in without.items():
+        if key in rows:  # a reused connection: this message paid no handshake
+            rows[key] += [(size, 0.0, 0.0) for size in sizes]
     fit = Fit()
     for (tier, stage), stage_rows in sorted(rows.items()):
         fit.stages[(tier, stage)] = fit_stage(tier, stage, stage_rows)

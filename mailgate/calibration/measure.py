@@ -44,7 +44,7 @@ def bench_from_testbed(testbed: Any, user: Auth) -> Bench:
     """Adapt the supervisor's ``Testbed`` to what calibration needs."""
     return Bench(
         scenario=testbed.scenario,
-        target=Target.from_plan(testbed.plan),
+        target=Target.from_plan(testbed.plan, Path(testbed.state_dir)),
         state_dir=Path(testbed.state_dir),
         pids={host: proc.pid for host, proc in testbed.procs.items()},
         user=user,

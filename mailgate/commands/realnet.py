@@ -97,6 +97,10 @@ def up_command(args: Any) -> int:
                 f"{testbed.submission[0]}:{rn.submission_port}; "
                 f"POP3 {testbed.pop3[0]}:{rn.pop3_port}"
             )
+            print(
+                f"STARTTLS on every SMTP service (required between our tiers); "
+                f"local CA {testbed.state_dir / 'tls' / 'ca.crt'}"
+            )
             print("running (a host that dies is restarted); Ctrl-C to stop", flush=True)
             try:
                 ServiceManager(testbed).run(lambda: stop["now"])
@@ -127,7 +131,8 @@ def format_result(r: ProbeResult) -> str:
         f"  SPF {r.spf}, DKIM {r.dkim}"
         + (f" (signed by d={r.dkim_signer})" if r.dkim_signer else ""),
         f"  Authentication-Results: {r.authentication_results}",
-        f"  {'hop':<36}{'arrived':>9}{'250 at':>9}{'left':>9}  {'outcome':<9} stages (ms)",
+        f"  {'hop':<36}{'arrived':>9}{'250 at':>9}{'left':>9}  {'outcome':<9} "
+        f"{'TLS (as received)':<33} stages (ms)",
     ]
     for h in r.hops:
         stages = ", ".join(f"{k} {v:.2f}" for k, v in h.stages_ms.items())
@@ -137,7 +142,8 @@ def format_result(r: ProbeResult) -> str:
 
         lines.append(
             f"  {h.host + ' -> ' + (h.next_hop or h.outcome):<36}{f(h.arrived_ms):>9}"
-            f"{f(h.accepted_ms):>9}{f(h.left_ms):>9}  {h.outcome:<9} {stages}"
+            f"{f(h.accepted_ms):>9}{f(h.left_ms):>9}  {h.outcome:<9} "
+            f"{(h.tls or '-'):<33} {stages}"
         )
     lines.append("  (times in ms after the PC started sending)")
     return "\n".join(lines)

@@ -201,6 +201,7 @@ class _Run:
             source=p.source,
             auth=auth,
             timeout=self.spec.send_timeout_s,
+            tls=self.target.tls,
         )
 
     async def schedule(self) -> None:

@@ -133,7 +133,7 @@ async def run_held_load(
     if tick is not None:
         helpers.append(asyncio.create_task(_every(0.2, tick)))
     try:
-        result = await run_load(scenario, Target.from_plan(plan), spec, run_id, observe)
+        result = await run_load(scenario, Target.from_plan(plan, state_dir), spec, run_id, observe)
     finally:
         for task in helpers:
             task.cancel()

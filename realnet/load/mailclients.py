@@ -2,8 +2,8 @@
 
 Why not ``smtplib``/``poplib``: they block, and an open-loop load generator
 must keep hundreds of sessions in flight on one event loop without a thread
-each. These clients speak just what the load generator needs (EHLO, AUTH
-PLAIN, MAIL, RCPT, DATA, QUIT; USER, PASS, LIST, RETR, DELE, QUIT), bind
+each. These clients speak just what the load generator needs (EHLO, STARTTLS,
+AUTH PLAIN, MAIL, RCPT, DATA, QUIT; USER, PASS, LIST, RETR, DELE, QUIT), bind
 a chosen source address (so SPF sees the sender's address) and raise
 ``ProtocolError`` with the server's reply on anything unexpected.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ssl
 import time
 from dataclasses import dataclass
 
@@ -71,6 +72,14 @@ async def _smtp_step(
     return text
 
 
+def _unverified() -> ssl.SSLContext:
+    """TLS without checking the server (a client that has not been given the CA)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
 def dot_stuff(data: bytes) -> bytes:
     """CRLF line ends, leading dots doubled, ending with ``CRLF.CRLF``: the relay's
     ``smtpclient.dot_stuff``, after ``to_crlf`` since a message here may use bare LF."""
@@ -95,16 +104,24 @@ async def smtp_send(
     auth: Auth | None = None,
     helo: str = "loadgen.invalid",
     timeout: float = 60.0,
+    tls: ssl.SSLContext | None = None,
 ) -> float:
     """Deliver one message in its own SMTP session; returns ``time.time()`` of the 250.
 
+    STARTTLS whenever the server offers it and ``tls`` or ``auth`` is given (AUTH is
+    offered only after it): with ``tls`` (verifying), or else a context that does not
+    verify the server.
     Raises ``ProtocolError`` (with the reply code) when the server refuses.
     """
     reader, writer = await _open(endpoint, source, timeout)
     try:
         async with asyncio.timeout(timeout):
             await _smtp_step(reader, writer, None, "greeting", 220)
-            await _smtp_step(reader, writer, f"EHLO {helo}\r\n".encode(), "EHLO", 250)
+            ehlo = await _smtp_step(reader, writer, f"EHLO {helo}\r\n".encode(), "EHLO", 250)
+            if (auth is not None or tls is not None) and "STARTTLS" in ehlo.upper():
+                await _smtp_step(reader, writer, b"STARTTLS\r\n", "STARTTLS", 220)
+                await writer.start_tls(tls or _unverified(), server_hostname=endpoint.host)
+                await _smtp_step(reader, writer, f"EHLO {helo}\r\n".encode(), "EHLO", 250)
             if auth is not None:
                 token = base64.b64encode(f"\0{auth.user}\0{auth.password}".encode()).decode()
                 await _smtp_step(reader, writer, f"AUTH PLAIN {token}\r\n".encode(), "AUTH", 235)

@@ -4,9 +4,11 @@ A PC (bound to ``AddressPlan.pc_address``) submits a mail to its own address
 with SMTP AUTH as the scenario's first user, then polls POP3 until it is
 there. The mail travels PC → mailbox server → Gateway2 → Gateway3 (DKIM sign,
 MX lookup of our own domain) → Gateway0 (SPF, DKIM verify) → Gateway1 →
-mailbox server → PC. The probe measures the send-to-receive time, each hop's
-share and stages (from the hosts' trace files, joined on the
-``X-Mailgate-Trace`` id) and the SPF/DKIM verdicts from the
+mailbox server → PC, over STARTTLS on every hop (the probe's own submission
+verifies the server against the testbed's CA; each hop's protocol and cipher
+are read from the Received header that host wrote, ``Hop.tls``). The probe
+measures the send-to-receive time, each hop's share and stages (from the
+hosts' trace files, joined on the ``X-Mailgate-Trace`` id) and the SPF/DKIM verdicts from the
 ``Authentication-Results`` header (``ProbeResult``; the command,
 ``mailgate.commands.realnet``, prints them).
 
@@ -24,6 +26,7 @@ import os
 import poplib
 import re
 import smtplib
+import ssl
 import statistics
 import time
 import uuid
@@ -33,7 +36,9 @@ from typing import Any
 
 from mailgate.realnet.addresses import AddressPlan
 from mailgate.realnet.relay.message import trace_header
+from mailgate.realnet.relay.tls import tls_of_received
 from mailgate.realnet.relay.tracing import read_traces
+from mailgate.realnet.services.tls import ca_file, client_context
 from mailgate.sim.scenario import Scenario
 from mailgate.sim.scenario.records import HopRecord
 from mailgate.sim.scenario.topology import MAILBOX
@@ -50,6 +55,9 @@ class Hop:
     outcome: str
     next_hop: str
     stages_ms: dict[str, float] = field(default_factory=dict)
+    #: the TLS this host received the message with ("TLSv1.3 TLS_AES_256_GCM_SHA384"),
+    #: from its Received header; "" in plaintext
+    tls: str = ""
 
 
 @dataclass
@@ -92,16 +100,47 @@ def self_test_message(address: str, trace_id: str) -> bytes:
 
 
 def submit(
-    plan: AddressPlan, user: str, password: str, mail_from: str, rcpts: list[str], data: bytes
+    plan: AddressPlan,
+    user: str,
+    password: str,
+    mail_from: str,
+    rcpts: list[str],
+    data: bytes,
+    tls: ssl.SSLContext | None = None,
 ) -> None:
-    """Send as a PC: submission port, AUTH, from the PC address."""
+    """Send as a PC: submission port, STARTTLS, AUTH, from the PC address.
+
+    ``tls`` verifies the server (the testbed's CA); None: TLS without verification.
+    """
     rn = plan.scenario.realnet
     host = plan.host_address(f"{MAILBOX}.0")
     with smtplib.SMTP(
         host, rn.submission_port, local_hostname="pc.probe", source_address=(plan.pc_address, 0)
     ) as smtp:
+        smtp.starttls(context=tls or _unverified())
         smtp.login(user, password)
         smtp.sendmail(mail_from, rcpts, data)
+
+
+def _unverified() -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def received_tls(raw: bytes) -> list[tuple[str, str]]:
+    """(host id, "TLSv1.3 TLS_AES_…" or "") per ``Received:`` header we wrote, oldest
+    first: the TLS of each hop, as the receiving host recorded it."""
+    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+    hops = []
+    for value in reversed(msg.get_all("Received") or []):
+        by = re.search(r"\bby \S+ \(([^)\s]+)\)", " ".join(value.split()))
+        if by is None:
+            continue
+        tls = tls_of_received(value)
+        hops.append((by.group(1), " ".join(tls) if tls else ""))
+    return hops
 
 
 def fetch(
@@ -164,7 +203,8 @@ def probe_once(scenario: Scenario, state_dir: Path, timeout_s: float = 30.0) -> 
     trace_id = uuid.uuid4().hex[:16]
     data = self_test_message(address, trace_id)
     t0 = time.time()
-    submit(plan, user, password, address, [address], data)
+    tls = client_context(state_dir) if ca_file(state_dir).exists() else None
+    submit(plan, user, password, address, [address], data, tls)
     t_submitted = time.time()
     raw = fetch(plan, user, password, trace_id.encode(), timeout_s)
     t_received = time.time()
@@ -173,6 +213,14 @@ def probe_once(scenario: Scenario, state_dir: Path, timeout_s: float = 30.0) -> 
     hops = _wait_for_traces(state_dir, trace_id)
     in_mailbox = [h.left for h in hops if h.outcome == "mailbox" and h.left]
     spf, dkim, signer, ar = verdicts(raw)
+    # each receiving hop's TLS, matched to the trace records in arrival order
+    tls_by_host: dict[str, list[str]] = {}
+    for host, tls_used in received_tls(raw):
+        tls_by_host.setdefault(host, []).append(tls_used)
+
+    def hop_tls(host: str) -> str:
+        seen = tls_by_host.get(host)
+        return seen.pop(0) if seen else ""
 
     def ms(t: float | None) -> float | None:
         return None if t is None else round((t - t0) * 1000, 2)
@@ -196,8 +244,9 @@ def probe_once(scenario: Scenario, state_dir: Path, timeout_s: float = 30.0) -> 
                 outcome=h.outcome,
                 next_hop=h.next_hop,
                 stages_ms={k: round(s.elapsed * 1000, 3) for k, s in h.stages.items()},
+                tls=hop_tls(h.host) if h.outcome != "retrieved" else "",
             )
-            for h in hops
+            for h in sorted(hops, key=lambda h: h.arrived)
         ],
     )
 

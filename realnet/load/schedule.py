@@ -20,6 +20,8 @@ import email.utils
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,11 +44,21 @@ class Target:
     domain: str  # our mail domain
     pc_address: str | None = None
     sender_addresses: Mapping[str, str] = field(default_factory=dict)  # domain -> source
+    #: STARTTLS with this context (verifying the testbed's CA) wherever it is offered;
+    #: None: only on submission (AUTH needs it), without verification
+    tls: Any = None
 
     @classmethod
-    def from_plan(cls, plan: AddressPlan) -> Target:
+    def from_plan(cls, plan: AddressPlan, state_dir: Path | None = None) -> Target:
+        """The testbed of ``plan``; with ``state_dir``, TLS verified against its CA."""
+        from mailgate.realnet.services.tls import ca_file, client_context
+
         s = plan.scenario
+        tls = None
+        if state_dir is not None and ca_file(state_dir).exists():
+            tls = client_context(state_dir)
         return cls(
+            tls=tls,
             mx=tuple(plan.smtp(h) for h in s.host_ids if h.startswith(f"{s.mx}.")),
             submission=Endpoint(plan.host_address(f"{MAILBOX}.0"), s.realnet.submission_port),
             pop3=Endpoint(plan.host_address(f"{MAILBOX}.0"), s.realnet.pop3_port),

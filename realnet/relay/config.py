@@ -119,6 +119,13 @@ class RelayConfig:
     #: several worker processes may share the address (SO_REUSEPORT), each its own spool
     reuse_port: bool = False
     worker: int = 0
+    #: STARTTLS offered with this ``ssl.SSLContext`` (None: no TLS, a bare relay in a test)
+    tls_context: Any = None
+    #: every command but EHLO/NOOP/QUIT/STARTTLS refused before STARTTLS with
+    #: ``530 5.7.0`` (a tier that takes mail from our own tiers only)
+    require_tls: bool = False
+    #: the delivery side's TLS per next hop (``realnet.relay.tls.ClientTls``); None = none
+    tls_client: Any = None
 
     @classmethod
     def from_scenario(

@@ -18,7 +18,9 @@ What it changes from aiosmtpd:
 - DATA lines up to ``DATA_LINE_LIMIT`` bytes are accepted (aiosmtpd refuses
   over 1,000); longer ones get ``552 5.3.4`` with a text that says why;
 - malformed HELO, MAIL and RCPT arguments get a permanent answer
-  (``realnet.relay.syntax``), plain ``<local@domain>`` paths a fast parser.
+  (``realnet.relay.syntax``), plain ``<local@domain>`` paths a fast parser;
+- STARTTLS (``realnet.relay.tls``): where it is required, commands before it get
+  ``530 5.7.0``; the session's receive time still counts from the TCP connect.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, syntax
 
 from mailgate.realnet.relay.config import DATA_LINE_LIMIT
 from mailgate.realnet.relay.syntax import helo_fault, path_fault
+from mailgate.realnet.relay.tls import AIOSMTPD_MUST_STARTTLS, MUST_STARTTLS
 
 #: ``<local@domain>`` in its plain form: the common case, parsed without the email package.
 #: Both sides are dot-atoms (RFC 5322 3.2.3: no empty part); anything else (``<0@.>``,
@@ -78,10 +81,19 @@ class SmtpProtocol(SMTP):
     _busy = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        before = self.session
         super().connection_made(transport)
-        if self.session is not None:
-            self.session.connected_at = time.time()  # type: ignore[attr-defined]
-            self.session.connected_cpu = time.thread_time()  # type: ignore[attr-defined]
+        if self.session is None:
+            return
+        if before is not None and self._original_transport is not None:
+            # STARTTLS done: aiosmtpd starts a fresh session (RFC 3207 4.2), but the
+            # message's receive time and CPU still count from the TCP connect, so the
+            # handshake is part of the receive stage, as it is of the model's
+            self.session.connected_at = getattr(before, "connected_at", time.time())  # type: ignore[attr-defined]
+            self.session.connected_cpu = getattr(before, "connected_cpu", time.thread_time())  # type: ignore[attr-defined]
+            return
+        self.session.connected_at = time.time()  # type: ignore[attr-defined]
+        self.session.connected_cpu = time.thread_time()  # type: ignore[attr-defined]
 
     # -- the idle timeout (Postfix smtpd_timeout): time without input while we wait for it
 
@@ -136,9 +148,22 @@ class SmtpProtocol(SMTP):
             self._admitted = True
         return await super()._handle_client()
 
+    @syntax("STARTTLS", when="tls_context")
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        t0, cpu0 = time.time(), time.thread_time()
+        await super().smtp_STARTTLS(arg)
+        if self.session is not None and self._tls_protocol is not None:
+            # the handshake: the ``tls`` stage of the connection's first message
+            self.session.tls_span = (t0, time.time(), time.thread_time() - cpu0)  # type: ignore[attr-defined]
+
     async def push(self, status: Any) -> None:
-        if isinstance(status, str) and status.startswith(_AIOSMTPD_TOO_LONG):
-            status = LINE_TOO_LONG  # aiosmtpd's text names no limit and no status code
+        if isinstance(status, str):
+            if status.startswith(_AIOSMTPD_TOO_LONG):
+                status = LINE_TOO_LONG  # aiosmtpd's text names no limit and no status code
+            elif status == AIOSMTPD_MUST_STARTTLS:
+                status = MUST_STARTTLS  # with the enhanced status code, as Postfix says it
+            elif status.startswith("250-AUTH") and self.check_login is None:
+                return  # after STARTTLS aiosmtpd lists AUTH; where it is not offered, don't
         await super().push(status)
 
     # -- AUTH: only where offered, checked off the event loop

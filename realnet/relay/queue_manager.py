@@ -48,6 +48,7 @@ class QueueManager:
             source=config.bind,
             timeout=config.connect_timeout_s,
             max_idle=config.delivery_concurrency,
+            tls=config.tls_client,
         )
         self.bouncer = Bouncer(config, spool, self.queued)
         self.router = Router(config)

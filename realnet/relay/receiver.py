@@ -38,7 +38,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 
-from aiosmtpd.smtp import SMTP, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import SMTP, Envelope, LoginPassword, Session, TLSSetupException
 
 from mailgate.realnet.relay.authguard import AuthGuard
 from mailgate.realnet.relay.config import RelayConfig
@@ -54,6 +54,7 @@ from mailgate.realnet.relay.policy import Incoming, Policy, in_thread
 from mailgate.realnet.relay.protocol import SmtpProtocol
 from mailgate.realnet.relay.spool import Spool, SpoolEntry
 from mailgate.realnet.relay.syntax import ROUTING_REPLY, routing_in
+from mailgate.realnet.relay.tls import describe
 from mailgate.realnet.relay.tracing import Tracer, record_dict
 from mailgate.sim.scenario.records import HopRecord, StageSpan
 
@@ -107,9 +108,11 @@ class Receiver:
             timeout=c.smtpd_timeout_s,
             enable_SMTPUTF8=True,
             auth_required=offers_auth,
-            # loopback only, no TLS (PRACTICAL.md): AUTH is listed in EHLO where it is
-            # offered (submission) and nowhere else
-            auth_require_tls=not offers_auth,
+            # with TLS, AUTH only after STARTTLS (538 5.7.11 before, and not in EHLO);
+            # without (a bare relay in a test), AUTH is listed where it is offered
+            auth_require_tls=c.tls_context is not None or not offers_auth,
+            tls_context=c.tls_context,
+            require_starttls=c.require_tls,
             loop=asyncio.get_running_loop(),
         )
         protocol.admit = self._admit
@@ -229,6 +232,9 @@ class Receiver:
         return "250 2.1.5 Ok"
 
     async def handle_exception(self, error: Exception) -> str:
+        if isinstance(error, TLSSetupException):  # the client's handshake, not our error
+            log.warning("TLS handshake failed: %r", error.__cause__)
+            return INTERNAL_ERROR  # not sent: aiosmtpd closes the connection
         log.error("internal error: %r", error)
         return INTERNAL_ERROR
 
@@ -273,6 +279,10 @@ class Intake:
         t_data, cpu_data = time.time(), time.thread_time()
         arrived = getattr(session, "connected_at", t_data)
         cpu0 = getattr(session, "connected_cpu", cpu_data)
+        # the connection's TLS handshake belongs to its first message only
+        tls_span = (
+            None if getattr(session, "messages_done", 0) else getattr(session, "tls_span", None)
+        )
         if getattr(session, "messages_done", 0):
             # later transactions on a reused connection start at their MAIL
             arrived = getattr(envelope, "mail_at", arrived)
@@ -303,7 +313,14 @@ class Intake:
         # CPU: the event-loop thread's over the span, exact at idle (calibration fits
         # the lowest load) and an over-estimate when sessions interleave
         receive = "submission" if msg.authenticated else "smtp_receive"
-        record.stages[receive] = StageSpan(arrived, t_data, cpu_data - cpu0)
+        if tls_span is not None:
+            # STARTTLS → end of handshake is ``tls``; the dialogue after it (and the CPU
+            # of the greeting and first EHLO before it) stays the receive stage
+            t_tls, t_done, cpu_tls = tls_span
+            record.stages["tls"] = StageSpan(t_tls, t_done, cpu_tls)
+            record.stages[receive] = StageSpan(t_done, t_data, max(cpu_data - cpu0 - cpu_tls, 0.0))
+        else:
+            record.stages[receive] = StageSpan(arrived, t_data, cpu_data - cpu0)
         msg.record = record
         if count_received(data) >= c.hopcount_limit:
             return self._reject(record, "554 5.4.6 Too many hops: mail loop detected")
@@ -361,10 +378,13 @@ class Intake:
 
     def _received_header(self, session: Session, msg: Incoming, entry_id: str) -> bytes:
         c = self.config
-        with_ = "ESMTPA" if msg.authenticated else "ESMTP"
+        tls = describe((session.ssl or {}).get("ssl_object") if session.ssl else None)
+        # RFC 3848: ESMTPS / ESMTPSA over TLS; Postfix's "(using ...)" names protocol and cipher
+        with_ = "ESMTP" + ("S" if tls else "") + ("A" if msg.authenticated else "")
+        using = f"\t(using {tls})\r\n" if tls else ""
         rcpt = f"\r\n\tfor <{msg.rcpt_tos[0]}>" if len(msg.rcpt_tos) == 1 else ""
         return (
-            f"Received: from {msg.helo or 'unknown'} ([{msg.client_ip}])\r\n"
+            f"Received: from {msg.helo or 'unknown'} ([{msg.client_ip}])\r\n{using}"
             f"\tby {c.hostname} ({c.host_id}) with {with_} id {entry_id}{rcpt};\r\n"
             f"\t{email.utils.formatdate(localtime=False)}\r\n"
         ).encode()

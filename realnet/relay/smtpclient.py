@@ -2,19 +2,24 @@
 
 Written here rather than taken from a library because a relay needs exactly
 this and nothing more: bind to the host's own loopback address (so the next
-hop's SPF check sees it), per-recipient reply codes, dot-stuffing of
+hop's SPF check sees it), STARTTLS (``realnet.relay.tls.ClientTls``: required and
+verified to our own hosts, opportunistic elsewhere), per-recipient reply codes, dot-stuffing of
 already-normalised CRLF data, PIPELINING of MAIL/RCPT when the server offers
 it, and errors classified as temporary (retry) or permanent (bounce).
 Connections are reused through ``ConnectionPool`` (Postfix's connection cache
 does the same), which matters on loopback where a TCP handshake plus
-greeting and EHLO cost more than a small message.
+greeting, EHLO and a TLS handshake cost more than a small message: a pooled
+connection pays for its TLS handshake once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from dataclasses import dataclass, field
+
+from mailgate.realnet.relay.tls import ClientTls, describe
 
 
 class SmtpError(Exception):
@@ -35,6 +40,10 @@ class ConnectError(SmtpError):
 
     def __init__(self, text: str) -> None:
         super().__init__(421, text)
+
+
+class TlsError(ConnectError):
+    """STARTTLS was not offered, refused, or its handshake (or verification) failed."""
 
 
 @dataclass
@@ -64,6 +73,8 @@ class SmtpConnection:
         self.writer = writer
         self.extensions: set[str] = set()
         self.broken = False
+        #: "TLSv1.3 with cipher …" once STARTTLS is done, "" in plaintext
+        self.tls = ""
 
     @classmethod
     async def open(
@@ -74,7 +85,12 @@ class SmtpConnection:
         helo: str,
         source: str | None = None,
         timeout: float = 30.0,
+        tls: ssl.SSLContext | None = None,
+        tls_required: bool = False,
     ) -> SmtpConnection:
+        """Connect, read the greeting, EHLO; with ``tls``, STARTTLS (when the server
+        offers it, or always if ``tls_required``: a server that does not offer it or
+        fails the handshake is a ``ConnectError``) and EHLO again."""
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(
@@ -91,11 +107,13 @@ class SmtpConnection:
             code, text = await asyncio.wait_for(conn.reply(), timeout)
             if code != 220:
                 raise ConnectError(f"{host}:{port} greeted with {code} {text}")
-            conn.writer.write(f"EHLO {helo}\r\n".encode())
-            code, text = await asyncio.wait_for(conn.reply(), timeout)
-            if code != 250:
-                raise ConnectError(f"{host}:{port} refused EHLO: {code} {text}")
-            conn.extensions = {line.split()[0].upper() for line in text.splitlines()[1:] if line}
+            await asyncio.wait_for(conn._ehlo(host, port, helo), timeout)
+            if tls is not None and (tls_required or "STARTTLS" in conn.extensions):
+                await asyncio.wait_for(conn._starttls(host, port, tls), timeout)
+                await asyncio.wait_for(conn._ehlo(host, port, helo), timeout)
+        except ssl.SSLError as e:
+            conn.close()
+            raise TlsError(f"{host}:{port} TLS handshake failed: {e}") from None
         except (TimeoutError, OSError) as e:
             conn.close()
             raise ConnectError(f"{host}:{port} did not greet: {e!r}") from None
@@ -103,6 +121,25 @@ class SmtpConnection:
             conn.close()
             raise
         return conn
+
+    async def _ehlo(self, host: str, port: int, helo: str) -> None:
+        self.writer.write(f"EHLO {helo}\r\n".encode())
+        code, text = await self.reply()
+        if code != 250:
+            raise ConnectError(f"{host}:{port} refused EHLO: {code} {text}")
+        self.extensions = {line.split()[0].upper() for line in text.splitlines()[1:] if line}
+
+    async def _starttls(self, host: str, port: int, context: ssl.SSLContext) -> None:
+        """RFC 3207: STARTTLS, 220, the handshake (the peer verified against
+        ``context``, by its address when it is one), then a fresh EHLO by the caller."""
+        if "STARTTLS" not in self.extensions:
+            raise TlsError(f"{host}:{port} does not offer STARTTLS, which is required")
+        self.writer.write(b"STARTTLS\r\n")
+        code, text = await self.reply()
+        if code != 220:
+            raise TlsError(f"{host}:{port} refused STARTTLS: {code} {text}")
+        await self.writer.start_tls(context, server_hostname=host)
+        self.tls = describe(self.writer.get_extra_info("ssl_object"))
 
     async def reply(self) -> tuple[int, str]:
         lines = []
@@ -191,8 +228,18 @@ class SmtpConnection:
 class ConnectionPool:
     """Idle connections per (host, port), reused for the next message."""
 
-    def __init__(self, *, helo: str, source: str | None, timeout: float, max_idle: int = 8):
+    def __init__(
+        self,
+        *,
+        helo: str,
+        source: str | None,
+        timeout: float,
+        max_idle: int = 8,
+        tls: ClientTls | None = None,
+    ):
         self.helo = helo
+        #: TLS per next hop: required and verified to our hosts, opportunistic elsewhere
+        self.tls = tls
         self.source = source
         self.timeout = timeout
         self.max_idle = max_idle
@@ -212,10 +259,19 @@ class ConnectionPool:
                 return await self._send_on(conn, key, mail_from, rcpt_tos, data)
             except ConnectError:
                 continue  # a stale cached connection: open a fresh one
-        conn = await SmtpConnection.open(
-            host, port, helo=self.helo, source=self.source, timeout=self.timeout
-        )
+        conn = await self._open(host, port)
         return await self._send_on(conn, key, mail_from, rcpt_tos, data)
+
+    async def _open(self, host: str, port: int) -> SmtpConnection:
+        context, required = (None, False) if self.tls is None else self.tls.for_peer(host)
+        kw = {"helo": self.helo, "source": self.source, "timeout": self.timeout}
+        try:
+            return await SmtpConnection.open(host, port, tls=context, tls_required=required, **kw)
+        except TlsError:
+            if required:
+                raise
+            # opportunistic TLS that failed: plaintext instead, as Postfix's "may" does
+            return await SmtpConnection.open(host, port, **kw)
 
     async def _send_on(
         self,

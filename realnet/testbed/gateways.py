@@ -191,9 +191,13 @@ def build_gateway(
         allowed = relaying = _networks(ups)
     else:
         raise ValueError(f"{host_id}: role {role!r} is not a gateway")
+    from mailgate.realnet.testbed.tls import relay_tls
+
     config = replace(
         RelayConfig.from_scenario(scenario, plan, host_id, state_dir),
         allowed_clients=allowed,
         relay_clients=relaying,
+        # our MX offers STARTTLS; a tier fed by our own tiers only requires it
+        **relay_tls(scenario, plan, host_id, state_dir, required=role != "inbound_auth"),
     )
     return Relay(config, policy)

@@ -2,14 +2,15 @@
 
 Three services on the host's own loopback address:
 
-- SMTP on ``realnet.smtp_port``: mail from Gateway1 (no one else may connect)
-  for our domains is filed
+- SMTP on ``realnet.smtp_port``: mail from Gateway1 (no one else may connect;
+  STARTTLS required) for our domains is filed
   into ``<state>/maildirs/<user>/`` (``maildir.deliver``; the file is fsynced
   before the 250, like the spool); an unknown user gets ``550 5.1.1``.
   ``postmaster`` always has a mailbox (RFC 5321 4.5.1): bounces that cannot be
   delivered end there.
-- Submission on ``realnet.submission_port``: PCs authenticate with SMTP AUTH
-  PLAIN or LOGIN against ``realnet.users`` (scrypt hashes, checked off the
+- Submission on ``realnet.submission_port``: PCs start TLS (STARTTLS; AUTH
+  before it gets ``538 5.7.11``), authenticate with SMTP AUTH PLAIN or LOGIN
+  against ``realnet.users`` (scrypt hashes, checked off the
   event loop and throttled per client by an ``AuthGuard`` shared with POP3),
   send only as themselves (553 5.7.1 otherwise), and every message,
   our own domain's included, is relayed through the spool to Gateway2 (the
@@ -133,14 +134,25 @@ class MailboxServer:
                     while len(self._uids) > UID_MEMORY:
                         self._uids.popitem(last=False)
 
-        config = RelayConfig.from_scenario(scenario, plan, host_id, state_dir)
+        from mailgate.realnet.testbed.tls import relay_tls
+
+        # STARTTLS offered on both SMTP services; required of Gateway1 (below)
+        config = replace(
+            RelayConfig.from_scenario(scenario, plan, host_id, state_dir),
+            **relay_tls(scenario, plan, host_id, state_dir, required=False),
+        )
         # SMTP-in takes mail from Gateway1 only: a stranger is refused at connect, before
         # it can hold a session slot and stall inbound mail
         inbound_from = tuple(
             ipaddress.IPv4Network(f"{a}/32") for a in upstream(scenario, plan, MAILBOX)
         )
         self.smtp = Relay(
-            replace(config, local_delivery=file_message, allowed_clients=inbound_from),
+            replace(
+                config,
+                local_delivery=file_message,
+                allowed_clients=inbound_from,
+                require_tls=True,
+            ),
             KnownUsers(users, domains),
         )
         # one login throttle for submission and POP3: a guesser gains nothing by switching

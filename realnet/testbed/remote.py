@@ -12,6 +12,9 @@ during ``failures.remote_outage`` windows (hours after start, scaled by
 | "reject" | "down" | "accept" | "slow_ack", "until": epoch}}``, read on every
 connection (``slow_ack``: the message is kept at once, the 250 comes late).
 
+Each sink offers STARTTLS with a certificate of the local CA (which our relays
+do not verify for a remote MX: opportunistic TLS, as on the Internet).
+
 Remote senders send inbound mail from their domain's sender address
 (``AddressPlan.remote_sender_address``, the client socket is bound to it), so
 Gateway0's SPF check passes or fails exactly as the DNS zone says.
@@ -23,6 +26,7 @@ import asyncio
 import json
 import os
 import smtplib
+import ssl
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +37,8 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from mailgate.realnet.addresses import AddressPlan
 from mailgate.realnet.relay.message import normalise_line_ends, parse_trace
 from mailgate.realnet.relay.tracing import Tracer
+from mailgate.realnet.services.tls import server_context
+from mailgate.realnet.testbed.tls import make_ca, remote_id
 from mailgate.sim.scenario import Scenario
 from mailgate.sim.scenario.records import HopRecord, StageSpan
 
@@ -122,6 +128,7 @@ class RemoteSink:
         self.skip = skip  # domains whose MX is a real MTA (a stock Postfix in a test)
         self.scenario = scenario
         self.plan = plan
+        self.state_dir = Path(state_dir)
         self.dir = Path(state_dir) / "remote"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.tracer = Tracer(Path(state_dir), "remote")
@@ -194,17 +201,22 @@ class RemoteSink:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         port = self.scenario.realnet.smtp_port
+        make_ca(self.scenario, self.plan, self.state_dir)  # kept if the testbed made it
         for domain in self.plan.remote_domains:
             if domain in self.skip:
                 continue
             address = self.plan.remote_mx_address(domain)
+            # like most MXs on the Internet: STARTTLS offered, with a certificate our
+            # relays do not check (opportunistic TLS)
+            tls = server_context(self.state_dir, remote_id(domain))
 
-            def factory(domain: str = domain) -> SMTP:
+            def factory(domain: str = domain, tls: ssl.SSLContext = tls) -> SMTP:
                 return _SinkProtocol(
                     self,
                     domain,
                     hostname=f"mx.{domain}",
                     enable_SMTPUTF8=True,
+                    tls_context=tls,
                     loop=asyncio.get_running_loop(),
                 )
 

@@ -129,6 +129,10 @@ class Testbed:
             rn.dkim_selector,
             self.scenario.population.domains[0],
         )
+        from mailgate.realnet.testbed.tls import make_ca
+
+        # the local CA and every host's key pair, before any host needs them
+        make_ca(self.scenario, self.plan, self.state_dir)
         self.spawn("dns")
         self.spawn("remote")
         for host in self.hosts:

@@ -54,8 +54,8 @@ class Plans:
         for name, tier in scenario.tiers.items():
             role = ROLE_STAGES[tier.role]
             if name == MAILBOX:
-                self.submit = self._plan(name, ["smtp_receive", "submission", "spool"])
-                self.recv[name] = self._plan(name, ["smtp_receive", "maildir"])
+                self.submit = self._plan(name, ["tls", "smtp_receive", "submission", "spool"])
+                self.recv[name] = self._plan(name, ["tls", "smtp_receive", "maildir"])
             else:
                 recv = [st for st in role if st not in DELIVERY_STAGES + OFF_PATH_STAGES]
                 self.recv[name] = self._plan(name, recv)
