@@ -27,9 +27,10 @@ import contextlib
 import time
 
 from mailgate.realnet.relay.config import STOP_GRACE_S, RelayConfig
+from mailgate.realnet.relay.intake import Intake
 from mailgate.realnet.relay.policy import Policy
 from mailgate.realnet.relay.queue_manager import QueueManager
-from mailgate.realnet.relay.receiver import Intake, Receiver
+from mailgate.realnet.relay.receiver import Receiver
 from mailgate.realnet.relay.spool import Spool, SpoolEntry
 from mailgate.realnet.relay.tracing import Tracer
 
