@@ -8,8 +8,9 @@ deliver is offered to the fallback tier (Postfix ``smtp_fallback_relay``),
 then retried with doubling backoff, and bounced after the queue lifetime;
 permanent refusals are bounced at once (``dsn.Bouncer``). A bounce made here
 goes by the MX of its recipient's domain, or the tier's way for our own
-domains, never blindly to the next tier (``_routes``). At most
-``delivery_concurrency`` attempts run at once. The message's ``HopRecord``
+domains, never blindly to the next tier (``_routes``). As Postfix's qmgr, at most
+``destination_concurrency`` attempts run at once per destination (the next tier, or
+the first recipient's domain) and ``delivery_limit`` in all. The message's ``HopRecord``
 travels in its spool file and is traced when the message leaves.
 """
 
@@ -49,11 +50,12 @@ class QueueManager:
             helo=config.hostname,
             source=config.bind,
             timeout=config.connect_timeout_s,
-            max_idle=config.delivery_concurrency,
+            max_idle=config.destination_concurrency,
         )
         self.bouncer = Bouncer(config, spool, self.queued)
         self._mx: MxResolver | None = None
         self._sem: asyncio.Semaphore | None = None
+        self._per_dest: dict[str, asyncio.Semaphore] = {}
         self._rr = 0
         self._timers: set[asyncio.TimerHandle] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -62,7 +64,7 @@ class QueueManager:
 
     def start(self) -> None:
         """Inside the running loop: the resolver, and an attempt for every spooled message."""
-        self._sem = asyncio.Semaphore(self.config.delivery_concurrency)
+        self._sem = asyncio.Semaphore(self.config.delivery_limit)
         if self.config.dns:
             self._mx = MxResolver(self.config.dns)
         for entry in self.spool.recover():
@@ -96,9 +98,21 @@ class QueueManager:
         handle = loop.call_later(delay, fire)
         self._timers.add(handle)
 
+    def _destination(self, entry: SpoolEntry) -> asyncio.Semaphore:
+        """The slots of ``entry``'s destination: the next tier, or its first recipient's
+        domain (mail for several domains waits on the first one's slots)."""
+        c = self.config
+        first = entry.rcpt_tos[0] if entry.rcpt_tos else ""
+        key = c.next_hop_name if c.next_hop else domain_of(first)
+        sem = self._per_dest.get(key)
+        if sem is None:
+            sem = self._per_dest[key] = asyncio.Semaphore(c.destination_concurrency)
+        return sem
+
     async def _deliver(self, entry: SpoolEntry) -> None:
         assert self._sem is not None
-        async with self._sem:
+        # a slot of the destination first, then one of the host's (as the model does)
+        async with self._destination(entry), self._sem:
             try:
                 await self._deliver_once(entry)
             except asyncio.CancelledError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from mailgate.sim.analysis.formatting import RESOURCE_TITLES
 from mailgate.sim.analysis.formatting import seconds as _s
 
 SPAN_NAMES = {
@@ -59,17 +60,20 @@ def summary(d: dict[str, Any]) -> str:
             )
     add("")
     add(
-        "Hosts (utilisation: mean / peak bucket at clock hour; queue = waiting for a delivery slot)"
+        "Hosts (utilisation: mean / peak bucket at clock hour; dest = the busiest destination's"
+        " delivery slots; queue = waiting for a delivery slot)"
     )
     add(f"  {'host':11} {'CPU mean':>8} {'peak':>6} {'at':>6}  {'sessions':>8} {'peak':>6} "
-        f"{'at':>6}  {'deliv':>6} {'disk':>6}  {'queue':>6} {'max':>5}  {'msgs':>8}")  # fmt: skip
+        f"{'at':>6}  {'deliv':>6} {'dest':>6} {'disk':>6}  {'queue':>6} {'max':>5}  "
+        f"{'msgs':>8}")  # fmt: skip
     for hid, row in d["hosts"].items():
         u = row["utilisation"]
         add(
             f"  {hid:11} {u['cpu']['mean']:>8.1%} {u['cpu']['peak']:>6.1%} "
             f"{_hour(u['cpu']['peak_clock_hour']):>6}  {u['sessions']['mean']:>8.2%} "
             f"{u['sessions']['peak']:>6.2%} {_hour(u['sessions']['peak_clock_hour']):>6}  "
-            f"{u['delivery']['mean']:>6.1%} {u['disk']['mean']:>6.1%}  "
+            f"{u['delivery']['mean']:>6.1%} {u.get('destination', {}).get('mean', 0):>6.1%} "
+            f"{u['disk']['mean']:>6.1%}  "
             f"{row['queue']['mean']:>6.2f} {row['queue']['max']:>5g}  {row['messages']:>8,}"
         )
     for name, m in d["machines"].items():
@@ -106,8 +110,9 @@ def summary(d: dict[str, Any]) -> str:
     b = d["bottleneck"]
     if b:
         add("")
-        res = {"cpu": "CPU", "sessions": "SMTP sessions", "delivery": "delivery slots",
-               "disk": "disk"}[b["resource"]]  # fmt: skip
+        res = RESOURCE_TITLES[b["resource"]]
+        if b.get("destination"):
+            res += f" ({b['destination']})"
         add(
             f"Bottleneck: {b['host']} {res} saturates first — {b['peak_utilisation']:.1%} busy in "
             f"its peak bucket ({_hour(b['peak_clock_hour'])}), so it reaches 100 % at "
@@ -121,8 +126,14 @@ def summary(d: dict[str, Any]) -> str:
                 f"near {b['msgs_per_s_at_saturation']:.1f} messages/s"
             )
         others = ", ".join(
-            f"{r['host']} {r['resource']} {r['multiplier']:.1f}×" for r in b["ranking"][1:5]
+            f"{r['host']} {r['resource']}{_dest(r)} {r['multiplier']:.1f}×"
+            for r in b["ranking"][1:5]
         )
         if others:
             add(f"  next: {others}")
     return "\n".join(lines)
+
+
+def _dest(r: dict) -> str:
+    """`` (name)`` of a ranking entry's destination, if it is one."""
+    return f" ({r['destination']})" if r.get("destination") else ""

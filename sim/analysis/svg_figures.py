@@ -72,16 +72,19 @@ def latency_cdf(d: dict[str, Any]) -> str:
 
 def utilisation(d: dict[str, Any]) -> str:
     """Each resource's utilisation per host over the day, one panel per resource."""
-    fig, axes = plt.subplots(2, 2, figsize=(13, 6.5), sharex=True)
-    for ax, (res, title) in zip(axes.flat, RESOURCE_TITLES.items(), strict=True):
+    fig, axes = plt.subplots(3, 2, figsize=(13, 9.5), sharex=True)
+    axes.flat[-1].set_visible(False)  # five resources on six panels
+    for ax, (res, title) in zip(axes.flat, RESOURCE_TITLES.items(), strict=False):
         for hid, row in d["hosts"].items():
+            if res not in row["utilisation"]:
+                continue  # results written before the resource existed
             series = row["utilisation"][res]["series"]
             ax.plot(_hours(d, len(series)), [v * 100 for v in series], marker=".", label=hid)
         ax.set_ylabel(f"{title} busy (%)")
         ax.grid(True, alpha=0.3)
         _clock_axis(ax)
     axes[0][0].legend(fontsize=7, ncol=3)
-    for ax in axes[1]:
+    for ax in axes[-1]:
         ax.set_xlabel("clock hour")
     fig.tight_layout()
     return to_svg(fig)
