@@ -71,7 +71,7 @@ def serve_relay(state: Path, worker: int = 0) -> None:
         next_hop=(SINK[0],),
         next_hop_name="sink",
         next_hop_port=SINK[1],
-        delivery_concurrency=20,
+        destination_concurrency=20,
         reuse_port=True,
         worker=worker,
     )

@@ -57,4 +57,3 @@ def test_internal_mail_lost_at_the_filing_is_named(tmp_path: Path) -> None:
     _write(tmp_path, *_internal_path(filed=False))
     report = audit(tmp_path)
     assert report.lost == [(MSG, "mailbox.0")], report.lines()
-

@@ -15,13 +15,14 @@ from typing import Any
 import pytest
 import simpy
 
-from mailgate.sim.model.engine import Pool, Scheduler
+from mailgate.sim.model.engine import Scheduler
 from mailgate.sim.model.hosts import Msg
 from mailgate.sim.model.links import Links
 from mailgate.sim.model.mailboxes import Mailboxes
 from mailgate.sim.model.remote import RemoteDelivery, RetrySchedule
 from mailgate.sim.model.routing import Router, TwinChoice
 from mailgate.sim.model.sampling import Streams
+from mailgate.sim.model.slots import DeliverySlots
 from mailgate.sim.model.statistics import Statistics, Window
 from mailgate.sim.model.stats import Level
 from mailgate.sim.model.traffic import Stream, Traffic
@@ -41,7 +42,8 @@ def host(sched: Scheduler, hid: str, *, up: bool = True, refuses: bool = False) 
     """A stand-in host: what routing and remote delivery use of one."""
     return SimpleNamespace(
         id=hid, tier=hid.split(".")[0], up=up, refuses=refuses, dead={},
-        delivery=Pool(sched.env, 1, f"{hid}.delivery"),
+        delivery=DeliverySlots(sched.env, f"{hid}.delivery", total=1, per_destination=1,
+                               dest_of=lambda m: None, names={}),
         stats=SimpleNamespace(deferred=Level(0.0, DAY, 3600.0)),
     )  # fmt: skip
 

@@ -41,7 +41,8 @@ def test_minimal_scenario_gets_the_source_topology_and_documented_defaults(write
     assert len(s.mailbox_server.hosts) == 1 and s.mailbox_server.hosts[0].cores == 8
     assert s.mailbox_server.hosts[0].session_limit == 200
     assert s.gateways["gateway0"].hosts[0].session_limit == 100  # Postfix default_process_limit
-    assert s.gateways["gateway0"].hosts[0].delivery_concurrency == 20
+    assert s.gateways["gateway0"].hosts[0].destination_concurrency == 20  # ..._concurrency_limit
+    assert s.gateways["gateway0"].hosts[0].delivery_limit == 100  # smtp agents: process limit
     assert s.population.mailboxes == 30_000
     assert s.workload.spam_share == 0.45
     assert s.workload.outbound_per_mailbox_day == 2.0

@@ -22,7 +22,8 @@ def test_a_station_is_one_service_stage_and_nothing_else() -> None:
     assert s.mx == "q" and s.inbound_path == ["q"]
     assert s.gateways["q"].stages["service"].cpu_s == Exponential(0.1)
     host = s.gateways["q"].hosts[0]
-    assert host.session_limit >= 10**9 and host.delivery_concurrency >= 10**9
+    assert host.session_limit >= 10**9 and host.delivery_limit >= 10**9
+    assert host.destination_concurrency >= 10**9
     w = s.workload
     assert (w.spam_share, w.virus_share, w.outbound_per_mailbox_day) == (0.0, 0.0, 0.0)
     assert w.diurnal.inbound.name == "flat" and s.pop.active_share == 0.0

@@ -17,7 +17,10 @@ Steps, each bounded in count and time:
    (``modelled``), and put the two side by side (``compare``): latency
    quantiles per flow, saturation throughput and the first host to saturate,
    per-host CPU; where they depart, the stage whose modelled time departs
-   most is named; ``report.md``, ``calibration.json`` and plots (``outputs``).
+   most is named; ``report.md``, ``calibration.json`` and plots (``outputs``);
+6. bootstrap the fit over the lowest load's messages (``uncertainty``): a 95 %
+   interval for every fitted cost, and the capacity the fit implies (the
+   analytic solver on the fitted testbed and production scenarios) as a band.
 
 The realnet side and the model side meet only in data (``points.Point``:
 latencies, utilisations, stage means), so the comparison and the report are
@@ -43,7 +46,12 @@ from mailgate.calibration.fit import Fit, add_measured_stage, fit_traces
 from mailgate.calibration.measure import bench_from_testbed, measure, pop_login_cpu_s, warm_up
 from mailgate.calibration.modelled import model_point
 from mailgate.calibration.outputs import write_outputs
-from mailgate.calibration.overlay import overlay_table, production_base, write_overlay
+from mailgate.calibration.overlay import (
+    fitted_scenario,
+    overlay_table,
+    production_base,
+    write_overlay,
+)
 from mailgate.calibration.points import Point
 from mailgate.calibration.saturation import (
     Saturation,
@@ -52,6 +60,13 @@ from mailgate.calibration.saturation import (
     outside_cpu_per_message,
     utilisation_law_saturation,
     with_outside_cpu,
+)
+from mailgate.calibration.uncertainty import (
+    N_BOOT,
+    add_intervals,
+    bootstrap,
+    capacity_band,
+    solver_capacity,
 )
 from mailgate.realnet.load.loadgen import flow_shares
 from mailgate.realnet.load.mailclients import Auth
@@ -77,6 +92,8 @@ class Options:
     ramp_step_s: float = 8.0
     model_horizon_s: float = 300.0
     seed: int = 1
+    #: resamples of the fit's bootstrap (its intervals and the capacity band)
+    bootstrap: int = N_BOOT
     command: str = "mailgate calibrate"
     #: dotted overrides for the testbed only (e.g. another address prefix)
     testbed_overrides: dict[str, Any] = field(default_factory=dict)
@@ -143,20 +160,60 @@ def measure_testbed(opts: Options, log: Callable[[str], None] = print) -> Measur
 
 def fit_measurement(m: Measurement) -> Fit:
     """Fit the lowest load's traces (+ /proc for untraced CPU)."""
-    fit = fit_traces(m.low_hops, m.scenario)
+    fit, residual = fit_hops(m, m.low_hops)
+    m.low_point.extra["untraced_cpu_per_message_s"] = residual
+    return fit
+
+
+def fit_hops(m: Measurement, hops: list[HopRecord]) -> tuple[Fit, dict[str, float]]:
+    """Fit ``hops`` (the lowest load's traces, or a resample of them) as the calibration
+    does: stage costs, POP's login, the untraced CPU from /proc; and that CPU per hop."""
+    fit = fit_traces(hops, m.scenario)
     add_measured_stage(fit, MAILBOX, "pop_session", m.pop_cpu_s)
     if (MAILBOX, "submission") not in fit.stages:  # older realnet traced it as smtp_receive
         add_measured_stage(fit, MAILBOX, "submission", 0.0)
     polls = m.low_point.extra.get("loadgen", {}).get("pop_polls", 0)
     residual = attribute_untraced_cpu(
         fit,
-        m.low_hops,
+        hops,
         m.low_point.extra.get("cpu_s", {}),
         extra_cpu_s={MAILBOX: polls * m.pop_cpu_s},
     )
-    m.low_point.extra["untraced_cpu_per_message_s"] = residual
     submission_on_top_of_receive(fit)
-    return fit
+    return fit, residual
+
+
+def fit_uncertainty(m: Measurement, fit: Fit, opts: Options) -> dict[str, Any]:
+    """Bootstrap the fit over the lowest load's messages: the resampled fits, and the
+    capacity each implies by the analytic solver, on the testbed (messages/s) and, when
+    the testbed extends a production scenario, there (mailboxes)."""
+    fits = bootstrap(
+        m.low_hops, lambda hops: fit_hops(m, hops)[0], n_boot=opts.bootstrap, seed=opts.seed
+    )
+    worlds: dict[str, tuple[str | Path, bool]] = {"testbed": (opts.scenario, False)}
+    parent = production_base(Path(opts.scenario))
+    if parent is not None:
+        worlds["production"] = (parent, True)
+    bands: dict[str, Any] = {"resamples": len(fits)}
+    for world, (base, stages_only) in worlds.items():
+
+        def capacity(f: Fit, base: str | Path = base, only: bool = stages_only) -> dict[str, Any]:
+            table = overlay_table(f, m.scenario, stages_only=only)
+            return solver_capacity(fitted_scenario(base, table))
+
+        point = capacity(fit)
+        resampled = [capacity(f) for f in fits]
+        bands[world] = {
+            "scenario": str(base),
+            "hour": point["hour"],
+            "bottleneck": point["bottleneck"],
+            "bottlenecks": sorted({c["bottleneck"] for c in resampled}),
+            **{
+                unit: capacity_band(point[unit], [c[unit] for c in resampled])
+                for unit in ("msgs_per_s", "mailboxes")
+            },
+        }
+    return {"fits": fits, "capacity": bands}
 
 
 def write_fitted(fit: Fit, table: dict[str, Any], scenario: Scenario, opts: Options) -> Path:
@@ -221,5 +278,9 @@ def calibrate(opts: Options, log: Callable[[str], None] = print) -> dict[str, An
         tolerance=opts.tolerance,
         wall_s=time.monotonic() - t_start,
     )
+    log("bootstrapping the fit (resampled messages) …")
+    unc = fit_uncertainty(m, fit, opts)
+    add_intervals(report["fit"], unc["fits"])
+    report["capacity_band"] = unc["capacity"]
     write_outputs(report, m.points, modelled, opts.out)
     return report

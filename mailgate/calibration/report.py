@@ -57,15 +57,27 @@ def format_report(report: Mapping[str, Any]) -> str:
         )
         lines.append(f"- {rate} msg/s: {text or 'no stage data'}")
     lines += ["", "## Fit (lowest load)", ""]
+    boot = report["fit"].get("bootstrap")
+    if boot:
+        lines += [
+            f"95 % intervals in brackets: percentile bootstrap over the messages "
+            f"({boot['resamples']} resamples, each fitted the same way).",
+            "",
+        ]
     lines += ["| tier | stage | n | cpu fixed ms | cpu µs/KB | sigma | R² | wait ms | from |"]
     lines += ["|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for s in report["fit"]["stages"]:
         r2 = "—" if s["r2"] is None else f"{s['r2']:.2f}"
+        ci = s.get("ci95") or {}
         lines.append(
-            f"| {s['tier']} | {s['stage']} | {s['n']} | {s['cpu_fixed_s'] * 1e3:.3f} | "
-            f"{s['cpu_per_kb_s'] * 1e6:.2f} | {s['cpu_sigma']:.2f} | {r2} | "
-            f"{s['wait_mean_s'] * 1e3:.3f} | {s.get('source', '')} |"
+            f"| {s['tier']} | {s['stage']} | {s['n']} | "
+            f"{s['cpu_fixed_s'] * 1e3:.3f}{_ci(ci.get('cpu_fixed_s'), 1e3, 3)} | "
+            f"{s['cpu_per_kb_s'] * 1e6:.2f}{_ci(ci.get('cpu_per_kb_s'), 1e6, 2)} | "
+            f"{s['cpu_sigma']:.2f} | {r2} | "
+            f"{s['wait_mean_s'] * 1e3:.3f}{_ci(ci.get('wait_mean_s'), 1e3, 3)} | "
+            f"{s.get('source', '')} |"
         )
+    lines += capacity_section(report)
     lines += ["", "## Verdict", ""]
     if report["ok"]:
         lines.append("All targets met.")
@@ -161,6 +173,44 @@ def machine_section(report: Mapping[str, Any]) -> list[str]:
                 f"{outside + loadgen:.2f} cores the model does not know about."
             )
     return lines + ([""] + [f"- {n}" for n in notes] if notes else [])
+
+
+def capacity_section(report: Mapping[str, Any]) -> list[str]:
+    """The capacity the fit implies (the analytic solver on the fitted scenario), with
+    its 95 % band over the resampled fits."""
+    bands = report.get("capacity_band")
+    if not bands:
+        return []
+    lines = [
+        "",
+        "## Capacity the fit implies (analytic solver, 95 % bootstrap band)",
+        "",
+        "| where | fitted | 95 % band | bottleneck | peak hour |",
+        "|---|---:|---:|---|---:|",
+    ]
+    for world, b in bands.items():
+        if not isinstance(b, dict):
+            continue
+        unit, fmt = (
+            ("mailboxes", "{:,.0f}") if world == "production" else ("msgs_per_s", "{:.1f} msg/s")
+        )
+        band = b[unit]["ci95"]
+        text = "—" if band is None else "–".join(fmt.format(v) for v in band)
+        who = b["bottleneck"] + (
+            f" (resamples: {', '.join(b['bottlenecks'])})" if len(b["bottlenecks"]) > 1 else ""
+        )
+        lines.append(
+            f"| {world} ({b['scenario']}) | {fmt.format(b[unit]['value'])} | {text} | {who} "
+            f"| {b['hour']:02d}:00 |"
+        )
+    return lines
+
+
+def _ci(band: list[float] | None, scale: float, digits: int) -> str:
+    """`` [lo–hi]`` scaled, or nothing."""
+    if not band:
+        return ""
+    return f" [{band[0] * scale:.{digits}f}–{band[1] * scale:.{digits}f}]"
 
 
 def _fmt_cores(value: float | None) -> str:

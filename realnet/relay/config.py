@@ -89,7 +89,10 @@ class RelayConfig:
     #: tier offered what an attempt could not deliver (Gateway3 → Gateway4)
     fallback: tuple[str, ...] = ()
     fallback_name: str = ""
-    delivery_concurrency: int = 20
+    #: deliveries at once to one destination (the next tier, or one recipient domain;
+    #: Postfix default_destination_concurrency_limit) and in all (default_process_limit)
+    destination_concurrency: int = 20
+    delivery_limit: int = 100
     #: concurrent SMTP sessions (0 = no limit); a connection beyond them gets ``421
     #: 4.3.2`` as its greeting (Postfix would leave it waiting in the listen queue at its
     #: ``default_process_limit``, 100; a silent MX looks dead to its clients)
@@ -153,7 +156,8 @@ class RelayConfig:
             balance=tier.balance,
             fallback=fallback,
             fallback_name=tier.fallback,
-            delivery_concurrency=host.delivery_concurrency,
+            destination_concurrency=host.destination_concurrency,
+            delivery_limit=host.delivery_limit,
             session_limit=host.session_limit,
             # a dead twin refuses at once on loopback; the timeout guards a hung one
             connect_timeout_s=max(1.0, min(tier.connect_timeout_s, 30.0)),

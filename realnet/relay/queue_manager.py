@@ -8,8 +8,9 @@ deliver is offered to the fallback tier (Postfix ``smtp_fallback_relay``),
 then retried with doubling backoff, and bounced after the queue lifetime;
 permanent refusals are bounced at once (``dsn.Bouncer``). A bounce made here
 goes by the MX of its recipient's domain, or the tier's way for our own
-domains, never blindly to the next tier (``routing.Router``). At most
-``delivery_concurrency`` attempts run at once. The message's ``HopRecord``
+domains, never blindly to the next tier (``routing.Router``). As Postfix's qmgr, at
+most ``destination_concurrency`` attempts run at once per destination (the next tier,
+or the first recipient's domain) and ``delivery_limit`` in all. The message's ``HopRecord``
 travels in its spool file and is traced when the message leaves.
 """
 
@@ -22,6 +23,7 @@ from typing import Any
 
 from mailgate.realnet.relay.config import RelayConfig
 from mailgate.realnet.relay.dsn import Bouncer
+from mailgate.realnet.relay.message import domain_of
 from mailgate.realnet.relay.routing import Router
 from mailgate.realnet.relay.smtpclient import ConnectError, ConnectionPool, SmtpError
 from mailgate.realnet.relay.spool import Spool, SpoolEntry
@@ -47,7 +49,7 @@ class QueueManager:
             helo=config.hostname,
             source=config.bind,
             timeout=config.connect_timeout_s,
-            max_idle=config.delivery_concurrency,
+            max_idle=config.destination_concurrency,
             tls=config.tls_client,
         )
         self.bouncer = Bouncer(config, spool, self.queued)
@@ -56,6 +58,8 @@ class QueueManager:
         #: messages waiting for their (re)try: spool id -> (timer, entry), so a flush can
         #: move them forward
         self._waiting: dict[str, tuple[asyncio.TimerHandle, SpoolEntry]] = {}
+        #: delivery slots per destination (Postfix default_destination_concurrency_limit)
+        self._per_dest: dict[str, asyncio.Semaphore] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False
 
@@ -63,7 +67,7 @@ class QueueManager:
 
     def start(self) -> None:
         """Inside the running loop: the resolver, and an attempt for every spooled message."""
-        self._sem = asyncio.Semaphore(self.config.delivery_concurrency)
+        self._sem = asyncio.Semaphore(self.config.delivery_limit)
         self.router.start()
         for entry in self.spool.recover():
             self._schedule(entry, entry.next_retry)
@@ -129,9 +133,21 @@ class QueueManager:
         handle = loop.call_later(delay, fire)
         self._waiting[entry.id] = (handle, entry)
 
+    def _destination(self, entry: SpoolEntry) -> asyncio.Semaphore:
+        """The slots of ``entry``'s destination: the next tier, or its first recipient's
+        domain (mail for several domains waits on the first one's slots)."""
+        c = self.config
+        first = entry.rcpt_tos[0] if entry.rcpt_tos else ""
+        key = c.next_hop_name if c.next_hop else domain_of(first)
+        sem = self._per_dest.get(key)
+        if sem is None:
+            sem = self._per_dest[key] = asyncio.Semaphore(c.destination_concurrency)
+        return sem
+
     async def _deliver(self, entry: SpoolEntry) -> None:
         assert self._sem is not None
-        async with self._sem:
+        # a slot of the destination first, then one of the host's (as the model does)
+        async with self._destination(entry), self._sem:
             if self._stopping:
                 return  # waited for a slot while a stop began: not started, still spooled
             try:

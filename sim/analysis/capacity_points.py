@@ -20,7 +20,7 @@ from mailgate.sim.model.simulate import simulate
 from mailgate.sim.scenario import Scenario
 
 PASS, FAIL, UNDECIDED = "pass", "fail", "undecided"
-RESOURCES = ("cpu", "sessions", "delivery", "disk")
+RESOURCES = ("cpu", "sessions", "delivery", "destination", "disk")
 
 
 def run_window(scenario: Scenario, seed: int) -> dict[str, Any]:

@@ -12,7 +12,8 @@ SPAN_TITLES = {
     "sent_to_accepted": "sent → accepted (first 250)",
 }
 RESOURCE_TITLES = {
-    "cpu": "CPU", "sessions": "SMTP sessions", "delivery": "delivery slots", "disk": "disk",
+    "cpu": "CPU", "sessions": "SMTP sessions", "delivery": "delivery slots",
+    "destination": "delivery slots of one destination", "disk": "disk",
 }  # fmt: skip
 
 

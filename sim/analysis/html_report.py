@@ -106,7 +106,7 @@ def host_rows(d: dict[str, Any]) -> list[dict[str, Any]]:
             "resources": [
                 {"mean": percent(u[r]["mean"], 2), "peak": percent(u[r]["peak"], 2),
                  "at": clock(u[r].get("peak_clock_hour"))}
-                for r in RESOURCE_TITLES
+                for r in RESOURCE_TITLES if r in u
             ],
             "queue_mean": f"{h['queue']['mean']:.2f}", "queue_max": f"{h['queue']['max']:g}",
             "messages": f"{h['messages']:,}",

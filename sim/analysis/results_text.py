@@ -59,17 +59,20 @@ def summary(d: dict[str, Any]) -> str:
             )
     add("")
     add(
-        "Hosts (utilisation: mean / peak bucket at clock hour; queue = waiting for a delivery slot)"
+        "Hosts (utilisation: mean / peak bucket at clock hour; dest = the busiest destination's"
+        " delivery slots; queue = waiting for a delivery slot)"
     )
     add(f"  {'host':11} {'CPU mean':>8} {'peak':>6} {'at':>6}  {'sessions':>8} {'peak':>6} "
-        f"{'at':>6}  {'deliv':>6} {'disk':>6}  {'queue':>6} {'max':>5}  {'msgs':>8}")  # fmt: skip
+        f"{'at':>6}  {'deliv':>6} {'dest':>6} {'disk':>6}  {'queue':>6} {'max':>5}  "
+        f"{'msgs':>8}")  # fmt: skip
     for hid, row in d["hosts"].items():
         u = row["utilisation"]
         add(
             f"  {hid:11} {u['cpu']['mean']:>8.1%} {u['cpu']['peak']:>6.1%} "
             f"{_hour(u['cpu']['peak_clock_hour']):>6}  {u['sessions']['mean']:>8.2%} "
             f"{u['sessions']['peak']:>6.2%} {_hour(u['sessions']['peak_clock_hour']):>6}  "
-            f"{u['delivery']['mean']:>6.1%} {u['disk']['mean']:>6.1%}  "
+            f"{u['delivery']['mean']:>6.1%} {u.get('destination', {}).get('mean', 0):>6.1%} "
+            f"{u['disk']['mean']:>6.1%}  "
             f"{row['queue']['mean']:>6.2f} {row['queue']['max']:>5g}  {row['messages']:>8,}"
         )
     for name, m in d["machines"].items():

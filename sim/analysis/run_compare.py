@@ -19,7 +19,7 @@ from mailgate.sim.analysis import compare_stats as cs
 from mailgate.sim.analysis.histogram import quantile_interval
 
 QUANTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
-RESOURCES = ("cpu", "sessions", "delivery", "disk")
+RESOURCES = ("cpu", "sessions", "delivery", "destination", "disk")
 # Which way a count gets worse; "any": a change means the offered or filtered mail differs.
 COUNT_WORSE = {
     "generated": "any", "delivered": "down", "rejected": "any", "quarantined": "any",
@@ -83,8 +83,8 @@ def _utilisation(base: dict[str, Any], new: dict[str, Any]) -> list[dict[str, An
     for hid in dict.fromkeys([*base["hosts"], *new["hosts"]]):
         bh, nh = base["hosts"].get(hid), new["hosts"].get(hid)
         for res in RESOURCES:
-            b = bh["utilisation"][res] if bh else None
-            n = nh["utilisation"][res] if nh else None
+            b = bh["utilisation"].get(res) if bh else None
+            n = nh["utilisation"].get(res) if nh else None
             row: dict[str, Any] = {
                 "host": hid, "resource": res, "base": b and b["mean"], "new": n and n["mean"],
                 "base_ci_half": b and b.get("mean_ci95"), "new_ci_half": n and n.get("mean_ci95"),

@@ -17,7 +17,7 @@ from mailgate.sim.analysis.solver import Solver, _cpu
 from mailgate.sim.analysis.solver_paths import Visit
 from mailgate.sim.scenario import Scenario, StageCost
 
-RESOURCES = ("cpu", "disk", "sessions", "delivery")
+RESOURCES = ("cpu", "disk", "sessions", "delivery", "destination")
 
 
 def default_hour(s: Scenario) -> int:
@@ -43,6 +43,8 @@ def solve(s: Scenario, hour: int | None = None) -> dict[str, Any]:
             "disk": h.disk.work,
             "sessions": h.session_hold / h.sessions,
             "delivery": h.delivery_hold / h.delivery,
+            # the busiest destination's slots (as results.json's "destination")
+            "destination": max((d[1] for d in h.dests.values()), default=0.0) / h.per_dest,
         }
         for i in range(len(tier.hosts)):
             hid = f"{name}.{i}"
@@ -198,7 +200,8 @@ def render(result: dict[str, Any]) -> str:
     """The solver's answer as text for the terminal."""
     lines = [f"{result['scenario']}: clock hour {result['hour']:02d}-{result['hour'] + 1:02d}"]
     lines.append(
-        f"{'host':<14}{'msg/s':>8}{'cpu':>8}{'disk':>8}{'sess':>8}{'deliv':>8}{'response':>12}"
+        f"{'host':<14}{'msg/s':>8}{'cpu':>8}{'disk':>8}{'sess':>8}{'deliv':>8}{'dest':>8}"
+        f"{'response':>12}"
     )
     for hid, h in result["hosts"].items():
         u = h["utilisation"]

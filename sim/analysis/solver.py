@@ -3,7 +3,10 @@
 Each host is a set of stations: its cores (M/G/c, c = its processes; on a shared
 machine also the machine's cores), its disk (M/G/1, one fsync at a time), its session
 slots and its delivery slots (M/M/c by their limits, held for the time Little's law
-gives them). DNS lookups, remote services, links and the remote MTA are pure delays.
+gives them): per destination (the next tier, or each named remote domain; the other
+domains have no destination limit), then the host's total over what the destinations
+let through, as ``sim.model.slots`` grants them. DNS lookups, remote services, links
+and the remote MTA are pure delays.
 The traffic of the hour (``sim.analysis.solver_paths``: each class of mail along its
 path, with verdicts, fallback and deferral) loads each station; utilisation follows
 from the utilisation law (U = λ·S/c) and is exact in the mean; waits come from
@@ -29,7 +32,7 @@ from typing import Any
 
 from mailgate.sim.analysis.offered import pop_sessions_per_s
 from mailgate.sim.analysis.queueing import mgc_mean_wait
-from mailgate.sim.analysis.solver_paths import Visit, plans_of, visits
+from mailgate.sim.analysis.solver_paths import Visit, destinations, plans_of, visits
 from mailgate.sim.model.hosts import Stage
 from mailgate.sim.model.mailboxes import POP_BATCH_S
 from mailgate.sim.scenario import MAILBOX, Scenario, StageCost
@@ -68,13 +71,17 @@ class HostModel:
     machine: str | None
     fsync: Distribution
     sessions: int
-    delivery: int
+    delivery: int  # slots in all (delivery_limit)
+    per_dest: int  # slots per destination (destination_concurrency)
     cpu: Jobs = field(default_factory=Jobs)
     disk: Jobs = field(default_factory=Jobs)
     session_hold: float = 0.0  # Σλ·hold of session slots
     delivery_hold: float = 0.0
     session_rate: float = 0.0
     delivery_rate: float = 0.0
+    #: per destination: [messages/s, Σλ·hold] (the next tier, a remote domain, our MX)
+    dests: dict[str, list[float]] = field(default_factory=dict)
+    w_dest: dict[str, float] = field(default_factory=dict)
     w_cpu: float = 0.0
     w_disk: float = 0.0
     w_session: float = 0.0
@@ -155,7 +162,8 @@ class Solver:
                 placed.name if placed else None,
                 spec.fsync_s,
                 spec.session_limit,
-                spec.delivery_concurrency,
+                spec.delivery_limit,
+                spec.destination_concurrency,
             )
         return out
 
@@ -311,14 +319,26 @@ class Solver:
                 continue
             h = self.hosts[v.tier]
             hold = (1 + v.retries) * (t[id(v)]["deliver"] + self.after_hand_on(v, t))
-            h.delivery_rate += v.rate / h.up * (1 + v.retries)
-            h.delivery_hold += v.rate / h.up * hold
+            rate = v.rate / h.up * (1 + v.retries)
+            h.delivery_rate += rate
+            for dest, share in destinations(self.s, v).items():
+                d = h.dests.setdefault(dest, [0.0, 0.0])
+                d[0] += rate * share
+                d[1] += rate * share * hold / (1 + v.retries)
+            # what the unlimited destinations hold; the limited ones' is added capped below
+            free = 1 - sum(destinations(self.s, v).values())
+            h.delivery_hold += v.rate / h.up * hold * free
         for h in self.hosts.values():
+            for dest, (rate, hold) in h.dests.items():
+                h.w_dest[dest] = _slot_wait(rate, hold, h.per_dest)
+                # a destination holds at most its slots (the rest of its mail waits for them)
+                h.delivery_hold += min(hold, h.per_dest)
             h.w_delivery = _slot_wait(h.delivery_rate, h.delivery_hold, h.delivery)
         for v in self.visits:
             h, tv = self.hosts[v.tier], t[id(v)]
             tv["w_session"] = h.w_session
-            tv["w_delivery"] = h.w_delivery if not v.ends else 0.0
+            w_dest = sum(share * h.w_dest[d] for d, share in destinations(self.s, v).items())
+            tv["w_delivery"] = h.w_delivery + w_dest if not v.ends else 0.0
             tv["response"] = h.w_session + tv["recv"]
             if not v.ends:
                 tv["response"] += tv["w_delivery"] + tv["deliver"]

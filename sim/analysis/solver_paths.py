@@ -201,3 +201,16 @@ def _remote(s: Scenario, plans: Plans, v: Visit, out: list[Visit]) -> None:
         _remote(s, plans, fb, out)
     elif v.p_fail < 1:
         v.retries = v.p_fail / (1 - v.p_fail)  # geometric number of re-attempts
+
+
+def destinations(s: Scenario, v: Visit) -> dict[str, float]:
+    """The limited destinations of a visit's deliveries, with the share of each (as
+    ``sim.model.slots.destinations``): the next tier, or the named remote domains (the
+    other domains have no destination limit)."""
+    if v.ends:
+        return {}
+    if v.next is not None:
+        return {v.next.tier: 1.0}
+    if v.remote and v.flow == "outbound":
+        return {d.name: d.share for d in s.internet.domains if d.share > 0}
+    return {}

@@ -105,7 +105,7 @@ def lines(d: dict[str, Any]) -> list[str]:
         )
     if r is None:
         return out
-    res = RESOURCE_TITLES.get(r["resource"], r["resource"])
+    res = RESOURCE_TITLES.get(r["resource"], r["resource"]) + _destination(r)
     if st["unstable"]:
         out.append(f"Bottleneck (root): {r['host']} {res}, {r['peak_utilisation']:.1%} busy "
                    "in its peak bucket: the first resource to saturate.")  # fmt: skip
@@ -128,8 +128,15 @@ def lines(d: dict[str, Any]) -> list[str]:
     if q is not None:
         out.append(f"  queue builds at: {q['where']}, mean {q['mean']:.1f}, max {q['max']:g}")
     others = ", ".join(
-        f"{x['host']} {x['resource']} {x['multiplier']:.1f}×" for x in b["ranking"] if x is not r
+        f"{x['host']} {x['resource']}{_destination(x)} {x['multiplier']:.1f}×"
+        for x in b["ranking"]
+        if x is not r
     )
     if others:
         out.append(f"  next: {', '.join(others.split(', ')[:4])}")
     return out
+
+
+def _destination(r: dict[str, Any]) -> str:
+    """`` (name)`` of a ranking entry that is one destination's delivery slots."""
+    return f" ({r['destination']})" if r.get("destination") else ""

@@ -10,6 +10,7 @@ from mailgate.sim.model.engine import Scheduler
 from mailgate.sim.model.hosts import AfterStage, DnsTime, Host, HostStats, Machine
 from mailgate.sim.model.plans import Plans
 from mailgate.sim.model.sampling import Streams
+from mailgate.sim.model.slots import DeliverySlots, destinations
 from mailgate.sim.model.statistics import Window
 from mailgate.sim.model.stats import Level
 from mailgate.sim.scenario import Scenario
@@ -41,9 +42,17 @@ class Fleet:
             self.machines[m.name] = Machine(sched, m.name, m.cores, level)
         for tier_name, tier in s.tiers.items():
             hosts = []
+            dest_of, dest_names = destinations(s, tier_name)
             for i, spec in enumerate(tier.hosts):
                 hid = f"{tier_name}.{i}"
                 stats = HostStats(window.warm, window.end, window.bucket_s)
+                delivery = DeliverySlots(
+                    sched.env, f"{hid}.delivery",
+                    total=spec.delivery_limit, per_destination=spec.destination_concurrency,
+                    dest_of=dest_of, names=dest_names,
+                    busy=stats.delivery_busy, waiting=stats.queue,
+                    level=lambda: Level(window.warm, window.end, window.bucket_s),
+                )  # fmt: skip
                 placed = s.deployment.machine_of(hid)
                 if placed is None:
                     machine = Machine(sched, hid, spec.cores, None)
@@ -61,7 +70,7 @@ class Fleet:
                     processes=procs,
                     machine=machine,
                     shared=shared,
-                    delivery=spec.delivery_concurrency,
+                    delivery=delivery,
                     fsync=streams.sampler(f"{hid}.fsync", spec.fsync_s),
                     stats=stats,
                     dns=dns,
@@ -79,5 +88,6 @@ class Fleet:
         for host in self.hosts.values():
             for level in host.stats.levels().values():
                 level.finish(end)
+            host.delivery.finish(end)
         for level in self.machine_levels.values():
             level.finish(end)

@@ -6,8 +6,8 @@ A message visiting a host goes through two plans of stages:
   of the host's SMTP session slots: milter-style, every check runs before
   the 250, so the sender's delivery slot is held until it ends;
 - the *delivery* plan (``mx_lookup``, ``deliver``) after waiting in the
-  host's queue for one of its ``delivery_concurrency`` slots; the slot is
-  held until the next hop answers.
+  host's queue for a delivery slot (``sim.model.slots``: per destination,
+  within a per-host total); the slot is held until the next hop answers.
 
 Each stage first waits (DNS round trips, remote services: no core held),
 then computes (one core, FIFO; stages that follow without waiting keep the
@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mailgate.sim.model.engine import Call, Pool, Scheduler
+from mailgate.sim.model.slots import DeliverySlots
 from mailgate.sim.model.stats import Level, LogHistogram
 from mailgate.sim.scenario.records import HopRecord, StageSpan
 
@@ -171,7 +172,7 @@ class Host:
         processes: int,
         machine: Machine,
         shared: bool,
-        delivery: int,
+        delivery: DeliverySlots,
         fsync: Callable[[], float],
         stats: HostStats,
         dns: DnsTime,
@@ -196,9 +197,7 @@ class Host:
         self.sessions = Pool(
             self.env, sessions, f"{hid}.sessions", busy=stats.sessions, waiting=stats.session_wait
         )
-        self.delivery = Pool(
-            self.env, delivery, f"{hid}.delivery", busy=stats.delivery_busy, waiting=stats.queue
-        )
+        self.delivery = delivery  # built by the fleet on stats.delivery_busy and stats.queue
         # With a shared machine a host first needs one of its own processes,
         # then a core of the machine; on its own machine processes = cores.
         self.procs = Pool(self.env, processes, f"{hid}.procs") if shared else None

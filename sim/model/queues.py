@@ -1,7 +1,8 @@
 """Each host's outgoing queue: waiting for a delivery slot, the delivery plan, the hand-off.
 
-An accepted message waits for one of the host's ``delivery_concurrency``
-slots, runs the delivery plan (``mx_lookup``, ``deliver``) and is handed to
+An accepted message waits for a delivery slot (``sim.model.slots``: one of its
+destination's within the host's total), runs the delivery plan (``mx_lookup``,
+``deliver``) and is handed to
 the next tier (``Router.connect``, the slot held until that host's 250) or
 to the Internet (``RemoteDelivery.attempt``). A host that is down keeps its
 spool: messages queued there are *parked* until it comes back up
@@ -54,7 +55,7 @@ class Queues:
         host = m.host
         assert host is not None
         if not host.up:  # died while we waited: keep the message for its recovery
-            host.delivery.release()
+            host.delivery.release(m)
             m.caught = True
             self.parked[host.id].append(m)
             return

@@ -144,7 +144,7 @@ class RemoteDelivery:
         m.sender = None
         if m.counted:
             self.stats.span(m.flow, "sent_to_remote", now - m.sent)
-        host.delivery.release()
+        host.delivery.release(m)
         self.outcomes.finish(host, m, "delivered", outcome="remote")
 
     def _failed(self, m: Msg) -> None:
@@ -160,7 +160,7 @@ class RemoteDelivery:
             self.router.connect(m, fallback, self.links.lan(m))
             return
         m.sender = None
-        host.delivery.release()
+        host.delivery.release(m)
         self._defer(host, m)
 
     def _defer(self, host: Host, m: Msg) -> None:

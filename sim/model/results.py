@@ -14,7 +14,9 @@ time the host holds the message, for Little's law) includes.
 Utilisation is busy time / (capacity × measured time) after the warm-up:
 CPU against the host's processes (its cores, or its process limit on a
 shared machine), sessions against ``session_limit``, delivery slots against
-``delivery_concurrency``, the disk against one fsync at a time.
+``delivery_limit`` (all destinations), ``destination`` the busiest destination's
+slots (highest mean) against ``destination_concurrency`` (``sim.model.slots``; each
+host's ``destinations`` lists them all), the disk against one fsync at a time.
 
 The bottleneck: by the utilisation law U = X·S, a resource's utilisation
 grows in proportion to the offered load while it is below 1. The load
@@ -33,10 +35,10 @@ from typing import Any
 from mailgate.sim.model import failure_watch
 from mailgate.sim.model.network import Model
 from mailgate.sim.model.statistics import SPANS
-from mailgate.sim.model.stats import LogHistogram, confidence_interval
+from mailgate.sim.model.stats import Level, LogHistogram, confidence_interval
 
 FLOWS = ("inbound", "outbound", "internal")
-RESOURCES = ("cpu", "sessions", "delivery", "disk")
+RESOURCES = ("cpu", "sessions", "delivery", "destination", "disk")
 
 
 def _clock(start_hour: float, t: float) -> float:
@@ -51,16 +53,21 @@ def collect(model: Model) -> dict[str, Any]:
     for hid, host in model.hosts.items():
         st = host.stats
         spec = s.tiers[host.tier].hosts[host.index]
+        per_dest = spec.destination_concurrency
+        occupancy = host.delivery.occupancy
+        busiest = max(occupancy, key=lambda d: occupancy[d].mean, default="")
         caps = {
             "cpu": host.processes,
             "sessions": spec.session_limit,
-            "delivery": spec.delivery_concurrency,
+            "delivery": spec.delivery_limit,
+            "destination": per_dest,
             "disk": 1,
         }
         levels = {
             "cpu": st.cpu_busy,
             "sessions": st.sessions,
             "delivery": st.delivery_busy,
+            "destination": occupancy[busiest] if busiest else _idle(model),
             "disk": st.disk_busy,
         }
         util: dict[str, Any] = {}
@@ -77,11 +84,16 @@ def collect(model: Model) -> dict[str, Any]:
                 ),
                 "series": series,
             }
+        util["destination"]["name"] = busiest
         x = st.left / span
         hosts[hid] = {
             "tier": host.tier,
             "machine": host.machine.name if host.shared else None,
             "utilisation": util,
+            "destinations": {
+                d: {"mean": lv.mean / per_dest, "peak": max(lv.bucket_means()) / per_dest}
+                for d, lv in sorted(occupancy.items())
+            },
             "queue": {
                 "mean": st.queue.mean,
                 "max": st.queue.max,
@@ -131,6 +143,13 @@ def collect(model: Model) -> dict[str, Any]:
         "events": model.sched.events_scheduled,
         "failure_watch": model.watch.to_dict() if model.watch.active else None,
     }
+
+
+def _idle(model: Model) -> Level:
+    """A level that stayed 0 (a host with no limited destination)."""
+    level = Level(model.t_warm, model.t_end, model.bucket_s)
+    level.finish(model.t_end)
+    return level
 
 
 @dataclass
@@ -229,6 +248,8 @@ class Results:
                 "max": worst("session_wait"),
             }
             row["deferred"] = {"mean": avg("deferred", "mean"), "max": worst("deferred")}
+            row["utilisation"]["destination"]["name"] = h["utilisation"]["destination"]["name"]
+            row["destinations"] = h["destinations"]  # of the first replication
             row["little"] = {k: avg("little", k) for k in ("L", "X", "W")}
             row["response"] = self._response(hid)
             row["messages"] = sum(r["hosts"][hid]["messages"] for r in self.reps)
@@ -311,11 +332,13 @@ class Results:
         at_peak = offered[u["peak_bucket"]] if u["peak_bucket"] < len(offered) else math.nan
         ranking = [
             {"host": h, "resource": r, "peak_utilisation": x["peak"], "multiplier": m}
+            | ({"destination": x["name"]} if x.get("name") else {})
             for m, h, r, x in candidates[:8]
         ]
         return {
             "host": hid,
             "resource": res,
+            "destination": u.get("name", ""),
             "peak_utilisation": u["peak"],
             "peak_clock_hour": u["peak_clock_hour"],
             "multiplier": mult,

@@ -136,7 +136,7 @@ class Router:
             self.sched.after(delay, self._reconnect, (m, link))
             return
         m.sender = None
-        sender.delivery.release()
+        sender.delivery.release(m)
         self.sched.after(delay, self.requeue, m)
 
     def _reconnect(self, arg: tuple[Msg, float]) -> None:

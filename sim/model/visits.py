@@ -139,4 +139,4 @@ class Visits:
         if sender is not None:
             m.sender = None
             self.outcomes.left(sender, m, m.entered_prev, m.hop_prev, "relayed", host.id)
-            sender.delivery.release()
+            sender.delivery.release(m)

@@ -117,7 +117,11 @@ def _base(name: str) -> dict[str, Any]:
 
 
 #: A station is limited by its cores only: sessions and delivery slots never run out.
-STATION_HOST = {"session_limit": 1_000_000_000, "delivery_concurrency": 1_000_000_000}
+STATION_HOST = {
+    "session_limit": 1_000_000_000,
+    "destination_concurrency": 1_000_000_000,
+    "delivery_limit": 1_000_000_000,
+}
 
 
 def dotted(overrides: Mapping[str, Any]) -> dict[str, Any]:

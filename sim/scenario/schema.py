@@ -57,7 +57,10 @@ def build(cls: type, table: Any, path: str = "") -> Any:
     if not isinstance(table, dict):
         raise SchemaError(path, f"expected a table, got {_show(table)}")
     fields = {f.name: f for f in schema_fields(cls)}
+    renamed = getattr(cls, "RENAMED", {})
     for key in table:
+        if key in renamed:
+            raise SchemaError(join(path, key), renamed[key])
         if key not in fields:
             raise SchemaError(
                 join(path, key),

@@ -9,6 +9,7 @@ Units: times in seconds unless a name ends in ``_h`` (hours); sizes in KB
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from mailgate.sim.scenario.distributions import Constant, Distribution, Lognormal
 from mailgate.sim.scenario.fields import required, spec
@@ -148,13 +149,28 @@ class HostSpec:
     """Resources of one host."""
 
     cores: int = spec(4, doc="CPU cores", min=1)
-    # Postfix default_process_limit (docs/workload.md).
+    # Postfix default_process_limit for smtpd (docs/workload.md).
     session_limit: int = spec(100, doc="concurrent SMTP sessions accepted", min=1)
-    # Postfix default_destination_concurrency_limit (docs/workload.md).
-    delivery_concurrency: int = spec(20, doc="concurrent outgoing deliveries", min=1)
+    # Postfix default_destination_concurrency_limit: per destination (the next tier is
+    # one destination, each remote domain is one), as qmgr schedules deliveries.
+    destination_concurrency: int = spec(
+        20, doc="concurrent deliveries to one destination (next tier or remote domain)", min=1
+    )
+    # Postfix default_process_limit for the smtp delivery agents: the host's total.
+    delivery_limit: int = spec(100, doc="concurrent outgoing deliveries in all", min=1)
     fsync_s: Distribution = spec(
         Constant(0.002), doc="time of one durable write (fsync), s", parse="distribution"
     )
+
+    #: keys that changed meaning: the schema names the replacement instead of "unknown key"
+    RENAMED: ClassVar[dict[str, str]] = {
+        "delivery_concurrency": (
+            "was one pool per host; Postfix limits deliveries per destination within a "
+            "per-host total: set destination_concurrency (per destination, Postfix "
+            "default_destination_concurrency_limit, default 20) and/or delivery_limit "
+            "(per host, default_process_limit, default 100)"
+        )
+    }
 
 
 @dataclass(frozen=True)
