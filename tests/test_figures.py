@@ -26,7 +26,9 @@ def quiet() -> dict[str, Any]:
 def test_utilisation_has_every_resource_host_and_the_100_percent_line(quiet) -> None:
     fig = figures.utilisation(quiet)
     axes = fig.axes
-    assert [a.get_title() for a in axes] == ["CPU", "SMTP sessions", "delivery slots", "disk"]
+    assert [a.get_title() for a in axes] == [
+        "CPU", "SMTP sessions", "delivery slots", "delivery slots of one destination", "disk"
+    ]  # fmt: skip
     hosts = list(quiet["hosts"])
     for ax in axes:
         lines = [ln for ln in ax.get_lines() if ln.get_label() in hosts]

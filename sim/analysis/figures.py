@@ -86,9 +86,15 @@ def latency_cdf(d: dict[str, Any]) -> Any:
 def utilisation(d: dict[str, Any]) -> Any:
     """Each resource's utilisation per host over the run, one panel per resource."""
     styles = host_styles(list(d["hosts"]))
-    fig, axes = plt.subplots(2, 2, figsize=(13, 7), sharex=True)
-    for ax, (res, title) in zip(axes.flat, RESOURCE_TITLES.items(), strict=True):
+    # one panel per resource (CPU, sessions, delivery slots in all and of the busiest
+    # destination, disk): five on a 3 × 2 grid, the spare panel removed
+    fig, axes = plt.subplots(3, 2, figsize=(13, 9.5), sharex=True)
+    for ax in list(axes.flat)[len(RESOURCE_TITLES) :]:
+        fig.delaxes(ax)
+    for ax, (res, title) in zip(axes.flat, RESOURCE_TITLES.items(), strict=False):
         for hid, row in d["hosts"].items():
+            if res not in row["utilisation"]:
+                continue  # results written before the resource existed
             series = row["utilisation"][res]["series"]
             ax.plot(hours(d, len(series)), [v * 100 for v in series], marker=".", label=hid,
                     **styles[hid])  # fmt: skip
@@ -99,8 +105,9 @@ def utilisation(d: dict[str, Any]) -> Any:
         ax.grid(True, alpha=0.3)
         clock_axis(ax)
     axes[0][0].legend(fontsize=7, ncol=3)
-    for ax in axes[1]:
+    for ax in (axes[2][0], axes[1][1]):  # the lowest panel of each column
         ax.set_xlabel("clock hour")
+        ax.xaxis.set_tick_params(labelbottom=True)
     bucket = d.get("bucket_s", 3600) / 60
     fig.suptitle(f"{d.get('name', '')}: utilisation per host (bucket {bucket:g} min; red: 100 %)")
     fig.tight_layout()
