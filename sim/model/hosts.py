@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from mailgate.sim.model.engine import Call, Pool, Scheduler
+from mailgate.sim.model.engine import Pool, Scheduler
 from mailgate.sim.model.stats import Level, LogHistogram
 from mailgate.sim.scenario.records import HopRecord, StageSpan
 
@@ -282,8 +282,7 @@ class Host:
             m.core_t0 = now
         self.sched.call(m.cpu, self._c_cpu_done, m)
 
-    def _cpu_done(self, ev: Call) -> None:
-        m = ev.arg
+    def _cpu_done(self, m: Msg) -> None:
         self.machine.cores.release()
         if self.procs is not None:
             self.procs.release()
@@ -318,9 +317,9 @@ class Host:
         self.stats.disk_busy.pulse(self.sched.now, d)
         self.sched.call(d, self._c_disk_done, m)
 
-    def _disk_done(self, ev: Call) -> None:
+    def _disk_done(self, m: Msg) -> None:
         self.disk.release()
-        self._stage_done(ev.arg)
+        self._stage_done(m)
 
     def _stage_done(self, m: Msg) -> None:
         st = m.plan[m.si]
