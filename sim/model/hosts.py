@@ -29,7 +29,7 @@ stage (the verdicts live in ``sim.model.visits``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from mailgate.sim.model.engine import Pool, Scheduler
@@ -51,6 +51,23 @@ class Stage:
     has_wait: bool  # any waiting at all (skip the sampler calls when not)
     has_cpu: bool
     ends_block: bool  # a CPU block stops here (durable write, or a verdict that may end the visit)
+    decides: bool = False  # its result may end the visit (``after_stage`` is asked)
+    #: index in its plan of the last stage of the CPU block this stage starts (the stages
+    #: after it that do not wait, up to one that ends a block); set by ``with_blocks``
+    last: int = -1
+
+
+def with_blocks(stages: list[Stage]) -> tuple[Stage, ...]:
+    """The plan of ``stages`` with each stage's ``last`` set: a process runs its
+    CPU-bound section to the end, so a block goes on through the following stages
+    that do not wait and stops at one that ends a block (or at the plan's end)."""
+    out = []
+    for i, st in enumerate(stages):
+        j = i
+        while not stages[j].ends_block and j + 1 < len(stages) and not stages[j + 1].has_wait:
+            j += 1
+        out.append(replace(st, last=j))
+    return tuple(out)
 
 
 class Msg:
@@ -221,7 +238,10 @@ class Host:
         m.plan = plan
         m.si = 0
         m.cont = cont
-        self._stage(m)
+        if plan:
+            self._stage(m)
+        else:
+            cont(m)  # nothing to run here (a tier without delivery stages)
 
     def _stage(self, m: Msg) -> None:
         if m.si >= len(m.plan):
@@ -246,10 +266,11 @@ class Host:
         end the visit (``spf``, ``antivirus``)."""
         plan, i = m.plan, m.si
         st = plan[i]
+        last = st.last
         c = _cpu_of(st, m) if st.has_cpu else 0.0
         if self.trace:
             m.parts = [c]
-        while not st.ends_block and i + 1 < len(plan) and not plan[i + 1].has_wait:
+        while i < last:
             i += 1
             st = plan[i]
             ci = _cpu_of(st, m) if st.has_cpu else 0.0
@@ -327,7 +348,7 @@ class Host:
             # m.host is this host in both plans: it moves on only at the next arrival
             m.hop.stages[st.name] = StageSpan(m.stage_t0, self.sched.now, m.cpu)
         m.si += 1
-        if self.after_stage(self, m, st.name):
+        if not st.decides or self.after_stage(self, m, st.name):
             self._stage(m)
 
     def handed_on(self, m: Msg) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from mailgate.sim.model.hosts import Stage
+from mailgate.sim.model.hosts import Stage, with_blocks
 from mailgate.sim.model.sampling import Streams
 from mailgate.sim.scenario import Scenario
 from mailgate.sim.scenario.topology import MAILBOX, ROLE_STAGES, StageCost
@@ -76,11 +76,12 @@ class Plans:
             has_wait=has_wait,
             has_cpu=has_cpu,
             ends_block=fsync or name in DECISION_STAGES,
+            decides=name in DECISION_STAGES,
         )
 
     def _plan(self, tier: str, names: list[str]) -> tuple[Stage, ...]:
         stages = (self._stage(tier, n) for n in names)
-        return tuple(st for st in stages if st is not None)
+        return with_blocks([st for st in stages if st is not None])
 
     def _chore(self, tier: str) -> Callable[[float], float] | None:
         """CPU seconds of a message's ``housekeeping`` at ``tier``; None when it costs nothing
