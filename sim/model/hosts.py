@@ -230,6 +230,10 @@ class Host:
         self._c_waited = self._waited
         self._c_disk = self._got_disk
         self._c_disk_done = self._disk_done
+        # where a CPU block queues first: the host's own process slots, else the cores
+        self._cpu_pool, self._cpu_got = (
+            (self.procs, self._c_proc) if self.procs is not None else (machine.cores, self._c_core)
+        )
 
     # ------------------------------------------------------------ plans
 
@@ -280,16 +284,13 @@ class Host:
         m.last = i
         m.cpu = c
         if c > 0:
-            self.cpu(m)
+            self._cpu_pool.acquire(self._cpu_got, m)
         else:
             self._block_done(m, self.sched.now)
 
     def cpu(self, m: Msg) -> None:
         """Hold one core for ``m.cpu`` seconds, then continue the plan."""
-        if self.procs is not None:
-            self.procs.acquire(self._c_proc, m)
-        else:
-            self.machine.cores.acquire(self._c_core, m)
+        self._cpu_pool.acquire(self._cpu_got, m)
 
     def _got_proc(self, m: Msg) -> None:
         self.machine.cores.acquire(self._c_core, m)
@@ -310,7 +311,18 @@ class Host:
         if m.plan is _POP_PLAN:
             m.cont(m)  # type: ignore[misc]
             return
-        self._block_done(m, m.core_t0 if self.trace else 0.0)
+        if self.trace:
+            self._block_done(m, m.core_t0)
+            return
+        # _block_done and _stage_done without the trace's spans (the hot path, inlined)
+        m.si = i = m.last
+        st = m.plan[i]
+        if st.fsync:
+            self.disk.acquire(self._c_disk, m)
+            return
+        m.si = i + 1
+        if not st.decides or self.after_stage(self, m, st.name):
+            self._stage(m)
 
     def _block_done(self, m: Msg, core_t0: float) -> None:
         """The CPU of stages si..last is done; the last one may still fsync."""
