@@ -1,60 +1,97 @@
 """Speed and memory of the model, measured side by side in one run.
 
-1. An open tandem network (5 stations in series, 2 servers each, Poisson
-   arrivals, exponential service, ρ = 0.7) built three ways: the model's
-   machinery (``sim.engine``: callbacks + own FIFO queues), idiomatic SimPy
-   (a process per customer, ``Resource`` requests) and Ciw, in customers per
-   CPU second of the benchmark process (steadier than wall time on a shared
-   machine). Ciw is much
-   slower, so it runs fewer customers (``--ciw-customers``) and its rate is
-   reported as measured on those.
-2. A full simulated day of ``drive-network.toml`` at 30,000 and 100,000
-   mailboxes, each in a fresh subprocess: wall time, simulated messages per
-   second, SimPy events, peak resident memory (the child's own VmHWM).
+1. One open tandem network (5 stations in series, 2 servers each, Poisson
+   arrivals, exponential service, ρ = 0.7, about 200,000 customers) run five
+   ways: (a) as a mailgate scenario (``benchmarks/tandem.toml``, ``kind =
+   "stations"``) through the real ``Model`` that ``mailgate run`` uses, with
+   everything it does on the way (results included); (b) idiomatic SimPy (a
+   process per customer, ``simpy.Resource``); (c) SimPy with callbacks on
+   ``Timeout`` events and plain FIFO lists; (d) Ciw, if installed (on fewer
+   customers: it is much slower); (e) a plain ``heapq`` event loop. Rates
+   are customers per CPU second of this process (``time.process_time``:
+   steadier than wall time on a shared machine); the ratios Model/idiomatic
+   and Model/heapq are per round (every variant once per round, interleaved),
+   then the median.
+2. The baseline day (``scenarios/drive-network.toml``, 1 h warm-up + 24 h) in
+   a fresh subprocess: events and messages per CPU second, peak RSS; with
+   ``--reference-tree PATH`` the same day also from another checkout (e.g. the
+   previous release) in the same run, and the speed ratio.
+3. The peak hour (``scenarios/peak-hour.toml``) at 100,000 and 1,000,000
+   mailboxes, each in a fresh subprocess: peak RSS per case (memory should not
+   grow with the number of mailboxes beyond the traffic they make).
 
 Usage (from the repository root)::
 
-    PYTHONPATH=$PWD python benchmarks/bench_sim.py [--repeat 3] [--customers 200000]
+    PYTHONPATH=$PWD python benchmarks/bench_sim.py [--quick] [--repeat 3]
+        [--reference-tree /tmp/mg-main-ref] [--skip-days] [--json]
 
-Each tandem figure is the median of ``--repeat`` interleaved rounds (every
-variant once per round); the full days run once each unless
-``--day-repeat`` says otherwise.
+Targets (docs/model.md, "Speed"): Model ≥ 3× idiomatic SimPy and ≥ 0.5× the
+heapq loop per customer; the baseline day ≥ 2.5× faster than the reference.
 """
 
 from __future__ import annotations
 
 import argparse
+import heapq
 import json
+import math
+import os
 import statistics
 import subprocess
 import sys
 import time
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import simpy
 
-from benchmarks.tandem import jackson_tandem_sojourn, run_tandem
-
 ROOT = Path(__file__).resolve().parents[1]
-LAM, MU, SERVERS, STATIONS = 1.4, 1.0, 2, 5  # rho = LAM / (SERVERS * MU) = 0.7
+STATIONS, SERVERS = 5, 2
+LAM, S_MEAN = 140.0, 0.01  # per second, seconds: rho = LAM * S_MEAN / SERVERS = 0.7
+SCENARIO = ROOT / "benchmarks" / "tandem.toml"
 
 
-def tandem_machinery(customers: int, seed: int) -> float:
-    """Mean sojourn with the model's machinery."""
-    return run_tandem(LAM, MU, SERVERS, STATIONS, customers, seed)["sojourn"]
+def erlang_c_wait(lam: float, mean: float, c: int) -> float:
+    """Mean wait in queue of an M/M/c queue (Erlang C)."""
+    a = lam * mean
+    rho = a / c
+    head = sum(a**k / math.factorial(k) for k in range(c))
+    tail = a**c / (math.factorial(c) * (1 - rho))
+    return tail / (head + tail) / (c / mean - lam)
 
 
-def tandem_idiomatic(customers: int, seed: int) -> float:
-    """Mean sojourn written the textbook SimPy way."""
-    env = simpy.Environment()
+#: Jackson: the mean sojourn through the tandem is the sum of the stations' M/M/c responses.
+THEORY = STATIONS * (erlang_c_wait(LAM, S_MEAN, SERVERS) + S_MEAN)
+
+
+def draws(customers: int, seed: int) -> tuple[list[float], list[float]]:
+    """Interarrival gaps and service times (customer-major), shared by the hand-written variants."""
     rng = np.random.default_rng(seed)
     gaps = rng.exponential(1 / LAM, customers).tolist()
-    services = rng.exponential(1 / MU, customers * STATIONS).tolist()
+    return gaps, rng.exponential(S_MEAN, customers * STATIONS).tolist()
+
+
+def tandem_model(customers: int, seed: int) -> tuple[int, float]:
+    """(a) The tandem scenario through mailgate's Model (build, run, results)."""
+    from mailgate.sim.model.simulate import simulate
+    from mailgate.sim.scenario.loading import load
+
+    hours = customers / LAM / 3600.0
+    s = load(SCENARIO, {"scenario.duration_h": hours, "scenario.seed": seed})
+    d = simulate(s).to_dict()
+    return d["counts"]["generated"], d["latency"]["inbound"]["sent_to_remote"]["mean"]
+
+
+def tandem_idiomatic(customers: int, seed: int) -> tuple[int, float]:
+    """(b) The textbook SimPy way: a process per customer, ``Resource`` requests."""
+    env = simpy.Environment()
+    gaps, services = draws(customers, seed)
     stations = [simpy.Resource(env, capacity=SERVERS) for _ in range(STATIONS)]
     total = [0.0]
 
-    def customer(i: int):
+    def customer(i: int):  # type: ignore[no-untyped-def]
         start = env.now
         for k, station in enumerate(stations):
             with station.request() as req:
@@ -62,158 +99,269 @@ def tandem_idiomatic(customers: int, seed: int) -> float:
                 yield env.timeout(services[i * STATIONS + k])
         total[0] += env.now - start
 
-    def source():
+    def source():  # type: ignore[no-untyped-def]
         for i in range(customers):
             yield env.timeout(gaps[i])
             env.process(customer(i))
 
     env.process(source())
     env.run()
-    return total[0] / customers
+    return customers, total[0] / customers
 
 
-def tandem_ciw(customers: int, seed: int) -> float:
-    """Mean sojourn with Ciw."""
+def tandem_callbacks(customers: int, seed: int) -> tuple[int, float]:
+    """(c) SimPy with callbacks: a ``Timeout`` per service and per arrival, no processes."""
+    env = simpy.Environment()
+    gaps, services = draws(customers, seed)
+    free = [SERVERS] * STATIONS
+    waiting: list[deque[list]] = [deque() for _ in range(STATIONS)]
+    total = [0.0]
+
+    def start(job: list) -> None:  # job: [customer, station, sent]
+        ev = env.timeout(services[job[0] * STATIONS + job[1]], job)
+        ev.callbacks.append(done)
+
+    def arrive(job: list) -> None:
+        k = job[1]
+        if free[k]:
+            free[k] -= 1
+            start(job)
+        else:
+            waiting[k].append(job)
+
+    def done(ev: simpy.Event) -> None:
+        job = ev.value
+        k = job[1]
+        if waiting[k]:
+            start(waiting[k].popleft())
+        else:
+            free[k] += 1
+        if k + 1 < STATIONS:
+            job[1] = k + 1
+            arrive(job)
+        else:
+            total[0] += env.now - job[2]
+
+    def new(ev: simpy.Event) -> None:
+        i = ev.value
+        arrive([i, 0, env.now])
+        if i + 1 < customers:
+            env.timeout(gaps[i + 1], i + 1).callbacks.append(new)
+
+    env.timeout(gaps[0], 0).callbacks.append(new)
+    env.run()
+    return customers, total[0] / customers
+
+
+def tandem_ciw(customers: int, seed: int) -> tuple[int, float]:
+    """(d) Ciw (its own RNG; time to ``customers`` customers through the network)."""
     import ciw
 
     ciw.seed(seed)
     routing = [[1.0 if j == i + 1 else 0.0 for j in range(STATIONS)] for i in range(STATIONS)]
     network = ciw.create_network(
         arrival_distributions=[ciw.dists.Exponential(LAM)] + [None] * (STATIONS - 1),
-        service_distributions=[ciw.dists.Exponential(MU)] * STATIONS,
+        service_distributions=[ciw.dists.Exponential(1 / S_MEAN)] * STATIONS,
         number_of_servers=[SERVERS] * STATIONS,
         routing=routing,
     )
     q = ciw.Simulation(network)
     q.simulate_until_max_customers(customers, method="Finish")
-    recs = q.get_all_records()
-    by_id: dict[int, list[float]] = {}
-    for r in recs:
-        lo_hi = by_id.setdefault(r.id_number, [r.arrival_date, r.exit_date])
+    span: dict[int, list[float]] = {}
+    for r in q.get_all_records():
+        lo_hi = span.setdefault(r.id_number, [r.arrival_date, r.exit_date])
         lo_hi[0] = min(lo_hi[0], r.arrival_date)
         lo_hi[1] = max(lo_hi[1], r.exit_date)
-    return statistics.fmean(b - a for a, b in by_id.values())
+    return len(span), statistics.fmean(b - a for a, b in span.values())
 
 
-def timed_rounds(
-    variants: list[tuple[str, object, int]], repeat: int
-) -> dict[str, tuple[list[float], float]]:
-    """Run every variant once per round, ``repeat`` rounds (interleaved, so that
-    a noisy neighbour slows all variants alike); customers/s per round and the
-    last mean sojourn per variant."""
-    out: dict[str, tuple[list[float], float]] = {name: ([], 0.0) for name, _, _ in variants}
+def tandem_heapq(customers: int, seed: int) -> tuple[int, float]:
+    """(e) A plain heapq event loop: (time, seq, kind, job) entries, FIFO deques."""
+    gaps, services = draws(customers, seed)
+    free = [SERVERS] * STATIONS
+    waiting: list[deque[list]] = [deque() for _ in range(STATIONS)]
+    heap: list[tuple[float, int, int, list]] = [(gaps[0], 0, -1, [0, 0, 0.0])]
+    seq = 1
+    total = 0.0
+    push, pop = heapq.heappush, heapq.heappop
+    while heap:
+        now, _, k, job = pop(heap)
+        if k < 0:  # an arrival: the next one is scheduled now
+            i = job[0]
+            job[2] = now
+            if i + 1 < customers:
+                push(heap, (now + gaps[i + 1], seq, -1, [i + 1, 0, 0.0]))
+                seq += 1
+            k = 0
+        else:  # end of service at station k
+            if waiting[k]:
+                nxt = waiting[k].popleft()
+                push(heap, (now + services[nxt[0] * STATIONS + k], seq, k, nxt))
+                seq += 1
+            else:
+                free[k] += 1
+            k += 1
+            if k == STATIONS:
+                total += now - job[2]
+                continue
+        job[1] = k
+        if free[k]:
+            free[k] -= 1
+            push(heap, (now + services[job[0] * STATIONS + k], seq, k, job))
+            seq += 1
+        else:
+            waiting[k].append(job)
+    return customers, total / customers
+
+
+Variant = Callable[[int, int], tuple[int, float]]
+
+
+def timed_rounds(variants: list[tuple[str, Variant, int]], repeat: int) -> dict[str, list]:
+    """Every variant once per round, ``repeat`` rounds (interleaved, so that a noisy
+    neighbour slows all alike): per variant a list of (customers per CPU-s, mean sojourn)."""
+    out: dict[str, list] = {name: [] for name, _, _ in variants}
     for r in range(repeat):
         for name, fn, customers in variants:
-            # CPU time of this process: on a shared, noisy machine it varies far
-            # less than wall time (the work is single-threaded).
             t = time.process_time()
-            sojourn = fn(customers, 1000 + r)  # type: ignore[operator]
-            rate = customers / (time.process_time() - t)
-            out[name][0].append(rate)
-            out[name] = (out[name][0], sojourn)
+            done, sojourn = fn(customers, 1000 + r)
+            out[name].append((done / (time.process_time() - t), sojourn))
     return out
 
 
-DAY = """
-import json, resource, sys, time
-
-def peak_mib():
-    # VmHWM is this process's own high-water mark; ru_maxrss would carry the
-    # parent's (the tandem runs) across fork + exec on Linux.
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
+CHILD = """
+import json, sys, time
 from mailgate.sim.scenario.loading import load
 from mailgate.sim.model.simulate import simulate
-s = load(sys.argv[1], {"population.mailboxes": int(sys.argv[2])})
+import mailgate.sim
+s = load(sys.argv[1], json.loads(sys.argv[2]))
 t, cpu = time.perf_counter(), time.process_time()
 d = simulate(s).to_dict()
 wall, cpu = time.perf_counter() - t, time.process_time() - cpu
-c = d["counts"]
-print(json.dumps({"wall_s": wall, "cpu_s": cpu, "generated": c["generated"], "events": d["events"],
-    "simulated_h": d["measured_s"] / 3600 + d["warmup_s"] / 3600,
-    "maxrss_mib": peak_mib()}))
+# VmHWM: this process's own high-water mark (ru_maxrss can carry the parent's across exec)
+hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+print(json.dumps({"wall_s": wall, "cpu_s": cpu, "generated": d["counts"]["generated"],
+    "events": d["events"], "maxrss_mib": hwm / 1024, "code": mailgate.sim.__path__[0]}))
 """
 
 
-def full_day(mailboxes: int, repeat: int) -> dict[str, float]:
-    """A full day of drive-network.toml in a fresh interpreter (median wall of ``repeat``)."""
-    runs = []
-    for _ in range(repeat):
-        out = subprocess.run(
-            [sys.executable, "-c", DAY, str(ROOT / "scenarios" / "drive-network.toml"),
-             str(mailboxes)],
-            capture_output=True, text=True, check=True, cwd=ROOT, timeout=1800,
-        )  # fmt: skip
-        runs.append(json.loads(out.stdout))
-    runs.sort(key=lambda r: r["wall_s"])
-    best = runs[len(runs) // 2]
-    best["messages_per_s"] = best["generated"] / best["wall_s"]
-    best["events_per_s"] = best["events"] / best["wall_s"]
-    best["maxrss_mib"] = max(r["maxrss_mib"] for r in runs)
-    return best
+def model_run(tree: Path, scenario: str, overrides: dict[str, object]) -> dict[str, float]:
+    """One scenario run by the model of checkout ``tree`` in a fresh interpreter."""
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, str(tree / "scenarios" / f"{scenario}.toml"),
+         json.dumps(overrides)],
+        capture_output=True, text=True, check=True, cwd=tree, env=env, timeout=3600,
+    )  # fmt: skip
+    r = json.loads(out.stdout)
+    if Path(r["code"]).resolve() != (tree / "sim").resolve():
+        raise SystemExit(f"bench_sim: the child ran {r['code']}, not {tree}/sim")
+    r["messages_per_cpu_s"] = r["generated"] / r["cpu_s"]
+    r["events_per_cpu_s"] = r["events"] / r["cpu_s"]
+    return r
+
+
+def day_line(label: str, r: dict[str, float]) -> str:
+    return (
+        f"  {label:24} {r['cpu_s']:6.1f} s CPU ({r['wall_s']:.1f} s wall), "
+        f"{r['events']:>10,} events "
+        f"({r['events_per_cpu_s']:>9,.0f}/CPU-s), {r['generated']:>9,} messages "
+        f"({r['messages_per_cpu_s']:>7,.0f}/CPU-s), peak RSS {r['maxrss_mib']:.0f} MiB"
+    )
+
+
+def tandem(a: argparse.Namespace, figures: dict[str, object]) -> None:
+    """Part 1: the tandem five ways."""
+    variants: list[tuple[str, Variant, int]] = [
+        ("model", tandem_model, a.customers),
+        ("idiomatic", tandem_idiomatic, a.customers),
+        ("callbacks", tandem_callbacks, a.customers),
+        ("heapq", tandem_heapq, a.customers),
+    ]
+    try:
+        import ciw  # noqa: F401
+
+        variants.append(("ciw", tandem_ciw, a.ciw_customers))
+    except ImportError:
+        print("  (Ciw not installed: `pip install ciw` to include it; skipped)")
+    runs = timed_rounds(variants, a.repeat)
+    print(
+        f"Tandem: {STATIONS} stations × M/M/{SERVERS}, ρ = 0.7, {a.customers:,} customers, "
+        f"median of {a.repeat} interleaved rounds; Jackson mean sojourn {THEORY * 1000:.2f} ms"
+    )
+    labels = {
+        "model": "(a) mailgate Model (tandem.toml)",
+        "idiomatic": "(b) idiomatic SimPy (process + Resource)",
+        "callbacks": "(c) SimPy with callbacks",
+        "heapq": "(e) plain heapq loop",
+        "ciw": f"(d) Ciw ({a.ciw_customers:,} customers)",
+    }
+    rate = {k: statistics.median(r for r, _ in v) for k, v in runs.items()}
+    for name, v in runs.items():
+        print(
+            f"  {labels[name]:44} {rate[name]:>10,.0f} customers/CPU-s  "
+            f"({1e6 / rate[name]:6.1f} µs each)  mean sojourn {v[-1][1] * 1000:.2f} ms"
+        )
+    out: dict[str, object] = {f"{k}_cps": v for k, v in rate.items()}
+    for other, target in (("idiomatic", 3.0), ("heapq", 0.5), ("callbacks", None)):
+        ratios = [m[0] / o[0] for m, o in zip(runs["model"], runs[other], strict=True)]
+        med = statistics.median(ratios)
+        out[f"model_over_{other}"] = med
+        goal = f"; target ≥ {target}×: {'met' if med >= target else 'MISSED'}" if target else ""
+        print(
+            f"  Model / {other:10} {med:5.2f}× (rounds {min(ratios):.2f}-{max(ratios):.2f}{goal})"
+        )
+    figures["tandem"] = out
+
+
+def days(a: argparse.Namespace, figures: dict[str, object]) -> None:
+    """Parts 2 and 3: the baseline day (here and in the reference tree) and the peak hours."""
+    print("Baseline day (drive-network, 1 h warm-up + 24 h), fresh subprocess each:")
+    mine = model_run(ROOT, "drive-network", {})
+    figures["day"] = mine
+    print(day_line("this tree", mine))
+    if a.reference_tree:
+        ref = model_run(Path(a.reference_tree).resolve(), "drive-network", {})
+        figures["day_reference"] = ref
+        print(day_line(f"{a.reference_tree}", ref))
+        if ref["events"] != mine["events"] or ref["generated"] != mine["generated"]:
+            print("  (the two trees simulate different events: the ratio compares unlike runs)")
+        speed = ref["cpu_s"] / mine["cpu_s"]
+        figures["day_speedup"] = speed
+        verdict = "met" if speed >= 2.5 else "MISSED"
+        print(f"  speed-up over the reference: {speed:.2f}× CPU (target ≥ 2.5×: {verdict})")
+    print("Peak hour (peak-hour.toml) by mailboxes, fresh subprocess each:")
+    for n in (30_000, 100_000) if a.quick else (30_000, 100_000, 1_000_000):
+        r = model_run(ROOT, "peak-hour", {"population.mailboxes": n})
+        figures[f"peak_{n}"] = r
+        print(
+            f"  {n:>9,} mailboxes: {r['generated']:>9,} messages, {r['cpu_s']:6.1f} s CPU, "
+            f"peak RSS {r['maxrss_mib']:6.0f} MiB ({r['maxrss_mib'] * 1024 / n:.2f} KiB/mailbox, "
+            f"{r['maxrss_mib'] * 1024 * 1024 / max(r['generated'], 1):.0f} B/message)"
+        )
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--customers", type=int, default=200_000, help="tandem customers")
     p.add_argument("--ciw-customers", type=int, default=20_000, help="tandem customers for Ciw")
-    p.add_argument("--repeat", type=int, default=3, help="tandem runs per variant (median)")
-    p.add_argument("--day-repeat", type=int, default=1, help="full-day runs per size (median)")
+    p.add_argument("--repeat", type=int, default=3, help="interleaved tandem rounds (median)")
+    p.add_argument("--quick", action="store_true",
+                   help="20,000 customers, 1 round, no 1,000,000-mailbox hour")  # fmt: skip
+    p.add_argument("--reference-tree", metavar="PATH",
+                   help="another checkout whose baseline day runs beside this one's")  # fmt: skip
     p.add_argument("--skip-days", action="store_true", help="only the tandem")
     p.add_argument("--json", action="store_true", help="print the figures as JSON too")
     a = p.parse_args()
-
-    theory = jackson_tandem_sojourn(LAM, MU, SERVERS, STATIONS)
-    print(
-        f"Tandem: {STATIONS} stations × M/M/{SERVERS}, ρ = 0.7, Jackson mean sojourn {theory:.3f}"
-    )
-    runs = timed_rounds(
-        [
-            ("machinery", tandem_machinery, a.customers),
-            ("idiomatic", tandem_idiomatic, a.customers),
-            ("ciw", tandem_ciw, a.ciw_customers),
-        ],
-        a.repeat,
-    )
-    fast, idiom, ciw_rate = (
-        statistics.median(runs[k][0]) for k in ("machinery", "idiomatic", "ciw")
-    )
-    ratios = [m / i for m, i in zip(runs["machinery"][0], runs["idiomatic"][0], strict=True)]
-    rows = [
-        ("mailgate machinery (callbacks + FIFO)", a.customers, fast, runs["machinery"][1]),
-        ("idiomatic SimPy (process + Resource)", a.customers, idiom, runs["idiomatic"][1]),
-        (f"Ciw (on {a.ciw_customers:,} customers)", a.ciw_customers, ciw_rate, runs["ciw"][1]),
-    ]
-    for name, n, rate, soj in rows:
-        print(f"  {name:42} {n:>8,} customers  {rate:>10,.0f} customers/CPU-s  sojourn {soj:.3f}")
-    print(
-        f"  ratio machinery / idiomatic SimPy: {statistics.median(ratios):.2f}× median of "
-        f"{a.repeat} interleaved rounds (range {min(ratios):.2f}-{max(ratios):.2f}; target ≥ 3×)"
-    )
-    print(f"  ratio machinery / Ciw:             {fast / ciw_rate:.2f}× (medians)")
-    figures: dict[str, object] = {
-        "tandem": {"machinery_cps": fast, "idiomatic_cps": idiom, "ciw_cps": ciw_rate,
-                   "ratio_idiomatic": statistics.median(ratios), "ratio_ciw": fast / ciw_rate,
-                   "customers": a.customers, "ciw_customers": a.ciw_customers},
-    }  # fmt: skip
+    if a.quick:
+        a.customers, a.ciw_customers, a.repeat = 20_000, 2_000, 1
+    if a.reference_tree and not (Path(a.reference_tree) / "sim" / "model").is_dir():
+        print(f"bench_sim: --reference-tree {a.reference_tree}: not a mailgate checkout")
+        return 2
+    figures: dict[str, object] = {}
+    tandem(a, figures)
     if not a.skip_days:
-        print("Full day of drive-network.toml (1 h warm-up + 24 h), fresh subprocess each:")
-        for n, target in ((30_000, "≤ 30 s wall"), (100_000, "< 1024 MiB")):
-            r = full_day(n, a.day_repeat)
-            figures[f"day_{n}"] = r
-            print(
-                f"  {n:>7,} mailboxes: {r['wall_s']:6.1f} s wall ({r['cpu_s']:.1f} s CPU), "
-                f"{r['generated']:>9,} messages "
-                f"({r['messages_per_s']:,.0f} msg/s, {r['events_per_s']:,.0f} events/s), "
-                f"peak RSS {r['maxrss_mib']:.0f} MiB  (target {target})"
-            )
+        days(a, figures)
     if a.json:
         print(json.dumps(figures, indent=1))
     return 0

@@ -67,13 +67,14 @@ class Watch:
         model.maker.make = made  # type: ignore[method-assign]
         model.outcomes.finish = finished  # type: ignore[method-assign]
         model.remote.watchers.append(lambda m, now: self.started.update([m.host.id]))
-        model.env.process(self._sample(sample_s))
+        self.every = sample_s
+        model.sched.after(0.0, self._sample, None)
 
-    def _sample(self, every: float) -> Any:
-        while True:
-            for hid in self.started:
-                self.peak[hid] = max(self.peak[hid], self.started[hid] - self.ended[hid])
-            yield self.model.env.timeout(every)
+    def _sample(self, _: Any) -> None:
+        """Every ``every`` seconds: the attempts in flight per host (started - ended)."""
+        for hid in self.started:
+            self.peak[hid] = max(self.peak[hid], self.started[hid] - self.ended[hid])
+        self.model.sched.after(self.every, self._sample, None)
 
     def delays(self, domain: int, sent_before: float) -> list[float | None]:
         """sent -> remote of each message for ``domain`` sent before ``sent_before``."""

@@ -9,15 +9,11 @@ than the idiomatic version (``benchmarks/bench_sim.py`` measures it).
 
 Public pieces:
 
-- ``Scheduler``: ``after(delay, fn, arg)`` calls ``fn(arg)`` later;
-  ``call(delay, cb, arg)`` calls ``cb(ev)`` with ``ev.arg`` (hot paths);
-  ``now`` is the clock, ``events_scheduled`` how many events SimPy numbered,
-  ``pending()`` the arguments of the calls still to come (for tests that look
-  at where the messages are).
-
-This is the only module that touches SimPy's private state (its heap, its
-event counter, its clock attribute): the rest of the model asks the
-``Scheduler``.
+- ``Scheduler``: ``after(delay, fn, arg)`` calls ``fn(arg)`` later, ``run(until)``
+  runs the calls in SimPy's order with a loop of its own; ``now`` is the clock,
+  ``events_scheduled`` how many events were numbered, ``pending()`` the
+  arguments of the calls still to come (for tests that look at where the
+  messages are). The only code that touches SimPy's private state.
 - ``Pool``: ``n`` identical slots with a FIFO of waiters (cores, SMTP
   sessions, delivery slots, a disk), with time-weighted busy and queue levels.
 - ``Station``: a FIFO multi-server queue built from a Pool and a Scheduler
@@ -28,91 +24,111 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator
-from heapq import heappush
+from heapq import heappop, heappush
 from typing import Any
 
 import simpy
 
 from mailgate.sim.model.stats import Level
 
-#: SimPy's normal event priority (simpy.events.NORMAL, an int enum).
+#: SimPy's event priorities (simpy.events.NORMAL / URGENT, int enums): the same heap
+#: order as SimPy's own ``Environment.schedule`` (an ``until`` runs before other events
+#: at its time).
 _NORMAL = simpy.events.NORMAL
+_URGENT = simpy.events.URGENT
 
 
-class Call:
-    """The smallest object SimPy's ``Environment.step`` accepts as an event.
-
-    ``step`` pops it, calls each entry of ``callbacks`` with it and checks
-    ``_ok``; we carry the function's argument in ``arg``.
-    """
-
-    __slots__ = ("_ok", "arg", "callbacks")
-
-    def __init__(self, fn: Callable[[Any], None], arg: Any) -> None:
-        self._ok = True
-        self.arg = arg
-        self.callbacks = [fn]
+class _StopRun(Exception):
+    """Raised by the marker ``Scheduler.run`` puts at its ``until`` time."""
 
 
-class _Trampoline:
-    """Adapts ``fn(arg)`` to SimPy's ``callback(event)`` signature."""
-
-    __slots__ = ("fn",)
-
-    def __init__(self, fn: Callable[[Any], None]) -> None:
-        self.fn = fn
-
-    def __call__(self, call: Call) -> None:
-        self.fn(call.arg)
+def _stop(_: Any) -> None:
+    raise _StopRun
 
 
 class Scheduler:
-    """Callbacks on a SimPy environment's event queue, without Event objects.
+    """Callbacks on a SimPy environment's clock and event heap, run by our own loop.
 
-    ``after(delay, fn, arg)`` calls ``fn(arg)``; the hot paths use
-    ``call(delay, cb, arg)``, which calls ``cb(ev)`` with ``ev.arg == arg``
-    and so saves the adapter's frame. Both push straight onto the
-    environment's heap the same tuple ``Environment.schedule`` would push
-    (time, priority, event id, event): one Python call less per event.
+    ``after(delay, fn, arg)`` calls ``fn(arg)`` at ``now + delay``. A heap entry is
+    ``(time, priority, event id, fn, arg)``: SimPy's own ``(time, priority, id,
+    event)`` order with the same id counter, but no ``Event`` object per call and
+    no ``Environment.step`` around each one (an object and two frames less per
+    event). ``run(until)`` pops and calls entries exactly in the order SimPy's
+    ``Environment.run`` would; the environment's ``run`` and ``step`` are pointed
+    at it, so code (tests) that runs ``env.run()`` gets the same loop. ``now`` is
+    the clock, ``events_scheduled`` how many events were numbered, ``pending()``
+    the arguments of the calls still to come.
+
+    This is the only module that touches SimPy's private state (its heap, its
+    event counter, its clock attribute): the rest of the model asks the
+    ``Scheduler``.
     """
 
-    __slots__ = ("_cache", "_eid", "_queue", "env")
+    __slots__ = ("_eid", "_queue", "env", "now")
 
     def __init__(self, env: simpy.Environment) -> None:
         self.env = env
         # The same heap and id counter Environment.schedule uses (SimPy 4).
-        self._queue = env._queue
+        self._queue: list[tuple[Any, ...]] = env._queue
         self._eid = env._eid
-        self._cache: dict[Callable[[Any], None], _Trampoline] = {}
-
-    @property
-    def now(self) -> float:
-        """The simulated time (SimPy's clock, without the property's extra frame)."""
-        return self.env._now
+        # our heap entries are not SimPy events: SimPy's own loop must not pop them
+        env.run = self.run  # type: ignore[method-assign]
+        env.step = self.step  # type: ignore[method-assign]
+        #: the simulated time: a plain attribute the loop sets with SimPy's clock (the hot
+        #: paths read it often; a property would cost a frame each time)
+        self.now: float = env._now
 
     @property
     def events_scheduled(self) -> int:
-        """Events SimPy has numbered so far (ours and its own), read without taking an id."""
+        """Events numbered so far (calls and ``until`` markers), read without taking an id."""
         # itertools.count shows its next value in its repr ("count(123)"); next() would use one up
         return int(repr(self._eid)[6:-1])
 
     def pending(self) -> Iterator[Any]:
-        """The argument of every call still on the heap (SimPy's own events are skipped)."""
+        """The argument of every call still on the heap (``until`` markers are skipped)."""
         for entry in self._queue:
-            event = entry[3]
-            if isinstance(event, Call):
-                yield event.arg
-
-    def call(self, delay: float, cb: Callable[[Call], None], arg: Any) -> None:
-        """At ``now + delay`` call ``cb(ev)``; ``ev.arg`` is ``arg``."""
-        heappush(self._queue, (self.env._now + delay, _NORMAL, next(self._eid), Call(cb, arg)))
+            if entry[3] is not _stop:
+                yield entry[4]
 
     def after(self, delay: float, fn: Callable[[Any], None], arg: Any) -> None:
         """At ``now + delay`` call ``fn(arg)``."""
-        tramp = self._cache.get(fn)
-        if tramp is None:
-            tramp = self._cache[fn] = _Trampoline(fn)
-        heappush(self._queue, (self.env._now + delay, _NORMAL, next(self._eid), Call(tramp, arg)))
+        heappush(self._queue, (self.now + delay, _NORMAL, next(self._eid), fn, arg))
+
+    #: the hot paths' name for ``after`` (kept: one way to schedule)
+    call = after
+
+    def run(self, until: float | None = None) -> None:
+        """Call the scheduled functions in time order until ``until`` (or until none is left).
+
+        As ``simpy.Environment.run``: ``until`` must lie ahead; it takes one event id
+        and runs before the calls scheduled at the same time; the clock stops at it.
+        """
+        env = self.env
+        queue = self._queue
+        if until is not None:
+            at = float(until)
+            now = self.now
+            if at <= now:
+                raise ValueError(f"until ({at}) must be greater than the current simulation time")
+            heappush(queue, (now + (at - now), _URGENT, next(self._eid), _stop, None))
+        pop = heappop
+        try:
+            while queue:
+                t, _, _, fn, arg = pop(queue)
+                self.now = env._now = t
+                fn(arg)
+        except _StopRun:
+            # SimPy's step reschedules the stopping event (for callbacks still to run):
+            # one more id, so that event counts stay those of SimPy's own loop
+            next(self._eid)
+
+    def step(self) -> None:
+        """Process the next call (``simpy.Environment.step``'s contract)."""
+        if not self._queue:
+            raise simpy.core.EmptySchedule
+        t, _, _, fn, arg = heappop(self._queue)
+        self.now = self.env._now = t
+        fn(arg)
 
 
 class Pool:
@@ -209,6 +225,6 @@ class Station:
     def _start_service(self, job: Any) -> None:
         self.sched.call(self.service(job), self._done, job)
 
-    def _end_service(self, ev: Call) -> None:
+    def _end_service(self, job: Any) -> None:
         self.pool.release()
-        self.on_done(ev.arg)
+        self.on_done(job)

@@ -29,10 +29,10 @@ stage (the verdicts live in ``sim.model.visits``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from mailgate.sim.model.engine import Call, Pool, Scheduler
+from mailgate.sim.model.engine import Pool, Scheduler
 from mailgate.sim.model.slots import DeliverySlots
 from mailgate.sim.model.stats import Level, LogHistogram
 from mailgate.sim.scenario.records import HopRecord, StageSpan
@@ -52,6 +52,23 @@ class Stage:
     has_wait: bool  # any waiting at all (skip the sampler calls when not)
     has_cpu: bool
     ends_block: bool  # a CPU block stops here (durable write, or a verdict that may end the visit)
+    decides: bool = False  # its result may end the visit (``after_stage`` is asked)
+    #: index in its plan of the last stage of the CPU block this stage starts (the stages
+    #: after it that do not wait, up to one that ends a block); set by ``with_blocks``
+    last: int = -1
+
+
+def with_blocks(stages: list[Stage]) -> tuple[Stage, ...]:
+    """The plan of ``stages`` with each stage's ``last`` set: a process runs its
+    CPU-bound section to the end, so a block goes on through the following stages
+    that do not wait and stops at one that ends a block (or at the plan's end)."""
+    out = []
+    for i, st in enumerate(stages):
+        j = i
+        while not stages[j].ends_block and j + 1 < len(stages) and not stages[j + 1].has_wait:
+            j += 1
+        out.append(replace(st, last=j))
+    return tuple(out)
 
 
 class Msg:
@@ -215,6 +232,10 @@ class Host:
         self._c_waited = self._waited
         self._c_disk = self._got_disk
         self._c_disk_done = self._disk_done
+        # where a CPU block queues first: the host's own process slots, else the cores
+        self._cpu_pool, self._cpu_got = (
+            (self.procs, self._c_proc) if self.procs is not None else (machine.cores, self._c_core)
+        )
 
     # ------------------------------------------------------------ plans
 
@@ -223,7 +244,10 @@ class Host:
         m.plan = plan
         m.si = 0
         m.cont = cont
-        self._stage(m)
+        if plan:
+            self._stage(m)
+        else:
+            cont(m)  # nothing to run here (a tier without delivery stages)
 
     def _stage(self, m: Msg) -> None:
         if m.si >= len(m.plan):
@@ -248,10 +272,11 @@ class Host:
         end the visit (``spf``, ``antivirus``)."""
         plan, i = m.plan, m.si
         st = plan[i]
+        last = st.last
         c = _cpu_of(st, m) if st.has_cpu else 0.0
         if self.trace:
             m.parts = [c]
-        while not st.ends_block and i + 1 < len(plan) and not plan[i + 1].has_wait:
+        while i < last:
             i += 1
             st = plan[i]
             ci = _cpu_of(st, m) if st.has_cpu else 0.0
@@ -261,16 +286,13 @@ class Host:
         m.last = i
         m.cpu = c
         if c > 0:
-            self.cpu(m)
+            self._cpu_pool.acquire(self._cpu_got, m)
         else:
             self._block_done(m, self.sched.now)
 
     def cpu(self, m: Msg) -> None:
         """Hold one core for ``m.cpu`` seconds, then continue the plan."""
-        if self.procs is not None:
-            self.procs.acquire(self._c_proc, m)
-        else:
-            self.machine.cores.acquire(self._c_core, m)
+        self._cpu_pool.acquire(self._cpu_got, m)
 
     def _got_proc(self, m: Msg) -> None:
         self.machine.cores.acquire(self._c_core, m)
@@ -284,15 +306,25 @@ class Host:
             m.core_t0 = now
         self.sched.call(m.cpu, self._c_cpu_done, m)
 
-    def _cpu_done(self, ev: Call) -> None:
-        m = ev.arg
+    def _cpu_done(self, m: Msg) -> None:
         self.machine.cores.release()
         if self.procs is not None:
             self.procs.release()
         if m.plan is _POP_PLAN:
             m.cont(m)  # type: ignore[misc]
             return
-        self._block_done(m, m.core_t0 if self.trace else 0.0)
+        if self.trace:
+            self._block_done(m, m.core_t0)
+            return
+        # _block_done and _stage_done without the trace's spans (the hot path, inlined)
+        m.si = i = m.last
+        st = m.plan[i]
+        if st.fsync:
+            self.disk.acquire(self._c_disk, m)
+            return
+        m.si = i + 1
+        if not st.decides or self.after_stage(self, m, st.name):
+            self._stage(m)
 
     def _block_done(self, m: Msg, core_t0: float) -> None:
         """The CPU of stages si..last is done; the last one may still fsync."""
@@ -320,9 +352,9 @@ class Host:
         self.stats.disk_busy.pulse(self.sched.now, d)
         self.sched.call(d, self._c_disk_done, m)
 
-    def _disk_done(self, ev: Call) -> None:
+    def _disk_done(self, m: Msg) -> None:
         self.disk.release()
-        self._stage_done(ev.arg)
+        self._stage_done(m)
 
     def _stage_done(self, m: Msg) -> None:
         st = m.plan[m.si]
@@ -330,7 +362,7 @@ class Host:
             # m.host is this host in both plans: it moves on only at the next arrival
             m.hop.stages[st.name] = StageSpan(m.stage_t0, self.sched.now, m.cpu)
         m.si += 1
-        if self.after_stage(self, m, st.name):
+        if not st.decides or self.after_stage(self, m, st.name):
             self._stage(m)
 
     def handed_on(self, m: Msg) -> None:

@@ -186,7 +186,7 @@ class Model:
 
     def run(self, until: float | None = None) -> None:
         """Advance the clock to ``until`` (default: the end of the run)."""
-        self.env.run(until=self.t_end if until is None else until)
+        self.sched.run(self.t_end if until is None else until)
 
     def finish(self) -> None:
         """Close the time-weighted statistics at the end of the run."""

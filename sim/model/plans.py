@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from mailgate.sim.model.hosts import Stage
+from mailgate.sim.model.hosts import Stage, with_blocks
 from mailgate.sim.model.sampling import Streams
 from mailgate.sim.scenario import Scenario
 from mailgate.sim.scenario.topology import MAILBOX, ROLE_STAGES, StageCost
@@ -63,7 +63,7 @@ class Plans:
             if scenario.workload.unknown_recipient_share > 0:
                 # the receive plan's own dialogue stage (its draws), without the per-KB part
                 dialogue = [st for st in self.recv[name] if st.name == "smtp_receive"]
-                self.rcpt[name] = tuple(replace(st, cpu_per_kb=0.0) for st in dialogue)
+                self.rcpt[name] = with_blocks([replace(st, cpu_per_kb=0.0) for st in dialogue])
             self.chore[name] = self._chore(name)
 
     def _stage(self, tier: str, name: str) -> Stage | None:
@@ -84,11 +84,12 @@ class Plans:
             has_wait=has_wait,
             has_cpu=has_cpu,
             ends_block=fsync or name in DECISION_STAGES,
+            decides=name in DECISION_STAGES,
         )
 
     def _plan(self, tier: str, names: list[str]) -> tuple[Stage, ...]:
         stages = (self._stage(tier, n) for n in names)
-        return tuple(st for st in stages if st is not None)
+        return with_blocks([st for st in stages if st is not None])
 
     def _chore(self, tier: str) -> Callable[[float], float] | None:
         """CPU seconds of a message's ``housekeeping`` at ``tier``; None when it costs nothing
