@@ -11,6 +11,7 @@ from typing import Any
 from mailgate.commands.arguments import (
     Subparsers,
     add_scenario,
+    add_workers,
     non_negative_int,
     positive_float,
     positive_int,
@@ -31,6 +32,7 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument(
         "--replications", type=positive_int, help="independent runs (default: the scenario's)"
     )
+    add_workers(p, "replications")
     p.add_argument("--out", default=None, help="output folder (default: results/NAME)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -61,6 +63,7 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_command(args: argparse.Namespace) -> int:
     """``mailgate run``: simulate, print the summary, write results.json and plots."""
+    from mailgate.sim.analysis.parallel import executor
     from mailgate.sim.analysis.results_text import clean, summary
     from mailgate.sim.model.simulate import simulate
     from mailgate.sim.scenario.loading import load
@@ -68,7 +71,8 @@ def run_command(args: argparse.Namespace) -> int:
     scenario = load(args.scenario, overrides_from(args))
     progress = not args.no_progress and sys.stderr.isatty()
     trace = getattr(args, "trace", None)
-    results = simulate(scenario, seed=args.seed, progress=progress, trace=trace)
+    with executor(args.workers, args.scheduler) as ex:
+        results = simulate(scenario, seed=args.seed, progress=progress, trace=trace, ex=ex)
     d = clean(results.to_dict())
     out = Path(args.out) if args.out else Path("results") / scenario.scenario.name
     out.mkdir(parents=True, exist_ok=True)
