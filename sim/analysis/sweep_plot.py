@@ -64,6 +64,9 @@ def write_sweep_plots(d: dict[str, Any], folder: Path, x: str | None = None) -> 
             label = ", ".join(f"{short[k]}={c}" for k, c in zip(others, combo, strict=True))
             ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, color=f"C{i % 10}",
                         label=label or None)  # fmt: skip
+        ys = [y for line in ax.get_lines() for y in line.get_ydata() if y and y > 0]
+        if m.kind == "latency" and ys and max(ys) > 100 * min(ys):
+            ax.set_yscale("log")  # milliseconds and minutes on one picture
         if m.limit is not None:
             ax.axhline(m.limit, color="red", linestyle="--", linewidth=1, label="SLO limit")
         if not numeric_x:
