@@ -101,9 +101,9 @@ def simulate(
     n = meta.replications
     children = seeds(seed, n)
     start = time.perf_counter()
-    # submitted before the bar exists: forking worker processes while tqdm's monitor
-    # thread runs is unsafe
-    # (an executor that runs each call in this process goes one by one, with a finer bar)
+    # Jobs are submitted before the bar exists (forking worker processes while tqdm's
+    # monitor thread runs is unsafe). An executor that runs each call in this process
+    # goes one by one instead, which keeps the bar's finer steps.
     parallel = ex is not None and not getattr(ex, "in_process", False) and not trace and n > 1
     futures = [ex.submit(replicate, scenario, child) for child in children] if parallel else []
     bar = None
