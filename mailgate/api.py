@@ -97,16 +97,22 @@ def run(
     report: bool = False,
     progress: bool = False,
     trace: str | Path | None = None,
+    workers: int | None = 1,
+    scheduler: str | None = None,
 ) -> RunResult:
     """Simulate ``scenario`` (``mailgate run``). ``seed`` defaults to the scenario's; the
     other keywords override it. With ``out``, writes ``results.json`` there, the PNG
-    plots (``plots``) and ``report.html`` (``report``); without, writes nothing."""
+    plots (``plots``) and ``report.html`` (``report``); without, writes nothing.
+    Replications run on ``workers`` local processes (None: every core) or the Dask
+    ``scheduler``, with the same results as one by one."""
+    from mailgate.sim.analysis.parallel import executor
     from mailgate.sim.analysis.results_text import clean
     from mailgate.sim.model.simulate import simulate
 
     s = load(scenario, hours=hours, replications=replications, mailboxes=mailboxes)
     folder = None if out is None else _folder(out)  # a bad --out fails before the run
-    results = clean(simulate(s, seed=seed, progress=progress, trace=trace).to_dict())
+    with executor(workers, scheduler) as ex:
+        results = clean(simulate(s, seed=seed, progress=progress, trace=trace, ex=ex).to_dict())
     if results.get("failure_watch"):
         from mailgate.sim.analysis.recovery import figures
 

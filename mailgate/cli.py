@@ -25,7 +25,7 @@ EXIT_OK, EXIT_INTERNAL, EXIT_USER = 0, 1, 2
 # add_parser(sub), which sets ``func`` (parsed args -> exit code). Command modules import
 # the domain code only when they run, so building the parser stays cheap.
 COMMAND_MODULES = [
-    "scenarios", "init", "check", "solve", "run", "selftest", "capacity", "report",
+    "scenarios", "init", "check", "solve", "run", "selftest", "capacity", "sweep", "report",
     "compare", "realnet", "calibrate", "maillog",
 ]  # fmt: skip
 

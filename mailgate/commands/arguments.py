@@ -46,4 +46,16 @@ def add_scenario(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("scenario", help=SCENARIO_HELP)
 
 
+def add_workers(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--workers N`` and ``--scheduler tcp://HOST:PORT``: where the runs go."""
+    parser.add_argument(
+        "--workers", type=positive_int,
+        help=f"local worker processes running the {what} in parallel (default: the cores)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--scheduler", metavar="tcp://HOST:PORT",
+        help=f"run the {what} on this Dask cluster instead (same results for the same seeds)",
+    )  # fmt: skip
+
+
 Subparsers = argparse._SubParsersAction  # argparse's own type for add_subparsers()

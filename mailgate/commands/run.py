@@ -10,6 +10,7 @@ from typing import Any
 from mailgate.commands.arguments import (
     Subparsers,
     add_scenario,
+    add_workers,
     clock_hour,
     non_negative_int,
     positive_float,
@@ -39,6 +40,7 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument(
         "--replications", type=positive_int, help="independent runs (default: the scenario's)"
     )
+    add_workers(p, "replications")
     p.add_argument("--out", default=None, help="output folder (default: results/NAME)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -86,6 +88,8 @@ def run_command(args: argparse.Namespace) -> int:
         report=args.report,
         progress=not args.no_progress and sys.stderr.isatty(),
         trace=getattr(args, "trace", None),
+        workers=args.workers,
+        scheduler=args.scheduler,
     )
     written = "Wrote " + ", ".join(str(p) for p in result.files)
     if args.json:

@@ -32,6 +32,7 @@ class InlineExecutor:
     """Runs each call at once in this process (one worker: no processes to start)."""
 
     workers = 1
+    in_process = True  # simulate() runs replications itself then, with its progress bar
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
         return fn(*args)

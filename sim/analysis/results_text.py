@@ -79,8 +79,11 @@ def summary(d: dict[str, Any]) -> str:
         add(f"  machine {name}: {m['cores']} cores, mean utilisation {m['mean']:.1%}")
     add("")
     c = d["counts"]
+    # counts and POP totals add up over replications; utilisation and latency do not
+    over = f" (summed over {reps} replications)" if reps > 1 else ""
     add(
-        "Counts: generated {generated:,}, delivered {delivered:,}, rejected {rejected:,}, "
+        f"Counts{over}: "
+        + "generated {generated:,}, delivered {delivered:,}, rejected {rejected:,}, "
         "quarantined {quarantined:,}, deferred {deferred:,}, bounced {bounced:,}, "
         "in flight at the end {in_flight:,}".format(**c)
     )
@@ -89,7 +92,7 @@ def summary(d: dict[str, Any]) -> str:
     add(f"Deferred queue ({tiers}, fallback MX): peak {dq['peak']:g} messages, "
         f"mean {dq['mean']:.1f}")  # fmt: skip
     pop = d["pop"]
-    add(f"POP: {pop['sessions']:,} sessions, {pop['retrievals']:,} messages retrieved "
+    add(f"POP{over}: {pop['sessions']:,} sessions, {pop['retrievals']:,} messages retrieved "
         f"({pop['active_mailboxes']:,} mailboxes polling)")  # fmt: skip
     add("")
     add("SLO")

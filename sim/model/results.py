@@ -32,7 +32,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from mailgate.sim.model import failure_watch
+from mailgate.sim.model import failure_watch, replicated
 from mailgate.sim.model.network import Model
 from mailgate.sim.model.statistics import SPANS
 from mailgate.sim.model.stats import Level, LogHistogram, confidence_interval
@@ -312,7 +312,7 @@ class Results:
             for res, u in row["utilisation"].items():
                 if u["peak"] > 0:
                     candidates.append((1 / u["peak"], hid, res, u))
-        for name, m in self.first["machines"].items():
+        for name, m in replicated.machines(self.reps).items():
             series = m["series"]
             peak = max(series) if series else 0
             if peak > 0:
@@ -373,13 +373,13 @@ class Results:
                 for f in FLOWS
             },
             "hosts": self.host_table(),
-            "machines": self.first["machines"],
+            "machines": replicated.machines(self.reps),
             "deferred_queue": {**self.deferred_queue(), "tiers": self.first["fallback_tiers"]},
             "offered_per_bucket": [
                 sum(v) / len(v)
                 for v in zip(*(r["generated_series"] for r in self.reps), strict=True)
             ],
-            "pop": self.first["pop"],
+            "pop": replicated.pop(self.reps),
             "slo": self.slo,
             "bottleneck": self.bottleneck,
             "events": sum(r["events"] for r in self.reps),

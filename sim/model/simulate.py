@@ -60,12 +60,25 @@ def run_replication(
     return model
 
 
+def replicate(scenario: Scenario, seed: np.random.SeedSequence | int) -> dict[str, Any]:
+    """One replication, boiled down to what ``Results.combine`` merges: what a worker
+    process (or a Dask worker) runs for ``simulate(..., ex=...)`` and for sweeps."""
+    return collect(run_replication(scenario, seed))
+
+
+def seeds(seed: int, replications: int) -> list[np.random.SeedSequence]:
+    """The replications' seeds: children of one ``SeedSequence``, so replication i gets
+    the same numbers whatever else runs (common random numbers across sweep points)."""
+    return np.random.SeedSequence(seed).spawn(replications)
+
+
 def simulate(
     scenario: Scenario,
     *,
     seed: int | None = None,
     progress: bool = False,
     trace: Trace | str | Path | None = None,
+    ex: Any = None,
 ) -> Results:
     """Run the model of ``scenario`` and return what it measured.
 
@@ -75,6 +88,10 @@ def simulate(
     completes, or a path: HopRecords are written there as JSON lines
     (``sim.records.read_hops`` reads them) and MessageRecords next to it
     with the suffix ``.messages.jsonl``. Off by default: tracing costs time.
+    ``ex`` (an executor of ``sim.analysis.parallel``: ``submit``/``gather``) runs
+    the replications in parallel; the result is the same as without it, since each
+    replication depends only on its seed and they are combined in order. A trace
+    needs this process, so with ``trace`` the replications run here.
     """
     if isinstance(trace, str | Path):
         with TraceFiles(Path(trace)) as sink:
@@ -82,9 +99,13 @@ def simulate(
     meta = scenario.scenario
     seed = meta.seed if seed is None else seed
     n = meta.replications
-    children = np.random.SeedSequence(seed).spawn(n)
+    children = seeds(seed, n)
     start = time.perf_counter()
-    reps = []
+    # Jobs are submitted before the bar exists (forking worker processes while tqdm's
+    # monitor thread runs is unsafe). An executor that runs each call in this process
+    # goes one by one instead, which keeps the bar's finer steps.
+    parallel = ex is not None and not getattr(ex, "in_process", False) and not trace and n > 1
+    futures = [ex.submit(replicate, scenario, child) for child in children] if parallel else []
     bar = None
     if progress:
         from tqdm import tqdm
@@ -92,21 +113,19 @@ def simulate(
         bar = tqdm(total=n * 1000, desc=f"{meta.name}", unit="‰", leave=False,
                    bar_format="{l_bar}{bar}| {elapsed}<{remaining}")  # fmt: skip
     try:
-        for r, child in enumerate(children):
-            done = [0]
-
-            def tick(fraction: float, r: int = r, done: list[int] = done) -> None:
-                assert bar is not None
-                target = int((r + fraction) * 1000)
-                bar.update(target - r * 1000 - done[0])
-                done[0] = target - r * 1000
-
-            model = run_replication(scenario, child, trace=trace, progress=tick if bar else None)
-            reps.append(collect(model))
-            del model
+        if parallel:
+            reps = _gathered(ex, futures, bar)
+        else:
+            reps = _one_by_one(scenario, children, trace, bar)
     finally:
         if bar is not None:
             bar.close()
+    return combine(scenario, reps, seed=seed, wall_s=time.perf_counter() - start)
+
+
+def combine(scenario: Scenario, reps: list[dict[str, Any]], *, seed: int, wall_s: float) -> Results:
+    """The replications ``reps`` (in seed order) of ``scenario`` as one ``Results``."""
+    meta = scenario.scenario
     return Results.combine(
         reps,
         scenario=to_table(scenario),
@@ -117,11 +136,39 @@ def simulate(
         start_hour=meta.start_hour,
         bucket_s=bucket_seconds(meta.duration_h),
         mailboxes=scenario.population.mailboxes,
-        wall_s=time.perf_counter() - start,
+        wall_s=wall_s,
         versions=versions(),
         objectives=list(scenario.slo.objectives),
         max_error_share=scenario.slo.max_error_share,
     )
+
+
+def _one_by_one(
+    scenario: Scenario, children: list[np.random.SeedSequence], trace: Trace | None, bar: Any
+) -> list[dict[str, Any]]:
+    reps = []
+    for r, child in enumerate(children):
+        done = [0]
+
+        def tick(fraction: float, r: int = r, done: list[int] = done) -> None:
+            target = int((r + fraction) * 1000)
+            bar.update(target - r * 1000 - done[0])
+            done[0] = target - r * 1000
+
+        model = run_replication(scenario, child, trace=trace, progress=tick if bar else None)
+        reps.append(collect(model))
+        del model
+    return reps
+
+
+def _gathered(ex: Any, futures: list[Any], bar: Any) -> list[dict[str, Any]]:
+    reps = []
+    for future in futures:  # in seed order; the bar moves as each one is in
+        (rep,) = ex.gather([future])
+        reps.append(rep)
+        if bar is not None:
+            bar.update(1000)
+    return reps
 
 
 class TraceFiles:
