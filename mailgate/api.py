@@ -142,6 +142,8 @@ def read(path: str | Path) -> RunResult | CapacityResult | Calibration:
     if calibration is not None:
         return calibration
     kind, data, file = load_any(path)
+    if kind == "sweep":
+        raise UserError(f"{file}: a sweep.json (read it as JSON; mailgate.report shows it)")
     if kind == "capacity":
         return CapacityResult(data, file.parent, (file,))
     return RunResult(data, file.parent, (file,))

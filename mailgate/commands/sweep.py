@@ -57,6 +57,9 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--x", metavar="KEY", help="the swept key on the plots' x axis")
     p.add_argument("--out", help="output folder (default: results/NAME-sweep)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument(
+        "--report", action="store_true", help="also write report.html (see 'mailgate report')"
+    )
     p.add_argument("--json", action="store_true", help="print sweep.json to stdout too")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=sweep_command)
@@ -115,6 +118,10 @@ def sweep_command(args: argparse.Namespace) -> int:
         from mailgate.sim.analysis.sweep_plot import write_sweep_plots
 
         files += write_sweep_plots(d, out, args.x)
+    if args.report:
+        from mailgate.sim.analysis.html_report import write_report
+
+        files.append(write_report(d, out / "report.html"))
     written = "Wrote " + ", ".join(str(f) for f in files)
     if args.json:
         print(written, file=sys.stderr)

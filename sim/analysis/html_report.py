@@ -26,6 +26,7 @@ from mailgate.sim.analysis.formatting import (
     seconds,
 )
 from mailgate.sim.analysis.results_file import is_capacity
+from mailgate.sim.analysis.sweep_report import is_sweep, sweep_context
 
 TEMPLATE = "report.html.j2"
 
@@ -180,7 +181,14 @@ def run_context(d: dict[str, Any]) -> dict[str, Any]:
 
 def render_report(runs: Sequence[dict[str, Any]]) -> str:
     """The HTML text of a report on one or more runs (results.json or capacity.json dicts)."""
-    contexts = [capacity_context(d) if is_capacity(d) else run_context(d) for d in runs]
+    contexts = [
+        capacity_context(d)
+        if is_capacity(d)
+        else sweep_context(d)
+        if is_sweep(d)
+        else run_context(d)
+        for d in runs
+    ]
     title = "mailgate report: " + ", ".join(c["name"] for c in contexts)
     versions = next((d.get("versions") for d in runs if d.get("versions")), {}) or {}
     return (

@@ -24,6 +24,9 @@ RESULTS = "results.json"
 CAPACITY = "capacity.json"
 # The keys the capacity report reads (``mailgate capacity`` writes them).
 CAPACITY_KEYS = ("scenario", "capacity", "binding_slo", "points", "today", "window", "seed")
+SWEEP = "sweep.json"
+# The keys the sweep report reads (``mailgate sweep`` writes them).
+SWEEP_KEYS = ("scenario", "seed", "window", "axes", "metrics", "points")
 
 
 def results_path(path: str | Path) -> Path:
@@ -68,13 +71,20 @@ def is_capacity(d: dict[str, Any]) -> bool:
 
 
 def load_any(path: str | Path) -> tuple[str, dict[str, Any], Path]:
-    """``("run" | "capacity", data, file)`` for a run or capacity folder, or either file.
-    A folder holding both is read as the run (``results.json``)."""
+    """``("run" | "capacity" | "sweep", data, file)`` for a run, capacity or sweep folder,
+    or its file. A folder holding several is read as the run (``results.json``)."""
     p = Path(path)
-    if p.is_dir() and not (p / RESULTS).is_file() and (p / CAPACITY).is_file():
-        p = p / CAPACITY
+    if p.is_dir() and not (p / RESULTS).is_file():
+        p = next((p / f for f in (CAPACITY, SWEEP) if (p / f).is_file()), p)
     if p.is_file() and p.name != RESULTS:
         data = _read_json(p)
+        if "axes" in data and "points" in data:
+            missing = [k for k in SWEEP_KEYS if k not in data]
+            if missing:
+                raise UserError(
+                    f"{p}: not a sweep.json of 'mailgate sweep' (missing {', '.join(missing)})"
+                )
+            return "sweep", data, p
         if is_capacity(data):
             missing = [k for k in CAPACITY_KEYS if k not in data]
             if missing:

@@ -35,12 +35,23 @@ def _is_number(v: Any) -> bool:
 
 def write_sweep_plots(d: dict[str, Any], folder: Path, x: str | None = None) -> list[Path]:
     """``sweep-METRIC.png`` in ``folder`` for every numeric metric; returns the files."""
+    files = []
+    for name, fig in sweep_figures(d, x):
+        path = folder / f"sweep-{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        files.append(path)
+    return files
+
+
+def sweep_figures(d: dict[str, Any], x: str | None = None) -> list[tuple[str, Any]]:
+    """(metric name, figure) for every numeric metric of a sweep.json."""
     key = x_key(d, x)
     axis = next(a for a in d["axes"] if a["key"] == key)
     numeric_x = all(_is_number(v) for v in axis["values"])
     others = [a["key"] for a in d["axes"] if a["key"] != key and len(a["values"]) > 1]
     short = short_keys([key, *others])
-    files = []
+    figures = []
     for m in metrics_of(d):
         if not m.numeric:
             continue
@@ -80,8 +91,5 @@ def write_sweep_plots(d: dict[str, Any], folder: Path, x: str | None = None) -> 
         if others or m.limit is not None:
             ax.legend(fontsize="small")
         fig.tight_layout()
-        path = folder / f"sweep-{re.sub(r'[^A-Za-z0-9_.-]+', '_', m.name)}.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        files.append(path)
-    return files
+        figures.append((m.name, fig))
+    return figures

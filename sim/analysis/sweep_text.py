@@ -28,6 +28,20 @@ def metrics_of(d: dict[str, Any]) -> list[Metric]:
     return [Metric(m["name"], m["kind"], tuple(m["parts"]), m["limit"]) for m in d["metrics"]]
 
 
+def table(d: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The header (swept keys by their short names, then the metrics) and one row of
+    formatted values per point."""
+    varied = [a for a in d["axes"] if len(a["values"]) > 1]
+    short = short_keys([a["key"] for a in varied])
+    metrics = metrics_of(d)
+    header = [short[a["key"]] for a in varied] + [m.name for m in metrics]
+    rows = [
+        [p["labels"][a["key"]] for a in varied] + [m.text(p["metrics"][m.name]) for m in metrics]
+        for p in d["points"]
+    ]
+    return header, rows
+
+
 def render(d: dict[str, Any]) -> str:
     """The terminal summary of a sweep.json."""
     axes = d["axes"]
@@ -54,11 +68,7 @@ def render(d: dict[str, Any]) -> str:
         if name != key:
             lines.append(f"  {name} = {key}")
     metrics = metrics_of(d)
-    header = [short[a["key"]] for a in varied] + [m.name for m in metrics]
-    rows = [
-        [p["labels"][a["key"]] for a in varied] + [m.text(p["metrics"][m.name]) for m in metrics]
-        for p in points
-    ]
+    header, rows = table(d)
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     lines.append("")
     lines.append("  " + "  ".join(h.rjust(wd) for h, wd in zip(header, widths, strict=True)))
