@@ -162,7 +162,7 @@ async def run_replay(
         d: {str(row.get("trace_id", "")) for row in received(state_dir, d)}
         for d in plan.remote_domains
     }
-    return measured_figures(
+    figures = measured_figures(
         windows,
         sampler,
         load.as_dict(),
@@ -171,6 +171,8 @@ async def run_replay(
         faults.log,
         records,
     )
+    figures["started_wall"] = t0_wall  # the epoch the windows' seconds count from
+    return figures
 
 
 def measured_figures(
