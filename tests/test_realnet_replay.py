@@ -32,7 +32,7 @@ MIN_BACKOFF_S, MAX_BACKOFF_S = 200.0, 400.0  # × TIME_SCALE: 1 s and 2 s on the
 OUTAGE_H = (0.1, 0.2)  # start, duration: 1.8 s to 5.4 s after the load starts
 
 
-def overlay(tmp_path: Path, *, outage: bool = True) -> Path:
+def overlay(tmp_path: Path, *, outage: bool = True, extra: str = "") -> Path:
     """The testbed on its own addresses, fast retries, most outbound mail to bigmail."""
     prefix = f"127.{random.randrange(121, 130)}"
     failure = (
@@ -51,7 +51,7 @@ def overlay(tmp_path: Path, *, outage: bool = True) -> Path:
         "[internet]\ndomains = [\n"
         '  { name = "bigmail.example", share = 0.9, inbound_share = 0.25 },\n'
         '  { name = "carrier.example", share = 0.05, inbound_share = 0.10 },\n'
-        "]\n" + (failure if outage else "")
+        "]\n" + (failure if outage else "") + extra
     )
     return path
 
@@ -160,3 +160,34 @@ def test_remote_outage_replayed_mail_is_caught_then_drains(tmp_path: Path) -> No
     assert modelled is not None and modelled["latency_caught"]["count"] > 0
     labels = {row["figure"] for row in r["comparison"]}
     assert "drain time, deferred (s)" in labels
+
+
+@pytest.mark.realnet
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("MAILGATE_SLOW") != "1", reason="set MAILGATE_SLOW=1")
+def test_a_refusing_host_down_stays_down_for_its_window(tmp_path: Path) -> None:
+    down = (
+        f'[[failures.host_down]]\nhost = "mailbox.0"\nstart_h = {OUTAGE_H[0]}\n'
+        f"duration_h = {OUTAGE_H[1]}\nrefuses = true\n"
+    )
+    run = mailgate(
+        "realnet", "replay", str(overlay(tmp_path, outage=False, extra=down)), "--rate", "8",
+        "--settle", "30", "--state-dir", str(tmp_path / "state"), "--out", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    m = json.loads((tmp_path / "out" / "replay.json").read_text())["measured"]
+    t0 = m["started_wall"]
+    start, end = (t0 + OUTAGE_H[0] * 3600 * TIME_SCALE, t0 + sum(OUTAGE_H) * 3600 * TIME_SCALE)
+    # the mailbox server's own trace: nothing accepted while it was down, mail before and after
+    trace = (tmp_path / "state" / "traces" / "mailbox.0.jsonl").read_text().splitlines()
+    took = [json.loads(line)["accepted"] for line in trace]
+    assert [t for t in took if t and start + 0.3 < t < end - 0.05] == []
+    assert any(t and t < start for t in took) and any(t and t > end for t in took)
+    # the service manager restarted it once, no earlier than the window's end
+    line = next(x for x in run.stdout.splitlines() if "mailbox.0 restarted" in x)
+    assert (
+        float(line.split("serving again ")[1].split(" s")[0])
+        >= sum(OUTAGE_H) * 3600 * (TIME_SCALE) - OUTAGE_H[0] * 3600 * TIME_SCALE - 0.1
+    )
+    assert m["audit"]["lost"] == 0 and m["undelivered"] == []
+    assert m["queues"]["deferred"]["peak"] >= 3 and m["drain_time_s"] is not None
