@@ -74,11 +74,8 @@ def replay_command(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     if out is not None and out.exists() and not out.is_dir():
         raise UserError(f"--out: {out} is not a folder")
-    last = (
-        max(w.end_s for w in windows if w.end_s < FOREVER_S)
-        if any(w.end_s < FOREVER_S for w in windows)
-        else max(w.start_s for w in windows)
-    )
+    # the last moment something changes: a window's end, or the start of one that never ends
+    last = max(w.end_s if w.end_s < FOREVER_S else w.start_s for w in windows)
     backoff = scenario.retry.maximal_backoff_s * scenario.realnet.time_scale
     duration = args.duration or last + 2 * backoff + 5.0
     if duration > MAX_DURATION_S:
