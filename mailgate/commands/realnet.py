@@ -1,5 +1,6 @@
 """``mailgate realnet up`` and ``mailgate realnet probe``: the real chain on loopback
-(``realnet load`` is in ``commands.realnet_load``).
+(``realnet load`` is in ``commands.realnet_load``, ``realnet replay`` in
+``commands.realnet_replay``).
 
 Argument handling, printing and exit codes; the testbed
 (``realnet.testbed.supervisor``) and the probe (``realnet.load.probe``) do the
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from mailgate.commands.arguments import Subparsers, add_scenario, positive_int
 from mailgate.commands.realnet_load import add_load_parser
+from mailgate.commands.realnet_replay import add_replay_parser
 from mailgate.commands.testbed_access import running_state, start_testbed
 from mailgate.sim.scenario.errors import UserError
 
@@ -65,6 +67,7 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--scenario", default="loopback-testbed", help="to find the running state dir")
     p.set_defaults(func=audit_command)
     add_load_parser(rsub)
+    add_replay_parser(rsub)
 
 
 def up_command(args: Any) -> int:

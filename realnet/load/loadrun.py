@@ -123,8 +123,10 @@ async def run_held_load(
     observe: Callable[[dict[str, float]], None] | None = None,
     tick: Callable[[], None] | None = None,
     run_id: str = "",
+    records_out: list[Any] | None = None,
 ) -> LoadReport:
-    """Offer ``spec``'s load, kill as told, wait for the mail, report."""
+    """Offer ``spec``'s load, kill as told, wait for the mail, report (and extend
+    ``records_out`` with every message's ``MessageRecord``: ``realnet replay`` reads them)."""
     run_id = run_id or f"load{int(time.time())}"
     plan = AddressPlan(scenario)
     start = {h: sample_process(p) for h, p in pids().items()}
@@ -145,6 +147,8 @@ async def run_held_load(
     await asyncio.sleep(0.2)  # the last trace lines reach their files
     records = result.records
     attach_traces(records, read_traces(state_dir, run_id + "-"))
+    if records_out is not None:
+        records_out.extend(records)
     sinks = Counter(
         row["trace_id"]
         for domain in plan.remote_domains

@@ -8,7 +8,8 @@ and how a query is answered: :mod:`zone`).
 The wire format is dnspython's; the server speaks UDP (truncating with TC
 to the client's EDNS payload or 512 bytes) and TCP on the same port, and
 can add a per-answer delay (``realnet.dns_delay_s``, or at run time through
-:attr:`DnsServer.delay_s`) to imitate a slow resolver.
+:attr:`DnsServer.delay_s` or, across processes, ``dnscontrol.set_dns_delay``) to
+imitate a slow resolver.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import dns.rcode
 import dns.resolver
 
 from mailgate.realnet.addresses import AddressPlan
+from mailgate.realnet.services.dnscontrol import DelayControl
 from mailgate.realnet.services.inthread import serve_in_thread
 from mailgate.realnet.services.zone import Zone, build_zone
 from mailgate.sim.scenario import Scenario
@@ -77,8 +79,9 @@ class _UdpProtocol(asyncio.DatagramProtocol):
             return
         if wire is None or self.transport is None:
             return
-        if self.server.delay_s > 0:
-            asyncio.get_running_loop().call_later(self.server.delay_s, self._send, wire, addr)
+        delay = self.server.current_delay()
+        if delay > 0:
+            asyncio.get_running_loop().call_later(delay, self._send, wire, addr)
         else:
             self._send(wire, addr)
 
@@ -99,6 +102,8 @@ class DnsServer:
         self.address = host
         self.port = port
         self.delay_s = delay_s
+        #: a run-time delay on top (``dnscontrol``: a replayed ``failures.dns_slow``)
+        self.control: DelayControl | None = None
         self.queries = 0
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
@@ -107,6 +112,10 @@ class DnsServer:
     @property
     def host(self) -> str:
         return self.address
+
+    def current_delay(self) -> float:
+        """The delay of an answer sent now."""
+        return self.delay_s + (self.control.delay_s() if self.control else 0.0)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -156,8 +165,9 @@ class DnsServer:
                 wire = _wire(self.zone, data, max_size=None)
                 if wire is None:
                     return
-                if self.delay_s > 0:
-                    await asyncio.sleep(self.delay_s)
+                delay = self.current_delay()
+                if delay > 0:
+                    await asyncio.sleep(delay)
                 writer.write(struct.pack("!H", len(wire)) + wire)
                 await writer.drain()
         except asyncio.CancelledError:

@@ -43,10 +43,13 @@ def build_service(
 ) -> Any:
     """The object (with async start/stop) that plays ``host_id``."""
     if host_id == "dns":
+        from mailgate.realnet.services.dnscontrol import DelayControl
         from mailgate.realnet.services.dnsserver import scenario_server
         from mailgate.realnet.services.keys import DkimKey
 
-        return scenario_server(scenario, plan, DkimKey.load(state_dir / "dkim").public_txt)
+        server = scenario_server(scenario, plan, DkimKey.load(state_dir / "dkim").public_txt)
+        server.control = DelayControl(state_dir)  # a replayed dns_slow reaches it here
+        return server
     if host_id == "remote":
         from mailgate.realnet.testbed.remote import RemoteSink
 

@@ -81,6 +81,11 @@ class _SinkHandler:
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list
     ) -> str:
         mode = self.sink.mode(self.domain)
+        if mode == "down":
+            # a site that goes down also drops the connections a sender keeps cached
+            # (connection_made refuses only new ones): 421, then the channel closes
+            asyncio.get_running_loop().call_soon(server.transport.close)
+            return "421 4.3.2 Service not available, closing channel (simulated outage)"
         if mode == "reject":
             return "550 5.1.1 No such user here (simulated remote refusal)"
         if mode == "tempfail" or (

@@ -88,6 +88,13 @@ class ServiceManager:
         self.watch = {host: _Watch(started=now) for host in testbed.procs}
         #: (host, seconds from its death to ready again) for every completed restart
         self.restarts: list[tuple[str, float]] = []
+        #: host -> monotonic time before which a dead host is not restarted (a replayed
+        #: ``failures.host_down`` window: the host stays down as the scenario says)
+        self.held: dict[str, float] = {}
+
+    def hold(self, host: str, until: float) -> None:
+        """Do not restart ``host`` before ``until`` (``time.monotonic()``)."""
+        self.held[host] = until
 
     def run(self, should_stop: Callable[[], bool], interval_s: float = 0.2) -> None:
         """Poll until ``should_stop()``; raises ``CannotRestart``."""
@@ -101,7 +108,7 @@ class ServiceManager:
         for host, proc in list(self.testbed.procs.items()):
             w = self.watch.setdefault(host, _Watch(started=now))
             if w.restart_at is not None:
-                if now >= w.restart_at:
+                if now >= max(w.restart_at, self.held.get(host, 0.0)):
                     self._restart(host, w)
                 continue
             code = proc.poll()
