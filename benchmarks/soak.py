@@ -2,19 +2,21 @@
 killed and restarted along the way; nothing lost or corrupted, memory flat.
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/soak.py [--minutes 10]
-        [--rate R | --load-share 0.6 --saturation S] [--prefix 127.231] [--json]
+        [--rate R | --load-share 0.6 (--saturation S | --find-saturation)]
+        [--prefix 127.231] [--json]
 
-The rate is ``--rate``, or ``--load-share`` × ``--saturation`` (a saturation
-measured by ``mailgate calibrate``; docs/calibration.md). It starts a testbed of
-``scenarios/loopback-testbed.toml`` on its own addresses (``--prefix``, an
-overlay scenario), runs ``mailgate realnet load`` for the whole time with
-``gatewayN.x`` SIGKILLed at 15, 30, 45, 60 and 75 % of it (the service manager
-restarts each), then ``mailgate realnet audit`` on the state dir, and prints a
-verdict: lost (accepted and neither delivered nor in a spool, or found lost by
-the audit), corrupted (SHA-256 of a retrieved body differs), duplicates, and
-each process's RSS after warm-up (10 % of the duration from its start or
-restart) → end. Exit 0 when nothing is lost or corrupted, every kill happened
-and no process grew more than 10 %; else 1.
+The rate is ``--rate``, or ``--load-share`` × the saturation: ``--saturation S``
+(e.g. measured by ``mailgate calibrate``; docs/calibration.md) or
+``--find-saturation`` (the calibration's ramp, 6 s steps, on this testbed
+first). It starts a testbed of ``scenarios/loopback-testbed.toml`` on its own
+addresses (``--prefix``, an overlay scenario), runs ``mailgate realnet load``
+for the whole time with ``gatewayN.x`` SIGKILLed at 15, 30, 45, 60 and 75 % of
+it (the service manager restarts each), then ``mailgate realnet audit`` on the
+state dir, and prints a verdict: lost (accepted and neither delivered nor in a
+spool, or found lost by the audit), corrupted (SHA-256 of a retrieved body
+differs), duplicates, and each process's RSS after warm-up (10 % of the duration
+from its start or restart) → end. Exit 0 when nothing is lost or corrupted,
+every kill happened and no process grew more than 10 %; else 1.
 """
 
 from __future__ import annotations
@@ -51,6 +53,30 @@ def kill_plan(duration_s: float) -> list[str]:
     return [f"gateway{g}.{g % 2}@{duration_s * KILL_AT[g]:g}" for g in range(GATEWAYS)]
 
 
+def measure_saturation(scenario: Path, step_s: float = 6.0) -> float:
+    """The testbed's saturation throughput, by the calibration's ramp (msg/s)."""
+    from mailgate.calibration.measure import bench_from_testbed, measure, warm_up
+    from mailgate.calibration.saturation import find_saturation
+    from mailgate.realnet.load.mailclients import Auth
+    from mailgate.realnet.testbed.supervisor import Testbed
+
+    with (
+        tempfile.TemporaryDirectory(prefix="mailgate-soak-sat-") as tmp,
+        Testbed(str(scenario), state_dir=Path(tmp)) as testbed,
+    ):
+        bench = bench_from_testbed(testbed, Auth("selftest", "selftest"))
+        warm_up(bench)
+        steps = iter(range(100))
+
+        def run(rate: float) -> Any:
+            print(f"  ramp: {rate:.1f} msg/s for {step_s:g} s …", file=sys.stderr)
+            return measure(bench, rate, step_s, f"sat{next(steps)}")[0]
+
+        sat = find_saturation(run, max_steps=8, refine=1)
+    print(f"saturation {sat.throughput:.1f} msg/s ({sat.first_host} first)", file=sys.stderr)
+    return sat.throughput
+
+
 def verdict(report: dict[str, Any], audit_ok: bool, kills: list[str]) -> dict[str, Any]:
     """The soak's figures and whether it passed."""
     memory = report["memory"]
@@ -85,16 +111,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, help="messages per second")
     ap.add_argument("--load-share", type=float, default=0.6, help="share of --saturation")
     ap.add_argument("--saturation", type=float, help="measured saturation, messages/s")
+    ap.add_argument(
+        "--find-saturation", action="store_true", help="ramp the testbed first to measure it"
+    )
     ap.add_argument("--drain", type=float, default=120.0, help="seconds for the last mail")
     ap.add_argument("--prefix", default="127.231", help="loopback /16 of the testbed")
     ap.add_argument("--time-scale", type=float, default=0.05, help="retry timers × this")
     ap.add_argument("--state-dir", help="keep the run's state here (default: a temp dir)")
     ap.add_argument("--json", action="store_true", help="print the verdict as JSON")
     args = ap.parse_args(argv)
-    if args.rate is None and args.saturation is None:
-        print("soak.py: give --rate or --saturation (with --load-share)", file=sys.stderr)
+    if args.rate is None and args.saturation is None and not args.find_saturation:
+        print("soak.py: give --rate, --saturation or --find-saturation", file=sys.stderr)
         return 2
-    rate = args.rate if args.rate is not None else args.load_share * args.saturation
+    saturation = args.saturation
+    if args.rate is None and saturation is None:
+        with tempfile.TemporaryDirectory(prefix="mailgate-soak-") as tmp:
+            saturation = measure_saturation(overlay(Path(tmp), args.prefix, args.time_scale))
+    rate = args.rate if args.rate is not None else args.load_share * saturation
     if not (rate > 0 and 0 < args.minutes <= 60):
         print("soak.py: --rate must be > 0 and --minutes in (0, 60]", file=sys.stderr)
         return 2
@@ -120,7 +153,13 @@ def main(argv: list[str] | None = None) -> int:
             capture_output=True, text=True, env=env, check=False,
         )  # fmt: skip
     result = verdict(report, audit.returncode == 0, kills)
-    result |= {"rate": rate, "minutes": args.minutes, "kills": kills, "memory": report["memory"]}
+    result |= {
+        "saturation": saturation,
+        "rate": rate,
+        "minutes": args.minutes,
+        "kills": kills,
+        "memory": report["memory"],
+    }
     if args.json:
         print(json.dumps(result))
     else:
@@ -131,7 +170,13 @@ def main(argv: list[str] | None = None) -> int:
 def format_verdict(r: dict[str, Any], audit_text: str) -> str:
     """The verdict as printed."""
     lines = [
-        f"soak: {r['minutes']:g} min at {r['rate']:g} msg/s, kills {', '.join(r['kills'])}",
+        f"soak: {r['minutes']:g} min at {r['rate']:g} msg/s"
+        + (
+            f" ({r['rate'] / r['saturation']:.0%} of {r['saturation']:g})"
+            if r["saturation"]
+            else ""
+        )
+        + f", kills {', '.join(r['kills'])}",
         f"  offered {r['offered']}, accepted {r['accepted']}, delivered {r['delivered']}",
         f"  lost {r['lost']}, corrupted {r['corrupted']}, duplicates {r['duplicates']}, "
         f"audit {'ok' if r['audit_ok'] else 'FAILED'}, killed {', '.join(r['killed']) or '-'}",

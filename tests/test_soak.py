@@ -120,3 +120,24 @@ def test_one_minute_soak_loses_nothing(tmp_path: Path) -> None:
     assert verdict["delivered"] == verdict["accepted"] > 100
     # memory is not judged at one minute: a 6 s warm-up does not reach steady state
     assert run.returncode == (0 if verdict["ok"] else 1)
+
+
+def test_the_verdict_fails_on_a_loss_a_corruption_a_missed_kill_or_growth() -> None:
+    kills = soak.kill_plan(60.0)
+    mem = {"gateway1.1": {"flagged": False, "growth": 0.02}}
+    good = {
+        "offered": 10, "accepted": 9, "delivered": 9, "lost": [], "queued": {}, "corrupt": [],
+        "duplicates": 1, "memory": mem,
+        "kills": [{"host": k.split("@")[0]} for k in kills],
+    }  # fmt: skip
+    assert soak.verdict(good, True, kills)["ok"]
+    bad = [
+        {**good, "lost": ["r-1"]},
+        {**good, "queued": {"r-2": "gateway1.0"}},
+        {**good, "corrupt": ["r-3"]},
+        {**good, "kills": good["kills"][1:]},
+        {**good, "memory": {"gateway1.1": {"flagged": True, "growth": 0.2}}},
+        {**good, "memory": {"gateway1.1": {"flagged": False, "growth": None}}},
+    ]
+    assert [soak.verdict(r, True, kills)["ok"] for r in bad] == [False] * len(bad)
+    assert not soak.verdict(good, False, kills)["ok"]  # the audit found a loss
