@@ -228,5 +228,21 @@ def format_load_report(r: LoadReport) -> str:
         start = f"{a['pid']:>8}{a['cpu_s']:>9.2f}{a['rss_kb'] / 1024:>9.1f}" if a else " " * 26
         end = f"pid {b['pid']} cpu {b['cpu_s']:.2f} s rss {b['rss_kb'] / 1024:.1f} MB" if b else "-"
         lines.append(f"  {host:<12}{start}   {end}" + ("  (restarted)" if p["restarted"] else ""))
+    lines += format_memory(r.memory)
     lines += [f"  warning: {w}" for w in r.warnings]
     return "\n".join(lines)
+
+
+def format_memory(memory: dict[str, dict[str, Any]]) -> list[str]:
+    """RSS after warm-up → end per process, growth, and the ones over the limit."""
+    lines = ["  memory (RSS after warm-up from each process's start or restart → end):"]
+    for host, m in memory.items():
+        if m["growth"] is None:
+            lines.append(f"    {host:<12} no baseline (restarted too late or gone)")
+            continue
+        lines.append(
+            f"    {host:<12} {m['base_rss_kb'] / 1024:7.1f} MB (at {m['base_at_s']:.0f} s) → "
+            f"{m['end_rss_kb'] / 1024:7.1f} MB  {m['growth'] * 100:+6.1f} %"
+            + ("  OVER 10 %" if m["flagged"] else "")
+        )
+    return lines

@@ -35,11 +35,11 @@ from mailgate.realnet.load.loadgen import (
     latency_quantiles,
     run_load,
 )
+from mailgate.realnet.load.memwatch import MemoryWatch
+from mailgate.realnet.load.procstat import ProcessSample, sample_process
 from mailgate.realnet.relay.tracing import read_traces
 from mailgate.realnet.testbed.remote import received
 from mailgate.sim.scenario import Scenario
-
-_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -55,28 +55,6 @@ class Kill:
         if not sep or not host:
             raise ValueError(f"expected HOST@SECONDS, got {text!r}")
         return cls(host, float(at))
-
-
-@dataclass(frozen=True)
-class ProcessSample:
-    """One process's CPU seconds so far and resident memory, from /proc."""
-
-    pid: int
-    cpu_s: float
-    rss_kb: int
-
-
-def sample_process(pid: int) -> ProcessSample | None:
-    """``pid``'s CPU and RSS now; None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        with open(f"/proc/{pid}/status", encoding="ascii") as f:
-            rss = next((int(line.split()[1]) for line in f if line.startswith("VmRSS:")), 0)
-    except (OSError, IndexError, ValueError):
-        return None
-    # utime and stime: fields 14 and 15 of stat(5), here 12 and 13 after the name
-    return ProcessSample(pid, (int(fields[11]) + int(fields[12])) / _TICKS, rss)
 
 
 @dataclass
@@ -102,6 +80,8 @@ class LoadReport:
     lost: list[str]  # accepted, not delivered, in no spool
     processes: dict[str, dict[str, Any]]
     kills: list[dict[str, Any]] = field(default_factory=list)
+    #: per host: RSS after warm-up (from the process's own start or restart) → end, growth
+    memory: dict[str, dict[str, Any]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -124,9 +104,14 @@ async def run_held_load(
     tick: Callable[[], None] | None = None,
     run_id: str = "",
     records_out: list[Any] | None = None,
+    warmup_share: float = 0.1,
 ) -> LoadReport:
     """Offer ``spec``'s load, kill as told, wait for the mail, report (and extend
-    ``records_out`` with every message's ``MessageRecord``: ``realnet replay`` reads them)."""
+    ``records_out`` with every message's ``MessageRecord``: ``realnet replay`` reads them).
+
+    Memory growth is measured from ``warmup_share`` × the duration after each
+    process's start (the load's) or restart to the end (see ``MemoryWatch``).
+    """
     run_id = run_id or f"load{int(time.time())}"
     plan = AddressPlan(scenario)
     start = {h: sample_process(p) for h, p in pids().items()}
@@ -134,6 +119,11 @@ async def run_held_load(
     helpers = [asyncio.create_task(_kill_at(k, pids, done)) for k in kills]
     if tick is not None:
         helpers.append(asyncio.create_task(_every(0.2, tick)))
+    memory = MemoryWatch(warmup_share * spec.duration_s)
+    began = time.monotonic()
+    helpers.append(
+        asyncio.create_task(_every(1.0, lambda: memory.observe(pids(), time.monotonic() - began)))
+    )
     try:
         result = await run_load(scenario, Target.from_plan(plan, state_dir), spec, run_id, observe)
     finally:
@@ -184,6 +174,7 @@ async def run_held_load(
         lost=[i for i in sorted(undelivered) if i not in spooled],
         processes=_processes(start, end),
         kills=done,
+        memory=memory.growth(end),
         warnings=result.warnings,
     )
 
