@@ -90,7 +90,11 @@ class Model:
         self.traffic = Traffic(streams_of(s, streams), self.sched, self.window, self.new_message)
         # the connections between the parts
         self.visits.wire(file=self.mailboxes.file, queue=self.queues.enqueue)
-        self.router.wire(arrive=self.visits.arrive, requeue=self.queues.enqueue)
+        self.router.wire(
+            arrive=self.visits.arrive,
+            requeue=self.queues.enqueue,
+            deferred_total=self.stats.deferred_total,
+        )
         self.queues.wire(remote=self.remote.attempt)
         self.remote.wire(requeue=self.queues.enqueue)
         self.watch = FailureWatch(

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from mailgate.sim.model.engine import Scheduler
 from mailgate.sim.model.hosts import Host, Msg
 from mailgate.sim.model.links import Links
+from mailgate.sim.model.stats import Level
 from mailgate.sim.scenario import Scenario
 from mailgate.sim.scenario.topology import INTERNET
 
@@ -74,13 +75,20 @@ class Router:
         self.arrive: Callable[[tuple[Msg, Host]], None] = _unconnected
         #: every host was dead: the sending relay puts ``m`` back in its queue
         self.requeue: Callable[[Msg], None] = _unconnected
+        #: the fleet's deferred queue (a message waiting out an unreachable tier is in it)
+        self.deferred_total: Level | None = None
 
     def wire(
-        self, *, arrive: Callable[[tuple[Msg, Host]], None], requeue: Callable[[Msg], None]
+        self,
+        *,
+        arrive: Callable[[tuple[Msg, Host]], None],
+        requeue: Callable[[Msg], None],
+        deferred_total: Level | None = None,
     ) -> None:
         """Wire where connections end: at a host, or back in the sender's queue."""
         self.arrive = arrive
         self.requeue = requeue
+        self.deferred_total = deferred_total
 
     def next_tier(self, m: Msg, host: Host) -> str | None:
         """Where ``m`` goes from ``host`` after its delivery plan (None: the Internet)."""
@@ -137,7 +145,20 @@ class Router:
             return
         m.sender = None
         sender.delivery.release(m)
-        self.sched.after(delay, self.requeue, m)
+        # Postfix moves it to the deferred queue: count it there until the queue run
+        self._deferred(sender, 1)
+        self.sched.after(delay, self._requeue_deferred, (m, sender))
+
+    def _requeue_deferred(self, arg: tuple[Msg, Host]) -> None:
+        m, sender = arg
+        self._deferred(sender, -1)
+        self.requeue(m)
+
+    def _deferred(self, host: Host, change: int) -> None:
+        now = self.sched.now
+        host.stats.deferred.add(now, change)
+        if self.deferred_total is not None:
+            self.deferred_total.add(now, change)
 
     def _reconnect(self, arg: tuple[Msg, float]) -> None:
         m, link = arg
