@@ -21,8 +21,22 @@ def _json(d: dict[str, Any]) -> str:
     return json.dumps(d, indent=1)
 
 
+class _Written:
+    """The files a command wrote: its PNG plots and its HTML report, if any."""
+
+    files: tuple[Path, ...]
+
+    @property
+    def plots(self) -> list[Path]:
+        return [p for p in self.files if p.suffix == ".png"]
+
+    @property
+    def report(self) -> Path | None:
+        return next((p for p in self.files if p.suffix == ".html"), None)
+
+
 @dataclasses.dataclass(frozen=True)
-class RunResult:
+class RunResult(_Written):
     """One model run (or replication set): ``results`` is ``results.json``'s content."""
 
     results: dict[str, Any]
@@ -57,14 +71,6 @@ class RunResult:
         """The first resource to saturate (host, resource, peak utilisation, multiplier)."""
         return self.results.get("bottleneck") or None
 
-    @property
-    def plots(self) -> list[Path]:
-        return [p for p in self.files if p.suffix == ".png"]
-
-    @property
-    def report(self) -> Path | None:
-        return next((p for p in self.files if p.suffix == ".html"), None)
-
     def latency(self, flow: str, span: str = "accepted_to_mailbox", quantile: str = "p95") -> float:
         """A latency figure in seconds, e.g. ``latency("inbound", "sent_to_retrieved", "p99")``;
         spans: accepted_to_mailbox, sent_to_accepted, sent_to_remote, sent_to_retrieved."""
@@ -76,7 +82,7 @@ class RunResult:
 
 
 @dataclasses.dataclass(frozen=True)
-class CapacityResult:
+class CapacityResult(_Written):
     """A capacity search: ``data`` is ``capacity.json``'s content."""
 
     data: dict[str, Any]
@@ -123,14 +129,6 @@ class CapacityResult:
     @property
     def json(self) -> str:
         return _json(self.data)
-
-    @property
-    def plots(self) -> list[Path]:
-        return [p for p in self.files if p.suffix == ".png"]
-
-    @property
-    def report(self) -> Path | None:
-        return next((p for p in self.files if p.suffix == ".html"), None)
 
 
 @dataclasses.dataclass(frozen=True)
