@@ -94,9 +94,6 @@ class Scheduler:
         """At ``now + delay`` call ``fn(arg)``."""
         heappush(self._queue, (self.now + delay, _NORMAL, next(self._eid), fn, arg))
 
-    #: the hot paths' name for ``after`` (kept: one way to schedule)
-    call = after
-
     def run(self, until: float | None = None) -> None:
         """Call the scheduled functions in time order until ``until`` (or until none is left).
 
@@ -223,7 +220,7 @@ class Station:
         self.pool.acquire(self._start, job)
 
     def _start_service(self, job: Any) -> None:
-        self.sched.call(self.service(job), self._done, job)
+        self.sched.after(self.service(job), self._done, job)
 
     def _end_service(self, job: Any) -> None:
         self.pool.release()

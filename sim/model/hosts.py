@@ -304,7 +304,7 @@ class Host:
             self.stats.cpu_demand += m.cpu
         if self.trace:
             m.core_t0 = now
-        self.sched.call(m.cpu, self._c_cpu_done, m)
+        self.sched.after(m.cpu, self._c_cpu_done, m)
 
     def _cpu_done(self, m: Msg) -> None:
         self.machine.cores.release()
@@ -350,7 +350,7 @@ class Host:
         if st.per_rcpt and m.rcpts > 1:
             d += sum(self.fsync() for _ in range(m.rcpts - 1))
         self.stats.disk_busy.pulse(self.sched.now, d)
-        self.sched.call(d, self._c_disk_done, m)
+        self.sched.after(d, self._c_disk_done, m)
 
     def _disk_done(self, m: Msg) -> None:
         self.disk.release()
