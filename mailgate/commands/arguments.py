@@ -58,4 +58,11 @@ def add_workers(parser: argparse.ArgumentParser, what: str) -> None:
     )  # fmt: skip
 
 
+def add_report(parser: argparse.ArgumentParser) -> None:
+    """``--report``: write the command's self-contained HTML page next to its results."""
+    parser.add_argument(
+        "--report", action="store_true", help="also write report.html (see 'mailgate report')"
+    )
+
+
 Subparsers = argparse._SubParsersAction  # argparse's own type for add_subparsers()

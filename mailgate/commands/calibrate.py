@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mailgate.commands.arguments import Subparsers, add_scenario, positive_float
+from mailgate.commands.arguments import Subparsers, add_report, add_scenario, positive_float
 from mailgate.sim.scenario.errors import UserError
 
 EXIT_OK = 0
@@ -36,9 +36,7 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--duration", type=positive_float, default=30.0, help="seconds per load")
     p.add_argument("--tolerance", type=positive_float, default=0.15, help="relative error allowed")
     p.add_argument("--out", default=None, help="output folder (default: results/calibration)")
-    p.add_argument(
-        "--report", action="store_true", help="also write report.html (see 'mailgate report')"
-    )
+    add_report(p)
     p.set_defaults(func=calibrate_command)
 
 

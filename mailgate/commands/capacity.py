@@ -8,7 +8,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from mailgate.commands.arguments import Subparsers, add_scenario, non_negative_int, positive_int
+from mailgate.commands.arguments import (
+    Subparsers,
+    add_report,
+    add_scenario,
+    add_workers,
+    non_negative_int,
+    positive_int,
+)
 
 
 def window(text: str) -> str | float:
@@ -48,8 +55,7 @@ def add_parser(sub: Subparsers) -> None:
         help="the measured hour: 'peak' (busiest hour of the profile, default) or its "
         "start as a clock hour; 15 min of warm-up run before it",
     )  # fmt: skip
-    p.add_argument("--workers", type=positive_int, help="local worker processes (default: cores)")
-    p.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="run on this Dask cluster")
+    add_workers(p, "runs")
     p.add_argument(
         "--n-1", dest="n_minus_1", nargs="?", const="", default=None, metavar="GATEWAY,...",
         help="also search with host 0 of each gateway (or of the gateways named) down for "
@@ -66,9 +72,7 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--seed", type=non_negative_int, help="first seed (default: the scenario's)")
     p.add_argument("--out", help="output folder (default: results/NAME-capacity)")
     p.add_argument("--no-plots", action="store_true", help="skip capacity.png")
-    p.add_argument(
-        "--report", action="store_true", help="write report.html (one self-contained page) too"
-    )
+    add_report(p)
     p.add_argument("--json", action="store_true", help="print the answer as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=capacity_command)

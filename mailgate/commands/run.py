@@ -9,6 +9,7 @@ from typing import Any
 
 from mailgate.commands.arguments import (
     Subparsers,
+    add_report,
     add_scenario,
     add_workers,
     clock_hour,
@@ -45,9 +46,7 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print results.json to stdout too")
-    p.add_argument(
-        "--report", action="store_true", help="write report.html (one self-contained page) too"
-    )
+    add_report(p)
     p.add_argument(
         "--trace",
         metavar="FILE",

@@ -11,6 +11,7 @@ from typing import Any
 
 from mailgate.commands.arguments import (
     Subparsers,
+    add_report,
     add_scenario,
     add_workers,
     non_negative_int,
@@ -57,9 +58,7 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--x", metavar="KEY", help="the swept key on the plots' x axis")
     p.add_argument("--out", help="output folder (default: results/NAME-sweep)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    p.add_argument(
-        "--report", action="store_true", help="also write report.html (see 'mailgate report')"
-    )
+    add_report(p)
     p.add_argument("--json", action="store_true", help="print sweep.json to stdout too")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=sweep_command)
