@@ -15,7 +15,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from mailgate.commands.arguments import add_scenario, positive_float, positive_int
-from mailgate.commands.testbed_access import running_state, start_testbed
+from mailgate.commands.testbed_access import reach_chain
 from mailgate.sim.scenario.errors import UserError
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ def load_command(args: argparse.Namespace) -> int:
     from mailgate.realnet.load.loadgen import LoadSpec
     from mailgate.realnet.load.loadrun import Kill, run_held_load
     from mailgate.realnet.load.mailclients import Auth
-    from mailgate.realnet.testbed.service_manager import CannotRestart, ServiceManager
+    from mailgate.realnet.testbed.service_manager import CannotRestart
     from mailgate.sim.scenario.loading import load
 
     if args.duration > MAX_DURATION_S:
@@ -118,43 +118,22 @@ def load_command(args: argparse.Namespace) -> int:
         unknown_share=args.unknown_share,
         tricks_share=args.tricks_share,
     )
-    testbed = manager = None
-    if args.use_running:
-        state = running_state(args, scenario)
-
-        def pids() -> dict[str, int]:
-            try:
-                return json.loads((state / "realnet.json").read_text())["pids"]
-            except (OSError, ValueError, KeyError):
-                return {}  # `up` is rewriting it (a restart) or has stopped
-
-    else:
-        testbed = start_testbed(args)
-        state = testbed.state_dir
-        manager = ServiceManager(testbed, log=lambda line: _progress_end() or _err(line))
-
-        def pids() -> dict[str, int]:
-            return {h: p.pid for h, p in testbed.procs.items()}
-
-    try:
-        report = asyncio.run(
-            run_held_load(
-                scenario,
-                state,
-                pids,
-                spec,
-                kills=tuple(kills),
-                observe=_progress,
-                tick=manager.poll if manager else None,
+    with reach_chain(args, scenario, log=lambda line: _progress_end() or _err(line)) as chain:
+        try:
+            report = asyncio.run(
+                run_held_load(
+                    scenario,
+                    chain.state,
+                    chain.pids,
+                    spec,
+                    kills=tuple(kills),
+                    observe=_progress,
+                    tick=chain.manager.poll if chain.manager else None,
+                )
             )
-        )
-    except CannotRestart as e:
-        _progress_end()
-        raise UserError(str(e)) from None
-    finally:
-        if testbed is not None:
-            testbed.__exit__(None, None, None)
-            testbed.cleanup()
+        except CannotRestart as e:
+            _progress_end()
+            raise UserError(str(e)) from None
     _progress_end()
     if args.json:
         print(json.dumps(report.as_dict()))

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mailgate.commands.arguments import add_scenario, positive_float
-from mailgate.commands.testbed_access import running_state, start_testbed
+from mailgate.commands.testbed_access import reach_chain
 from mailgate.sim.scenario.errors import UserError
 
 MAX_DURATION_S = 3600.0
@@ -62,7 +62,7 @@ def replay_command(args: argparse.Namespace) -> int:
     from mailgate.realnet.load.mailclients import Auth
     from mailgate.realnet.load.replay import run_replay
     from mailgate.realnet.testbed.faults import FOREVER_S, fault_windows
-    from mailgate.realnet.testbed.service_manager import CannotRestart, ServiceManager
+    from mailgate.realnet.testbed.service_manager import CannotRestart
     from mailgate.sim.scenario.loading import load
 
     scenario = load(args.scenario)
@@ -93,44 +93,23 @@ def replay_command(args: argparse.Namespace) -> int:
         pop_interval_s=1.0,
         drain_s=args.settle,
     )
-    testbed = manager = None
-    if args.use_running:
-        state = running_state(args, scenario)
-
-        def pids() -> dict[str, int]:
-            try:
-                return json.loads((state / "realnet.json").read_text())["pids"]
-            except (OSError, ValueError, KeyError):
-                return {}
-
-    else:
-        testbed = start_testbed(args)
-        state = testbed.state_dir
-        manager = ServiceManager(testbed, log=lambda line: print(line, flush=True))
-
-        def pids() -> dict[str, int]:
-            return {h: p.pid for h, p in testbed.procs.items()}
-
-    try:
-        measured = asyncio.run(
-            run_replay(
-                scenario,
-                state,
-                pids,
-                spec,
-                windows,
-                hold=manager.hold if manager else None,
-                tick=manager.poll if manager else None,
-                sample_s=SAMPLE_S,
-                settle_s=args.settle,
+    with reach_chain(args, scenario, log=lambda line: print(line, flush=True)) as chain:
+        try:
+            measured = asyncio.run(
+                run_replay(
+                    scenario,
+                    chain.state,
+                    chain.pids,
+                    spec,
+                    windows,
+                    hold=chain.manager.hold if chain.manager else None,
+                    tick=chain.manager.poll if chain.manager else None,
+                    sample_s=SAMPLE_S,
+                    settle_s=args.settle,
+                )
             )
-        )
-    except CannotRestart as e:
-        raise UserError(str(e)) from None
-    finally:
-        if testbed is not None:
-            testbed.__exit__(None, None, None)
-            testbed.cleanup()
+        except CannotRestart as e:
+            raise UserError(str(e)) from None
     modelled = model_replay(args.scenario, args.rate, duration, sample_s=SAMPLE_S, seed=args.seed)
     rows = side_by_side(measured, modelled)
     notes = []
