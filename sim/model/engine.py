@@ -4,8 +4,8 @@ SimPy's idiomatic style (a generator process per customer, ``Resource``
 requests) costs several Python frames and events per step. The model instead
 schedules plain callbacks on the SimPy event queue and keeps its own FIFO
 queues of waiting work: a resource is a counter plus a ``deque``, a delay is
-one heap entry. On a 5-station M/M/2 tandem this is several times faster
-than the idiomatic version (``benchmarks/bench_sim.py`` measures it).
+one heap entry. ``benchmarks/bench_sim.py`` measures the Model on a 5-station
+M/M/2 tandem beside idiomatic SimPy, Ciw and a plain heapq loop.
 
 Public pieces:
 
@@ -16,8 +16,6 @@ Public pieces:
   messages are). The only code that touches SimPy's private state.
 - ``Pool``: ``n`` identical slots with a FIFO of waiters (cores, SMTP
   sessions, delivery slots, a disk), with time-weighted busy and queue levels.
-- ``Station``: a FIFO multi-server queue built from a Pool and a Scheduler
-  (used by the formula tests and the benchmark).
 """
 
 from __future__ import annotations
@@ -189,39 +187,3 @@ class Pool:
 
     def __repr__(self) -> str:
         return f"Pool({self.name!r}, {self.in_use}/{self.capacity}, {len(self.queue)} waiting)"
-
-
-class Station:
-    """A FIFO queue with ``servers`` servers and a service-time function.
-
-    ``arrive(job)`` enters the queue; after service ``on_done(job)`` is
-    called. ``service(job)`` returns the service time. Jobs are any objects;
-    the caller keeps its own timestamps.
-    """
-
-    __slots__ = ("_done", "_start", "on_done", "pool", "sched", "service")
-
-    def __init__(
-        self,
-        sched: Scheduler,
-        servers: int,
-        service: Callable[[Any], float],
-        on_done: Callable[[Any], None],
-        name: str = "",
-    ) -> None:
-        self.sched = sched
-        self.pool = Pool(sched.env, servers, name)
-        self.service = service
-        self.on_done = on_done
-        self._start = self._start_service
-        self._done = self._end_service
-
-    def arrive(self, job: Any) -> None:
-        self.pool.acquire(self._start, job)
-
-    def _start_service(self, job: Any) -> None:
-        self.sched.after(self.service(job), self._done, job)
-
-    def _end_service(self, job: Any) -> None:
-        self.pool.release()
-        self.on_done(job)
