@@ -208,3 +208,20 @@ def test_our_relays_authenticate_each_other_on_every_inner_hop(testbed: Testbed)
     smtp_in, submission = clients["mailbox"]
     assert smtp_in is not None and smtp_in[0] in tier_names(testbed, "gateway1"), received
     assert submission is None and clients["gateway0"] == [None], received
+
+
+def test_client_refusal_reads_names_as_ssl_reports_them() -> None:
+    """``getpeercert()``'s shape, written by hand: subjectAltName DNS names in any case,
+    the CN only when there is no DNS name (RFC 6125 6.4.4), addresses never."""
+    from mailgate.realnet.relay.tls import client_refusal
+
+    allowed = frozenset({"gw0-1.ours.example"})
+    cn = ((("commonName", "gw0-1.ours.example"),),)
+    assert client_refusal({"subjectAltName": (("DNS", "GW0-1.ours.example"),)}, allowed) is None
+    assert client_refusal({"subject": cn}, allowed) is None
+    other = {"subject": cn, "subjectAltName": (("DNS", "gw2-1.ours.example"),)}
+    assert client_refusal(other, allowed).startswith("554 5.7.1 ")  # type: ignore[union-attr]
+    address_only = {"subjectAltName": (("IP Address", "127.0.0.1"),)}
+    assert client_refusal(address_only, allowed).startswith("554 5.7.1 ")  # type: ignore[union-attr]
+    assert client_refusal(None, allowed).startswith("554 5.7.0 ")  # type: ignore[union-attr]
+    assert client_refusal({}, allowed).startswith("554 5.7.0 ")  # type: ignore[union-attr]
