@@ -76,19 +76,25 @@ def head(data: bytes) -> bytes:
 
 def test_auth_is_offered_on_submission_only(testbed: Testbed) -> None:
     plan = testbed.plan
-    # every gateway host, spoken to from an address it accepts
-    sources = {
-        "gateway0.0": plan.remote_sender_address("bigmail.example"),
-        "gateway1.0": plan.host_address("gateway0.0"),
-        "gateway2.0": plan.host_address("mailbox.0"),
-        "gateway3.0": plan.host_address("gateway2.0"),
-        "gateway4.0": plan.host_address("gateway3.0"),
-        "mailbox.0": plan.host_address("gateway1.0"),
+    # every gateway host, spoken to from an address (and with a certificate) it accepts
+    clients = {
+        "gateway0.0": None,
+        "gateway1.0": "gateway0.0",
+        "gateway2.0": "mailbox.0",
+        "gateway3.0": "gateway2.0",
+        "gateway4.0": "gateway3.0",
+        "mailbox.0": "gateway1.0",
     }
-    for host_id, source in sources.items():
+    for host_id, client in clients.items():
         host, port = testbed.smtp_endpoint(host_id)
+        source = (
+            plan.remote_sender_address("bigmail.example")
+            if client is None
+            else plan.host_address(client)
+        )
         with smtplib.SMTP(host, port, timeout=10, source_address=(source, 0)) as s:
-            s.starttls(context=client_context(testbed.state_dir))  # TLS on every hop
+            # TLS on every hop; mutual between our tiers
+            s.starttls(context=client_context(testbed.state_dir, client))
             s.ehlo("client.example")
             assert not s.has_extn("auth"), host_id
             s.putcmd("AUTH", "PLAIN " + base64.b64encode(b"\0selftest\0selftest").decode())
@@ -128,7 +134,7 @@ def test_gateway3_signs_only_mail_that_came_through_submission(testbed: Testbed)
     host, port = testbed.smtp_endpoint("gateway2.0")
     mailbox = testbed.plan.host_address("mailbox.0")
     with smtplib.SMTP(host, port, timeout=10, source_address=(mailbox, 0)) as s:
-        s.starttls(context=client_context(testbed.state_dir))
+        s.starttls(context=client_context(testbed.state_dir, "mailbox.0"))
         s.sendmail(address, [f"friend@{REMOTE}"], message(bypassed))
     signed = until(lambda: at_remote(testbed, submitted), what="the submitted message")
     unsigned = until(lambda: at_remote(testbed, bypassed), what="the bypassing message")

@@ -177,7 +177,8 @@ def test_unknown_user_is_550_5_1_1(testbed: Testbed) -> None:
     host, port = testbed.smtp_endpoint(testbed.mailbox_host)
     gateway1 = testbed.plan.host_address("gateway1.0")  # the only tier it takes mail from
     with smtplib.SMTP(host, port, timeout=10, source_address=(gateway1, 0)) as s:
-        s.starttls(context=client_context(testbed.state_dir))  # required between our tiers
+        # required between our tiers, with a certificate of the upstream tier
+        s.starttls(context=client_context(testbed.state_dir, "gateway1.0"))
         s.ehlo()
         s.mail("x@bigmail.example")
         code, text = s.rcpt(f"nobody-here@{domain(testbed)}")
@@ -321,7 +322,7 @@ def test_gateway4_accepts_from_gateway3_hosts_only(testbed: Testbed) -> None:
     assert refused.value.smtp_code == 554 and b"5.7.1" in refused.value.smtp_error
     g3 = testbed.plan.host_address("gateway3.0")
     with smtplib.SMTP(host, port, timeout=10, source_address=(g3, 0)) as s:
-        s.starttls(context=client_context(testbed.state_dir))
+        s.starttls(context=client_context(testbed.state_dir, "gateway3.0"))
         s.ehlo()
         assert s.mail(f"{USER}@{domain(testbed)}")[0] == 250
         assert s.rcpt("friend@bigmail.example")[0] == 250

@@ -170,7 +170,8 @@ def send_as_gateway2(testbed: Testbed, tag: str) -> None:
     host, port = testbed.smtp_endpoint("gateway3.0")
     gateway2 = testbed.plan.host_address("gateway2.0")  # Gateway3 takes mail from it
     with smtplib.SMTP(host, port, timeout=10, source_address=(gateway2, 0)) as s:
-        s.starttls(context=client_context(testbed.state_dir))  # required between our tiers
+        # required between our tiers, with a certificate of the upstream tier
+        s.starttls(context=client_context(testbed.state_dir, "gateway2.0"))
         s.sendmail(
             f"sender@{SENDER_DOMAIN}",
             ["nobody@carrier.example"],

@@ -112,8 +112,8 @@ def test_our_tiers_refuse_mail_before_starttls(testbed: Testbed) -> None:
             assert s.has_extn("starttls"), host_id
             code, text = s.mail(f"{USER}@{ours(testbed)}")
             assert (code, text) == (530, b"5.7.0 Must issue a STARTTLS command first"), host_id
-            # after STARTTLS (verified against the local CA) the same command is taken
-            s.starttls(context=client_context(testbed.state_dir))
+            # after STARTTLS (both sides verified against the local CA) it is taken
+            s.starttls(context=client_context(testbed.state_dir, client))
             s.ehlo(f"{client}.example")
             assert not s.has_extn("auth"), host_id  # AUTH exists on submission only
             assert s.mail(f"{USER}@{ours(testbed)}")[0] == 250, host_id

@@ -127,6 +127,11 @@ class RelayConfig:
     #: every command but EHLO/NOOP/QUIT/STARTTLS refused before STARTTLS with
     #: ``530 5.7.0`` (a tier that takes mail from our own tiers only)
     require_tls: bool = False
+    #: DNS names (lower case) of the hosts whose certificate may send here; non-empty:
+    #: after STARTTLS a client without a certificate verified by the local CA, or with
+    #: one of another host, gets ``554`` to every command but QUIT (our inner tiers:
+    #: Postfix ``smtpd_tls_req_ccert`` + ``check_ccert_access``); empty: none asked for
+    client_cert_names: frozenset[str] = frozenset()
     #: the delivery side's TLS per next hop (``realnet.relay.tls.ClientTls``); None = none
     tls_client: Any = None
 
@@ -194,9 +199,10 @@ class RelayConfig:
 def upstream(scenario: Scenario, plan: AddressPlan, tier_name: str) -> list[str]:
     """Addresses of every host whose tier relays (or falls back) to ``tier_name``: the
     only clients a tier that takes mail from its upstream accepts."""
-    return [
-        a
-        for name, t in scenario.tiers.items()
-        if t.next_hop == tier_name or t.fallback == tier_name
-        for a in plan.tier_addresses(name)
-    ]
+    return [plan.host_address(h) for h in upstream_hosts(scenario, tier_name)]
+
+
+def upstream_hosts(scenario: Scenario, tier_name: str) -> list[str]:
+    """Host ids of every host whose tier relays (or falls back) to ``tier_name``."""
+    tiers = {n for n, t in scenario.tiers.items() if tier_name in (t.next_hop, t.fallback)}
+    return [h for h in scenario.host_ids if h.rsplit(".", 1)[0] in tiers]

@@ -27,7 +27,7 @@ from mailgate.realnet.relay.message import (
 )
 from mailgate.realnet.relay.policy import Incoming, Policy, in_thread
 from mailgate.realnet.relay.spool import Spool, SpoolEntry
-from mailgate.realnet.relay.tls import describe
+from mailgate.realnet.relay.tls import client_note, describe
 from mailgate.realnet.relay.tracing import Tracer, record_dict
 from mailgate.sim.scenario.records import HopRecord, StageSpan
 
@@ -164,9 +164,12 @@ class Intake:
     def _received_header(self, session: Session, msg: Incoming, entry_id: str) -> bytes:
         c = self.config
         tls = describe((session.ssl or {}).get("ssl_object") if session.ssl else None)
-        # RFC 3848: ESMTPS / ESMTPSA over TLS; Postfix's "(using ...)" names protocol and cipher
+        # RFC 3848: ESMTPS / ESMTPSA over TLS; Postfix's "(using ...)" names protocol and
+        # cipher, and the next line the client's verified certificate, if it sent one
         with_ = "ESMTP" + ("S" if tls else "") + ("A" if msg.authenticated else "")
         using = f"\t(using {tls})\r\n" if tls else ""
+        note = client_note((session.ssl or {}).get("peercert")) if tls else ""
+        using += f"\t{note}\r\n" if note else ""
         rcpt = f"\r\n\tfor <{msg.rcpt_tos[0]}>" if len(msg.rcpt_tos) == 1 else ""
         return (
             f"Received: from {msg.helo or 'unknown'} ([{msg.client_ip}])\r\n{using}"

@@ -20,7 +20,9 @@ What it changes from aiosmtpd:
 - malformed HELO, MAIL and RCPT arguments get a permanent answer
   (``realnet.relay.syntax``), plain ``<local@domain>`` paths a fast parser;
 - STARTTLS (``realnet.relay.tls``): where it is required, commands before it get
-  ``530 5.7.0``; the session's receive time still counts from the TCP connect.
+  ``530 5.7.0``; where the client's certificate is not enough, every command after
+  it but QUIT gets ``554 5.7.0``/``554 5.7.1`` (RFC 3207 4.1) with the reason; the
+  session's receive time still counts from the TCP connect.
 """
 
 from __future__ import annotations
@@ -35,7 +37,11 @@ from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, syntax
 
 from mailgate.realnet.relay.config import DATA_LINE_LIMIT
 from mailgate.realnet.relay.syntax import helo_fault, path_fault
-from mailgate.realnet.relay.tls import AIOSMTPD_MUST_STARTTLS, MUST_STARTTLS
+from mailgate.realnet.relay.tls import (
+    AIOSMTPD_LACK_OF_SECURITY,
+    AIOSMTPD_MUST_STARTTLS,
+    MUST_STARTTLS,
+)
 
 #: ``<local@domain>`` in its plain form: the common case, parsed without the email package.
 #: Both sides are dot-atoms (RFC 5322 3.2.3: no empty part); anything else (``<0@.>``,
@@ -73,6 +79,8 @@ class SmtpProtocol(SMTP):
     release: Callable[[str], None] | None = None
     #: ``check(session, mechanism, credentials) -> True/False/None (throttled)``; None = no AUTH
     check_login: Callable[[Any, str, LoginPassword], Awaitable[bool | None]] | None = None
+    #: after STARTTLS, why the client's certificate is not enough (``Receiver.handle_STARTTLS``)
+    tls_refusal = ""
 
     # -- connections
 
@@ -160,6 +168,8 @@ class SmtpProtocol(SMTP):
         if isinstance(status, str):
             if status.startswith(_AIOSMTPD_TOO_LONG):
                 status = LINE_TOO_LONG  # aiosmtpd's text names no limit and no status code
+            elif status == AIOSMTPD_LACK_OF_SECURITY and self.tls_refusal:
+                status = self.tls_refusal  # why, with the enhanced status code
             elif status == AIOSMTPD_MUST_STARTTLS:
                 status = MUST_STARTTLS  # with the enhanced status code, as Postfix says it
             elif status.startswith("250-AUTH") and self.check_login is None:

@@ -4,9 +4,11 @@
 object of each connection (``realnet.relay.protocol``: session slots, AUTH,
 long lines), decides who may connect (a stranger to a tier that takes mail
 from its upstream only: 554 at connect; a client over the per-client
-connection limit: 421), checks logins (``AuthGuard``: worker threads, failed
-logins throttled per client) and MAIL/RCPT (an authenticated sender only as
-themselves, 553 5.7.1; who may relay; the policy's per-recipient refusals).
+connection limit: 421), checks the client's certificate after STARTTLS where
+the service asks for one (``handle_STARTTLS``: 554 to every command but QUIT),
+checks logins (``AuthGuard``: worker threads, failed logins throttled per
+client) and MAIL/RCPT (an authenticated sender only as themselves, 553 5.7.1;
+who may relay; the policy's per-recipient refusals).
 On DATA it hands the message to ``Intake``, which adds the trace header,
 ``Received:`` and, on submission, the ``X-Mailgate-Submitted`` mark, enforces
 the hop count, runs the policy, and then quarantines, files locally (mailbox
@@ -45,6 +47,7 @@ from mailgate.realnet.relay.message import domain_of
 from mailgate.realnet.relay.policy import Policy
 from mailgate.realnet.relay.protocol import SmtpProtocol
 from mailgate.realnet.relay.syntax import ROUTING_REPLY, routing_in
+from mailgate.realnet.relay.tls import client_refusal
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,7 @@ class _Hooks:
         self.handle_RCPT = receiver.handle_RCPT
         self.handle_DATA = receiver.handle_DATA
         self.handle_exception = receiver.handle_exception
+        self.handle_STARTTLS = receiver.handle_STARTTLS
 
 
 class Receiver:
@@ -218,6 +222,20 @@ class Receiver:
             envelope.rcpt_tos.append(address)
             envelope.rcpt_options.extend(options)
         return "250 2.1.5 Ok"
+
+    def handle_STARTTLS(self, server: SMTP, session: Session, envelope: Envelope) -> bool:
+        """After the handshake (aiosmtpd calls this synchronously): whether the client's
+        certificate may send here. False makes aiosmtpd answer every command but QUIT
+        with 554 (RFC 3207 4.1), in the words ``SmtpProtocol.tls_refusal`` gives it."""
+        names = self.config.client_cert_names
+        if not names:
+            return True
+        refusal = client_refusal((session.ssl or {}).get("peercert"), names)
+        if refusal is None:
+            return True
+        log.warning("client [%s] refused after STARTTLS: %s", client_ip(session), refusal)
+        server.tls_refusal = refusal  # type: ignore[attr-defined]
+        return False
 
     async def handle_exception(self, error: Exception) -> str:
         if isinstance(error, TLSSetupException):  # the client's handshake, not our error

@@ -9,9 +9,9 @@ verify it. Keys are ECDSA P-256: a TLS 1.3 handshake with them costs about a
 millisecond of CPU, an RSA-2048 one several times that (benchmarks/bench_tls.py).
 
 The host processes then only read: :func:`server_context` (the host's own key
-and certificate) and :func:`client_context` (verifying against the local CA, or
-opportunistic without verification, like Postfix ``smtp_tls_security_level =
-may``).
+and certificate; on our inner tiers it also asks for the client's and verifies
+it) and :func:`client_context` (verifying against the local CA, or opportunistic
+without verification, like Postfix ``smtp_tls_security_level = may``).
 """
 
 from __future__ import annotations
@@ -138,12 +138,24 @@ def ensure_ca(state_dir: Path, hosts: list[HostIdentity]) -> Path:
     return folder
 
 
-def server_context(state_dir: Path, host_id: str) -> ssl.SSLContext:
-    """A server's context: the host's own certificate chain, TLS 1.2 at least."""
+def server_context(
+    state_dir: Path, host_id: str, *, ask_client_cert: bool = False
+) -> ssl.SSLContext:
+    """A server's context: the host's own certificate chain, TLS 1.2 at least.
+
+    With ``ask_client_cert`` the handshake asks the client for its certificate and
+    verifies one it sends against the local CA (Postfix ``smtpd_tls_ask_ccert``).
+    ``CERT_OPTIONAL``, not ``CERT_REQUIRED``: a client without one still completes the
+    handshake, so it can be told why in SMTP (``realnet.relay.tls.client_refusal``)
+    instead of by a TLS alert. A certificate from another CA fails the handshake either
+    way (Python's ssl has no verify callback to let it through and refuse it later)."""
     crt, key = cert_files(state_dir, host_id)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(crt, key)
+    if ask_client_cert:
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+        ctx.load_verify_locations(ca_file(state_dir))
     return ctx
 
 

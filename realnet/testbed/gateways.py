@@ -30,7 +30,12 @@ from typing import Any
 
 from mailgate.realnet.addresses import AddressPlan, host_name
 from mailgate.realnet.relay.authresults import strip_forged_results
-from mailgate.realnet.relay.config import SMTP_LINE_LENGTH_LIMIT, RelayConfig, upstream
+from mailgate.realnet.relay.config import (
+    SMTP_LINE_LENGTH_LIMIT,
+    RelayConfig,
+    upstream,
+    upstream_hosts,
+)
 from mailgate.realnet.relay.headers import (
     SUBMITTED_HEADER,
     drop_header,
@@ -197,7 +202,15 @@ def build_gateway(
         RelayConfig.from_scenario(scenario, plan, host_id, state_dir),
         allowed_clients=allowed,
         relay_clients=relaying,
-        # our MX offers STARTTLS; a tier fed by our own tiers only requires it
-        **relay_tls(scenario, plan, host_id, state_dir, required=role != "inbound_auth"),
+        # our MX offers STARTTLS; a tier fed by our own tiers only requires it, and a
+        # certificate of a host of its upstream (mutual TLS: our hops authenticate each other)
+        **relay_tls(
+            scenario,
+            plan,
+            host_id,
+            state_dir,
+            required=role != "inbound_auth",
+            clients=None if role == "inbound_auth" else upstream_hosts(scenario, tier_name),
+        ),
     )
     return Relay(config, policy)

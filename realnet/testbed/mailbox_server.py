@@ -3,7 +3,7 @@
 Three services on the host's own loopback address:
 
 - SMTP on ``realnet.smtp_port``: mail from Gateway1 (no one else may connect;
-  STARTTLS required) for our domains is filed
+  STARTTLS required, with a Gateway1 host's certificate) for our domains is filed
   into ``<state>/maildirs/<user>/`` (``maildir.deliver``; the file is fsynced
   before the 250, like the spool); an unknown user gets ``550 5.1.1``.
   ``postmaster`` always has a mailbox (RFC 5321 4.5.1): bounces that cannot be
@@ -33,7 +33,7 @@ from typing import Any
 from mailgate.realnet.addresses import AddressPlan
 from mailgate.realnet.relay.authguard import AuthGuard
 from mailgate.realnet.relay.authresults import strip_forged_results
-from mailgate.realnet.relay.config import RelayConfig, upstream
+from mailgate.realnet.relay.config import RelayConfig, upstream, upstream_hosts
 from mailgate.realnet.relay.message import parse_trace
 from mailgate.realnet.relay.policy import Incoming, Policy
 from mailgate.realnet.relay.relay import Relay
@@ -134,7 +134,7 @@ class MailboxServer:
                     while len(self._uids) > UID_MEMORY:
                         self._uids.popitem(last=False)
 
-        from mailgate.realnet.testbed.tls import relay_tls
+        from mailgate.realnet.testbed.tls import client_certs, relay_tls
 
         # STARTTLS offered on both SMTP services; required of Gateway1 (below)
         config = replace(
@@ -152,6 +152,10 @@ class MailboxServer:
                 local_delivery=file_message,
                 allowed_clients=inbound_from,
                 require_tls=True,
+                # and a certificate of a Gateway1 host (mutual TLS)
+                **client_certs(
+                    scenario, plan, host_id, state_dir, upstream_hosts(scenario, MAILBOX)
+                ),
             ),
             KnownUsers(users, domains),
         )

@@ -5,7 +5,9 @@ Who speaks TLS how (docs/realnet.md, "TLS"):
 - Gateway0, our MX: STARTTLS offered, not required (an Internet client may or
   may not use it, like any MX);
 - every tier that takes mail only from our own tiers (Gateway1–4, the mailbox
-  server's SMTP): STARTTLS required, ``530 5.7.0`` before it;
+  server's SMTP): STARTTLS required, ``530 5.7.0`` before it, and mutual: the
+  client must present a certificate of the local CA naming a host of the tier's
+  upstream (``554 5.7.0``/``554 5.7.1`` after STARTTLS otherwise);
 - submission: STARTTLS offered, AUTH only after it (``538 5.7.11`` before);
 - every relay's client: STARTTLS required and the certificate verified against
   the local CA towards our own hosts, opportunistic and unverified towards a
@@ -49,18 +51,41 @@ def make_ca(scenario: Scenario, plan: AddressPlan, state_dir: Path) -> Path:
 
 
 def relay_tls(
-    scenario: Scenario, plan: AddressPlan, host_id: str, state_dir: Path, *, required: bool
+    scenario: Scenario,
+    plan: AddressPlan,
+    host_id: str,
+    state_dir: Path,
+    *,
+    required: bool,
+    clients: list[str] | None = None,
 ) -> dict[str, Any]:
     """``RelayConfig`` fields for ``host_id``: its server context, whether STARTTLS is
     required of its clients, and its delivery side's ``ClientTls``. A host started on
-    its own (not by ``Testbed.start``) makes the CA if the state dir has none."""
+    its own (not by ``Testbed.start``) makes the CA if the state dir has none.
+
+    ``clients``: host ids whose certificate may send here (mutual TLS: the handshake
+    asks for the client's certificate); None = none asked for."""
     make_ca(scenario, plan, state_dir)
     return {
-        "tls_context": server_context(state_dir, host_id),
+        **client_certs(scenario, plan, host_id, state_dir, clients),
         "require_tls": required,
         "tls_client": ClientTls(
             verified=client_context(state_dir, host_id),
             opportunistic=client_context(None),
             ours=frozenset(plan.host_address(h) for h in scenario.host_ids),
         ),
+    }
+
+
+def client_certs(
+    scenario: Scenario, plan: AddressPlan, host_id: str, state_dir: Path, clients: list[str] | None
+) -> dict[str, Any]:
+    """``RelayConfig`` fields of a server that asks for the certificates of ``clients``
+    (host ids; their DNS names are what a certificate must name), or of one that asks
+    for none (``clients`` None: our MX, submission)."""
+    if clients is None:
+        return {"tls_context": server_context(state_dir, host_id)}
+    return {
+        "tls_context": server_context(state_dir, host_id, ask_client_cert=True),
+        "client_cert_names": frozenset(host_name(plan, h).lower() for h in clients),
     }
