@@ -29,6 +29,7 @@ from typing import Any
 
 from mailgate.sim.model.engine import Pool, Scheduler
 from mailgate.sim.model.sampling import Streams
+from mailgate.sim.model.statistics import Window
 from mailgate.sim.model.stats import Level
 from mailgate.sim.scenario.deployment import Machine as MachineSpec
 from mailgate.sim.scenario.distributions import Exponential
@@ -150,11 +151,11 @@ class Background:
     per message sent. Each burst queues for a core and holds it; nobody waits for it."""
 
     def __init__(
-        self, sched: Scheduler, cores: Cores, spec: MachineSpec, streams: Streams, end: float
+        self, sched: Scheduler, cores: Cores, spec: MachineSpec, streams: Streams, window: Window
     ) -> None:
         self.sched = sched
         self.cores = cores
-        self.end = end  # no constant-load burst starts after the run's end
+        self.window = window  # no constant-load burst starts after the run's end
         self.per_message = spec.background_cpu_per_message_s
         self.rate = spec.background_cores / spec.background_burst_s
         self.gap = streams.exponentials(f"machine.{spec.name}.background.gaps")
@@ -182,7 +183,7 @@ class Background:
     def _arrive(self, _: Any) -> None:
         self._burst(self.length())
         gap = self.gap() / self.rate
-        if self.sched.now + gap < self.end:
+        if self.sched.now + gap < self.window.end:
             self.sched.after(gap, self._c_arrive, None)
 
     def _burst(self, cpu: float) -> None:

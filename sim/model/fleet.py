@@ -52,7 +52,7 @@ class Fleet:
             cores = self.schedulers[m.name] = scheduler_of(sched, m, machine.cores, streams, level)
             if m.scheduler == "per-core":
                 machine.cores = cores  # type: ignore[assignment]  # capacity, waiters
-            background = Background(sched, cores, m, streams, window.end)
+            background = Background(sched, cores, m, streams, window)
             if background.active:
                 self.background.append(background)
             placed_on[m.name] = 0
