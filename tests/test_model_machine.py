@@ -291,3 +291,26 @@ def test_defaults_are_not_echoed() -> None:
                                                        "processes_per_host"}  # fmt: skip
     assert "send_path_s" not in table["workload"]
     assert not math.isnan(s.workload.send_path_s)
+
+
+# ------------------------------------------------------------ the analytic solver
+
+
+def test_solver_counts_background_wakeups_and_the_send_path() -> None:
+    """``mailgate solve`` on the same stations: the utilisation law with the background
+    (exact in the mean), n wake-ups per block and the send path as delays."""
+    from mailgate.sim.analysis.solve import solve
+
+    lam, b, per_msg, n, wake, d = 30.0, 0.2, 0.004, 7, 0.0001, 0.0035
+    s = build(
+        lam,
+        {"cores": 1, "processes_per_host": 1, "background_cores": b,
+         "background_cpu_per_message_s": per_msg, "visits_per_block": n, "wakeup_s": wake},
+        extra={"workload.send_path_s": d},
+    )  # fmt: skip
+    got = solve(s)
+    assert got["machines"]["box"]["utilisation"] == pytest.approx(lam * (S + per_msg) + b)
+    plain = solve(build(lam, {"cores": 1, "processes_per_host": 1, "background_cores": b,
+                              "background_cpu_per_message_s": per_msg}))  # fmt: skip
+    more = got["flows"]["inbound"]["sent_to_remote"] - plain["flows"]["inbound"]["sent_to_remote"]
+    assert more == pytest.approx(n * wake + d)
