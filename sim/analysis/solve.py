@@ -87,7 +87,7 @@ def _stages(sv: Solver, at: list[Visit], t: dict[int, dict[str, float]]) -> dict
                 cost = sv.s.tiers[v.tier].cost(st.name) or StageCost()
                 x = _cpu(cost, v.size, sv.rcpts, st.per_rcpt)[0]
                 if k == 0:
-                    x += b.delay + (h.w_cpu if b.cpu > 0 else 0.0)
+                    x += b.delay + (h.w_cpu + h.wakeups if b.cpu > 0 else 0.0)
                 if k == len(b.stages) - 1 and b.fsyncs > 0:
                     x += h.w_disk + b.fsyncs * h.fsync.mean
                 total[st.name] = total.get(st.name, 0.0) + v.rate * x
@@ -119,7 +119,8 @@ def _class_spans(
         return {}
     h = sv.hosts[first.tier]
     accepted = (
-        sv.link(first.size, True)
+        sv.s.workload.send_path_s
+        + sv.link(first.size, True)
         + sv.dead_penalty(first.tier, False)
         + h.w_session
         + t[id(first)]["recv"]

@@ -87,6 +87,7 @@ class HostModel:
     w_session: float = 0.0
     w_delivery: float = 0.0
     burst: tuple[float, float, float] = (0.0, 0.0, 0.0)  # POP's batched empty polls
+    wakeups: float = 0.0  # wake-up latency of a CPU block's visits (deployment.machines)
 
 
 def _moments(d: Distribution) -> tuple[float, float]:
@@ -232,6 +233,7 @@ class Solver:
                 wait.rate += (h.cpu.rate - b_rate) * h.up
                 wait.work += (h.cpu.work - b_rate * b_mean) * h.up
                 wait.work2 += (h.cpu.work2 - b_rate * b_m2) * h.up
+        _machine_keys(self, waits)
         for m, (cores, jobs) in self.machines.items():
             busy = jobs.work - waits[m].work  # cores the bursts hold on average
             self.machine_wait[m] = (
@@ -270,7 +272,7 @@ class Solver:
     def block_time(self, h: HostModel, b: Block) -> float:
         t = b.delay
         if b.cpu > 0:
-            t += h.w_cpu + b.cpu
+            t += h.w_cpu + b.cpu + h.wakeups
         if b.fsyncs > 0:
             t += h.w_disk + b.fsyncs * h.fsync.mean
         return t
@@ -365,6 +367,28 @@ class Solver:
             fb = self.hosts[v.fallback.tier]
             fail += self.link(v.size, False) + fb.w_session + t[id(v.fallback)]["recv"]
         return (1 - v.p_fail) * ok + v.p_fail * fail
+
+
+def _machine_keys(sv: Solver, waits: dict[str, Jobs]) -> None:
+    """What a machine's optional keys add: CPU outside the model (``background_cores``:
+    exponential bursts; ``background_cpu_per_message_s``: one burst per message sent) as
+    Poisson jobs in the machine's mix, and each host's wake-ups per CPU block
+    (``visits_per_block`` × ``wakeup_s``) as a delay (``Solver.block_time``). Per-core
+    run queues and the split into visits are not represented."""
+    sent = sum(v.rate for v in sv.firsts.values())
+    for h in sv.hosts.values():
+        placed = sv.s.deployment.machine_of(f"{h.tier}.0")
+        h.wakeups = placed.visits_per_block * placed.wakeup_s if placed else 0.0
+    for m in sv.s.deployment.machines:
+        jobs, wait = sv.machines[m.name][1], waits[m.name]
+        burst, per_msg = m.background_burst_s, m.background_cpu_per_message_s
+        for rate, mean, m2 in (
+            (m.background_cores / burst, burst, 2 * burst * burst),
+            (sent, per_msg, per_msg * per_msg),
+        ):
+            if rate > 0 and mean > 0:
+                jobs.add(rate, mean, m2)
+                wait.add(rate, mean, m2)
 
 
 def _scaled_wait(jobs: Jobs, cores: int, busy: float) -> float:

@@ -1,11 +1,15 @@
 """The fleet: every tier's hosts and the machines they run on, built from the scenario.
 
 A host on no ``[[deployment.machines]]`` entry has its own cores; hosts on a
-shared machine take one of their processes, then one of the machine's cores.
+shared machine take one of their processes, then one of the machine's cores. A
+machine whose keys ask for visits (per-core run queues, several visits per block,
+a wake-up latency) runs its hosts as ``VisitHost``; one with background CPU gets a
+``Background`` (``sim.model.cores``).
 """
 
 from __future__ import annotations
 
+from mailgate.sim.model.cores import Background, Cores, scheduler_of
 from mailgate.sim.model.engine import Scheduler
 from mailgate.sim.model.hosts import AfterStage, DnsTime, Host, HostStats, Machine
 from mailgate.sim.model.plans import Plans
@@ -13,6 +17,7 @@ from mailgate.sim.model.sampling import Streams
 from mailgate.sim.model.slots import DeliverySlots, destinations
 from mailgate.sim.model.statistics import Window
 from mailgate.sim.model.stats import Level
+from mailgate.sim.model.visit_host import VisitHost
 from mailgate.sim.scenario import Scenario
 
 
@@ -36,10 +41,21 @@ class Fleet:
         self.machine_levels: dict[str, Level] = {}
         self.tiers: dict[str, list[Host]] = {}
         self.hosts: dict[str, Host] = {}
+        #: each shared machine's scheduler, and the CPU of processes outside the model
+        self.schedulers: dict[str, Cores] = {}
+        self.background: list[Background] = []
+        placed_on: dict[str, int] = {}  # hosts placed on each machine so far
         for m in s.deployment.machines:
             level = Level(window.warm, window.end, window.bucket_s)
             self.machine_levels[m.name] = level
-            self.machines[m.name] = Machine(sched, m.name, m.cores, level)
+            machine = self.machines[m.name] = Machine(sched, m.name, m.cores, level)
+            cores = self.schedulers[m.name] = scheduler_of(sched, m, machine.cores, streams, level)
+            if m.scheduler == "per-core":
+                machine.cores = cores  # type: ignore[assignment]  # capacity, waiters
+            background = Background(sched, cores, m, streams, window)
+            if background.active:
+                self.background.append(background)
+            placed_on[m.name] = 0
         for tier_name, tier in s.tiers.items():
             hosts = []
             dest_of, dest_names = destinations(s, tier_name)
@@ -61,7 +77,19 @@ class Fleet:
                     machine = self.machines[placed.name]
                     shared = True
                     procs = min(placed.processes_per_host or spec.cores, placed.cores)
-                host = Host(
+                extra: dict[str, object] = {}
+                make: type[Host] = Host
+                if placed is not None and placed.visits:
+                    make = VisitHost
+                    extra = {
+                        "cores": self.schedulers[placed.name],
+                        "visits": placed.visits_per_block,
+                        "wakeup": placed.wakeup_s,
+                        "first_core": placed_on[placed.name] % placed.cores,
+                    }
+                if placed is not None:
+                    placed_on[placed.name] += 1
+                host = make(
                     sched,
                     hid,
                     tier_name,
@@ -77,6 +105,7 @@ class Fleet:
                     after_stage=after_stage,
                     warm=window.warm,
                     trace=trace,
+                    **extra,  # type: ignore[arg-type]
                 )
                 host.chore = plans.chore[tier_name]
                 hosts.append(host)

@@ -75,11 +75,11 @@ class Msg:
     """One message (all recipients travel together until the mailbox)."""
 
     __slots__ = (
-        "accepted", "attempts", "backoff", "caught", "cont", "core_t0", "counted", "cpu",
+        "accepted", "attempts", "backoff", "caught", "cont", "core", "core_t0", "counted", "cpu",
         "deferred", "domain", "entered", "entered_prev", "flow", "hop", "hop_prev", "host", "id",
         "in_mailbox", "last", "outcome", "parts", "pick", "plan", "queued_at", "rcpts",
         "remote", "responded", "sender", "sent", "si", "size", "spam", "spf_fail", "stage_t0",
-        "target", "tries", "unknown", "virus",
+        "target", "tries", "unknown", "virus", "visits",
     )  # fmt: skip
 
     def __init__(self, mid: int, flow: str, size: float, sent: float) -> None:
@@ -411,7 +411,7 @@ def _cpu_of(st: Stage, m: Msg) -> float:
 class _Chore:
     """A CPU burst no message waits for (``Host.background``)."""
 
-    __slots__ = ("cont", "core_t0", "cpu", "plan")
+    __slots__ = ("cont", "core", "core_t0", "cpu", "plan", "visits")
 
 
 def _done(_: Any) -> None:

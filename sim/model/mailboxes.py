@@ -26,7 +26,7 @@ Copy = tuple[float, str, bool, float]
 class PopJob:
     """A POP session's CPU work at the mailbox server."""
 
-    __slots__ = ("cont", "copies", "core_t0", "cpu", "plan")
+    __slots__ = ("cont", "copies", "core", "core_t0", "cpu", "plan", "visits")
 
     def __init__(self, copies: list[Copy]) -> None:
         self.copies = copies

@@ -72,6 +72,8 @@ class Model:
         self.fleet = Fleet(s, self.sched, streams, self.window, self.plans,
                            dns=self.links.dns_time, after_stage=self.visits.after_stage,
                            trace=trace is not None)  # fmt: skip
+        self.background = self.fleet.background  # CPU outside the model, per machine
+        self.send_path = s.workload.send_path_s
         self.router = Router(s, self.sched, self.fleet.tiers, self.links, choices)
         self.queues = Queues(self.plans, self.router, self.links, self.fleet.hosts)
         self.remote = RemoteDelivery(
@@ -171,7 +173,11 @@ class Model:
         if m.counted:
             self.stats.generated(m, now)
         first = self.s.mx if flow == "inbound" else MAILBOX
-        self.router.connect(m, first, self.links.internet(m))
+        if self.background:
+            for burst in self.background:
+                burst.message()
+        # send_path is 0.0 unless set (x + 0.0 == x: the default path is unchanged)
+        self.router.connect(m, first, self.links.internet(m) + self.send_path)
         return m
 
     # ------------------------------------------------------------ running
@@ -179,6 +185,8 @@ class Model:
     def start(self) -> None:
         """Schedule arrivals, failures and POP; call once before running."""
         self.traffic.start()
+        for background in self.background:
+            background.start()
         self.watch.start()
         for down in self.s.failures.host_down:
             host = self.fleet.hosts[down.host]

@@ -54,6 +54,12 @@ def check(s: Scenario) -> None:
                 join(join("deployment.machines", i), "hosts"),
                 f"patterns {list(machine.hosts)} place no host here",
             )
+        if machine.background_cores >= machine.cores:
+            raise SchemaError(
+                join(join("deployment.machines", i), "background_cores"),
+                f"{machine.background_cores:g} would take all {machine.cores} cores "
+                "(nothing left for the hosts)",
+            )
 
 
 def _check_tier(name: str, tier: Any, base: str, tiers: Mapping[str, Any], stations: bool) -> None:

@@ -19,6 +19,57 @@ class Machine:
     processes_per_host: int = spec(
         0, doc="worker processes each host runs (0 = as many as its cores)", min=0
     )
+    # How an operating system's scheduler shares the cores (docs/model.md, "CPU and
+    # deployment"). Quiet keys: at their defaults the machine is the one FCFS queue it
+    # always was and results.json does not echo them.
+    scheduler: str = spec(
+        "fcfs",
+        doc="fcfs: one first-come-first-served queue for all cores; per-core: a run queue "
+        "per core, a visit joining its host's last core (core_affinity) or the shortest",
+        choices=("fcfs", "per-core"),
+        quiet=True,
+    )
+    visits_per_block: int = spec(
+        1,
+        doc="each CPU block of a host is split into this many equal visits, each queued "
+        "for the host's process and a core on its own (SMTP round trips, thread hand-offs)",
+        min=1,
+        quiet=True,
+    )
+    core_affinity: float = spec(
+        0.5,
+        doc="per-core: probability that a visit queues on the core its host ran on last "
+        "(else on the shortest run queue)",
+        min=0,
+        max=1,
+        quiet=True,
+    )
+    wakeup_s: float = spec(
+        0.0, doc="delay before each visit may queue for a core (wake-up latency), s", min=0,
+        quiet=True,
+    )  # fmt: skip
+    background_cores: float = spec(
+        0.0,
+        doc="constant CPU load of processes outside the model, in cores (a CPU burner): "
+        "bursts of background_burst_s (exponential) arriving as a Poisson stream",
+        min=0,
+        quiet=True,
+    )
+    background_burst_s: float = spec(
+        0.005, doc="mean length of one background_cores burst, s", gt=0, quiet=True
+    )
+    background_cpu_per_message_s: float = spec(
+        0.0,
+        doc="CPU of processes outside the model for each message sent into the system "
+        "(DNS server, remote sinks, load generator): one burst when it is sent, s",
+        min=0,
+        quiet=True,
+    )
+
+    @property
+    def visits(self) -> bool:
+        """Host CPU runs in visits (anything but the plain FCFS queue of whole blocks)."""
+        return self.scheduler != "fcfs" or self.visits_per_block > 1 or self.wakeup_s > 0
 
 
 @dataclass(frozen=True)

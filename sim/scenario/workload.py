@@ -110,6 +110,14 @@ class Workload:
     virus_share: float = spec(
         0.002, doc="share of messages carrying a virus (assumed)", min=0, max=1
     )
+    send_path_s: float = spec(
+        0.0,
+        doc="fixed delay from a message's scheduled send to its arrival at the first hop "
+        "(a load generator's lateness, connect, greeting and EHLO), s; it is part of "
+        "every latency from the send",
+        min=0,
+        quiet=True,
+    )
     size: Sizes = spec(factory=Sizes, doc="message sizes")
     diurnal: Diurnal = spec(factory=Diurnal, doc="hourly shapes")
     surges: tuple[Surge, ...] = spec((), doc="temporary load multipliers")
