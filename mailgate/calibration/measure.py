@@ -137,6 +137,8 @@ def measure(
             "machine_busy_cores": machine / max(wall, 1e-9),
             "foreign_busy_cores": foreign,
             "seed": seed,
+            "window_s": duration_s,
+            "grace_s": COMPLETION_GRACE_S,
             "send_path_s": send_path(result.records, hops),
         },
     )

@@ -32,9 +32,14 @@ def ramp_point(
     utilisation: Mapping[str, float],
     window_s: float,
     grace_s: float = COMPLETION_GRACE_S,
+    offered_n: int | None = None,
 ) -> Point:
     """A model step read as ``measure`` reads a testbed step: offered and completed in
-    the window (+ grace), send → in mailbox samples, the growth of the median."""
+    the window (+ grace), send → in mailbox samples, the growth of the median.
+
+    ``offered_n``: messages generated in the window (the model writes a message's
+    record when it completes, so those still in flight are not in ``messages``);
+    default: the records sent in the window."""
     sent = [m for m in messages if 0.0 <= m.sent < window_s]
     end = window_s + grace_s
 
@@ -52,7 +57,13 @@ def ramp_point(
         latency=quantiles(samples),
         utilisation=dict(utilisation),
         samples=samples,
-        extra={"offered": len(sent) / window_s, "early_p50_s": early, "latency_growth_s": growth},
+        extra={
+            "offered": (len(sent) if offered_n is None else offered_n) / window_s,
+            "early_p50_s": early,
+            "latency_growth_s": growth,
+            "window_s": window_s,
+            "grace_s": grace_s,
+        },
     )
 
 
@@ -65,10 +76,14 @@ def model_step(
     pop_interval_s: float,
     seed: int,
 ) -> Callable[[float], Point]:
-    """One ramp step on the model: a run of ``window_s`` + grace from an empty system."""
-    horizon = window_s + COMPLETION_GRACE_S + TAIL_S
+    """One ramp step on the model: a run of ``window_s`` + grace from an empty system.
 
-    def step(rate: float) -> Point:
+    What it offered in the window is counted by a run that stops at the window's end
+    with the same seed: a simulation is the same up to any time whatever its horizon,
+    so its ``generated`` count is the number of messages the long run generated in
+    the window, completed or not."""
+
+    def run(rate: float, horizon: float) -> tuple[Any, list[MessageRecord]]:
         results, _, messages, _ = run_model(
             base,
             rate,
@@ -79,7 +94,12 @@ def model_step(
             seed=seed,
             extra_overrides={"scenario.warmup_h": 0.0, "scenario.duration_h": horizon / 3600},
         )
-        return ramp_point(rate, messages, model_utilisation(results), window_s)
+        return results, messages
+
+    def step(rate: float) -> Point:
+        offered = int(run(rate, window_s)[0].counts()["generated"])
+        results, messages = run(rate, window_s + COMPLETION_GRACE_S + TAIL_S)
+        return ramp_point(rate, messages, model_utilisation(results), window_s, offered_n=offered)
 
     return step
 
