@@ -96,8 +96,37 @@ def test_the_fit_uses_every_run_so_the_per_kb_cost_comes_from_the_big_messages()
     spool = fit.stages[("gateway3", "spool")]
     assert spool.cpu_per_kb_s == pytest.approx(PER_KB, rel=0.05)
     assert spool.n == len(hops)
+    # CPU over all loads: the mean of 4 ms − 20 µs × rate over the sweep's rates
+    sign = fit.stages[("gateway3", "dkim_sign")]
+    assert sign.cpu_fixed_s == pytest.approx(CPU0 + CPU_SLOPE * np.mean(RATES), rel=0.03)
+    # the wait from the lowest load only (the model queues for the growth itself):
+    # 1 ms + 50 µs × 10 msg/s + the median of an exponential of mean 0.5 ms
+    assert sign.wait_median_s == pytest.approx(
+        WAIT0 + WAIT_SLOPE * RATES[0] + 0.0005 * np.log(2), rel=0.1
+    )
     # /proc CPU of all runs went into the untraced part: the mean of 1.0 → 0.5 ms per hop
     assert m.untraced_per_hop_s["gateway3"] == pytest.approx(0.00075, rel=0.02)
+    assert fit.proc_scale == {}
+
+
+def test_traced_cpu_beyond_proc_is_scaled_down_to_it() -> None:
+    """Spans that await on the event loop time other messages' coroutines too: when a
+    tier's traced CPU exceeds its hosts' /proc CPU, its stage costs shrink to /proc's."""
+    from mailgate.calibration.calibrate import fit_measurement
+    from mailgate.calibration.sweep import Measurement
+
+    runs = synthetic_runs()
+    for run in runs:  # the processes used 60 % of what the spans add up to
+        traced = sum(s.cpu_s for h in run.hops for s in h.stages.values())
+        run.cpu_s = {"gateway3.0": 0.6 * traced}
+    hops = [h for r in runs for h in r.hops]
+    low = Point(RATES[0], RATES[0], {}, {})
+    m = Measurement(load(TESTBED), None, [low], hops, low, pop_cpu_s=0.0, runs=runs)
+    fit = fit_measurement(m)
+    assert fit.proc_scale["gateway3"] == pytest.approx(0.6, rel=0.01)
+    sign = fit.stages[("gateway3", "dkim_sign")]
+    assert sign.cpu_fixed_s == pytest.approx(0.6 * (CPU0 + CPU_SLOPE * np.mean(RATES)), rel=0.03)
+    assert m.untraced_per_hop_s["gateway3"] == 0.0
 
 
 def test_background_and_send_path_from_the_measurements() -> None:
@@ -167,3 +196,15 @@ def _minimal() -> dict:
         "saturation": {"measured": sat, "modelled": sat, "relative_error": 0.0,
                        "same_first_host": True},
     }  # fmt: skip
+
+
+def test_a_stage_whose_cpu_is_zero_over_the_sweep_gets_no_lognormal() -> None:
+    """The spread comes from the lowest load, the CPU from all: a zero CPU with a spread
+    would be a lognormal of median 0, which the scenario refuses."""
+    from mailgate.calibration.fit import StageFit
+    from mailgate.calibration.overlay import stage_cost
+
+    sf = StageFit("gateway2", "tls", 10, 0.0, 0.0, 0.5, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, "peer")
+    assert stage_cost(sf)["cpu_s"] == 0.0
+    sf.cpu_fixed_s = 0.001
+    assert stage_cost(sf)["cpu_s"]["dist"] == "lognormal"

@@ -89,9 +89,12 @@ class Fit:
     fsync_s: dict[str, tuple[float, float]] = field(default_factory=dict)  # tier -> (mean, sigma)
     dns_s: float | None = None
     overhead: dict[str, HopOverhead] = field(default_factory=dict)
+    #: tier -> factor its traced stage CPU was scaled by to match /proc (attribution)
+    proc_scale: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "proc_scale": dict(self.proc_scale),
             "stages": [_finite(asdict(s)) for s in self.stages.values()],
             "fsync_s": {t: {"mean": m, "sigma": s} for t, (m, s) in self.fsync_s.items()},
             "dns_s": self.dns_s,

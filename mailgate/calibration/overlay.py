@@ -30,7 +30,8 @@ MIN_WAIT_S = 20e-6
 
 def stage_cost(sf: StageFit) -> dict[str, Any]:
     """The overlay's ``cpu_s`` / ``cpu_per_kb_s`` for one fitted stage."""
-    cpu = _lognormal(sf.cpu_fixed_s, sf.cpu_sigma) if sf.cpu_sigma > 0 else sf.cpu_fixed_s
+    spread = sf.cpu_sigma > 0 and sf.cpu_fixed_s > 0  # a lognormal needs a median > 0
+    cpu = _lognormal(sf.cpu_fixed_s, sf.cpu_sigma) if spread else sf.cpu_fixed_s
     return {"cpu_s": cpu, "cpu_per_kb_s": sf.cpu_per_kb_s}
 
 

@@ -56,6 +56,15 @@ class Measurement:
                 total[host] += cpu
         return dict(total)
 
+    def lowest_load(self, hops: list[HopRecord]) -> list[HopRecord]:
+        """Those of ``hops`` (the sweep's, or a resample of them) from the lowest load's
+        runs: where the fit takes its waits (``hops`` itself without runs)."""
+        if not self.runs:
+            return hops
+        low = min(r.rate for r in self.runs)
+        ids = {h.msg_id for r in self.runs if r.rate == low for h in r.hops}
+        return [h for h in hops if h.msg_id in ids]
+
     def fit_pop_polls(self) -> int:
         """POP polls over the same runs (their logins' CPU is not the hops')."""
         points = [p for reps in self.repeats.values() for p in reps] or [self.low_point]
