@@ -1,4 +1,4 @@
-"""Fit the model's stage costs from HopRecord traces of a low-load run.
+"""Fit the model's stage costs from HopRecord traces of realnet runs.
 
 For every tier and stage seen in the traces the CPU measured around the
 stage is fitted as ``cpu = fixed + per_kb * size_kb`` by least squares
@@ -12,10 +12,12 @@ stage so the report can say which stage's model is poor.
 ``attribution`` then places the CPU no stage span shows; ``overlay`` turns
 the fit into a scenario overlay that ``extends`` the testbed scenario.
 
-Why a low load: in realnet every host is one single-threaded asyncio
-process, so CPU measured around a stage that awaits includes other
-coroutines' work interleaved with it; with few messages in flight that
-contamination is small.
+Which traces: calibration fits the CPU from every load of its sweep and the
+waits from the lowest (``fit_sweep.combine``). In realnet every host is one
+single-threaded asyncio process, so CPU measured around a stage that awaits
+includes other coroutines' work interleaved with it; with few messages in
+flight that contamination is small, and ``attribution`` caps a tier's traced
+CPU at what /proc measured.
 """
 
 from __future__ import annotations

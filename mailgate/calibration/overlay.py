@@ -85,7 +85,8 @@ def _tier_table(table: dict[str, Any], tier: str) -> dict[str, Any]:
 
 #: The comment lines on top of a written overlay (tomli-w writes the values only).
 HEADER = (
-    "# Stage costs fitted by `mailgate calibrate` from a low-load realnet run.",
+    "# Stage costs fitted by `mailgate calibrate` from a realnet sweep",
+    "# (CPU from every load and repeat; waits and spreads from the lowest load).",
     "# CPU: fixed + per KB by least squares; spread as a lognormal sigma;",
     "# waits = elapsed - cpu (DNS per lookup in network.dns_s, disk in host.fsync_s).",
 )
