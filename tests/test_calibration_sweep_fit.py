@@ -208,3 +208,12 @@ def test_a_stage_whose_cpu_is_zero_over_the_sweep_gets_no_lognormal() -> None:
     assert stage_cost(sf)["cpu_s"] == 0.0
     sf.cpu_fixed_s = 0.001
     assert stage_cost(sf)["cpu_s"]["dist"] == "lognormal"
+
+
+def test_a_big_sweep_gets_fewer_bootstrap_resamples() -> None:
+    from mailgate.calibration.calibrate import BOOT_HOP_BUDGET, MIN_BOOT, resamples_for
+
+    assert resamples_for(1_000, 200) == 200
+    assert resamples_for(BOOT_HOP_BUDGET // 100, 200) == 100
+    assert resamples_for(10 * BOOT_HOP_BUDGET, 200) == MIN_BOOT
+    assert resamples_for(1_000, 20) == 20  # never more than asked

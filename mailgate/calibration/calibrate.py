@@ -111,7 +111,7 @@ def fit_hops(m: Measurement, hops: list[HopRecord]) -> tuple[Fit, dict[str, floa
 
 #: Hops fitted over all resamples at most (~0.5 s of fitting per 30,000 hops): a sweep of
 #: many messages gets fewer resamples rather than minutes of bootstrap.
-BOOT_HOP_BUDGET = 3_000_000
+BOOT_HOP_BUDGET = 1_500_000
 #: ... but never fewer resamples than this (a 95 % interval from its 2.5 % tails).
 MIN_BOOT = 50
 

@@ -86,7 +86,7 @@ def dependence_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The significant load dependences of the fitted costs, formatted."""
     dep = (report.get("fit") or {}).get("load_dependence") or {}
     rows = [r for r in (*dep.get("hosts", []), *dep.get("stages", [])) if r["significant"]]
-    rows.sort(key=lambda r: abs(r.get("relative_change") or 0.0), reverse=True)
+    rows.sort(key=lambda r: abs(r["at_high"] - r["at_low"]), reverse=True)  # ms over the sweep
     return [
         {
             "tier": r["tier"],

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-#: Rows of the load-dependence table: the significant slopes, largest change first.
+#: Rows of the load-dependence table: the significant slopes, largest change (in s) first.
 MAX_DEPENDENCE_ROWS = 15
 
 
@@ -119,7 +119,7 @@ def load_dependence_section(report: Mapping[str, Any]) -> list[str]:
     if not dep:
         return lines
     rows = [r for r in (*dep.get("hosts", []), *dep.get("stages", [])) if r["significant"]]
-    rows.sort(key=lambda r: abs(r.get("relative_change") or 0.0), reverse=True)
+    rows.sort(key=lambda r: abs(r["at_high"] - r["at_low"]), reverse=True)  # ms over the sweep
     lines += [
         "",
         "## Costs that depend on the load",
