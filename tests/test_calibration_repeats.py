@@ -109,3 +109,29 @@ def test_report_shows_the_range_over_repeats_and_within_spread(tmp_path) -> None
                spread={"n": 3, "min": 0.008, "max": 0.014, "mean": 0.011, "sd": 0.003})  # fmt: skip
     text = format_report(report)
     assert "| 8.0–14.0 |" in text and "within spread" in text
+
+
+def test_html_page_shows_spread_within_spread_burner_and_load_dependence(tmp_path) -> None:
+    from mailgate.calibration.html_report import render_calibration
+    from tests.test_calibrate import synthetic_report
+
+    report = synthetic_report(tmp_path)[0]
+    report["latency"][0].update(
+        verdict="within spread", ok=True,
+        spread={"n": 3, "min": 0.008, "max": 0.014, "mean": 0.011, "sd": 0.003},
+    )  # fmt: skip
+    report["background"] = {
+        "per_load": [{"rate": 10.0, "outside_cpu_per_message_s": 0.006,
+                      "foreign_busy_cores": 1.02, "send_path_s": {"n": 9, "mean": 0.0035}}],
+        "cpu_per_message_s": 0.006, "cores": 1.02, "send_path_s": 0.0035, "in_model": False,
+        "burner": {"cores_requested": 1.0, "processes": 1, "pids": [1], "wall_s": 9.0,
+                   "cores_measured": 0.98},
+    }  # fmt: skip
+    row = {"tier": "gateway3", "stage": "spool", "quantity": "wait", "n": 99, "slope": 5e-4,
+           "stderr": 1e-4, "p_value": 1e-6, "significant": True, "at_low": 0.002,
+           "at_high": 0.029, "relative_change": 13.5}  # fmt: skip
+    report["fit"]["load_dependence"] = {"stages": [row], "hosts": []}
+    html = render_calibration(report)
+    assert "8.0–14.0" in html and "within spread" in html
+    assert "A CPU burner ran" in html and "0.98 cores measured" in html
+    assert "gateway3" in html and "+500.00 ± 100.00" in html and "29.000" in html
