@@ -287,6 +287,8 @@ def test_short_end_to_end_calibration(tmp_path: Path) -> None:
         duration_s=4.0,
         out=tmp_path / "cal",
         model_horizon_s=60.0,
+        repeats=3,
+        background_load=0.3,  # the burner through the real pipeline (a little CPU)
         # addresses no other test picks from (a running `realnet up` keeps 127.25)
         testbed_overrides={"realnet.address_prefix": prefix, "realnet.dns_address": dns},
     )
@@ -301,6 +303,21 @@ def test_short_end_to_end_calibration(tmp_path: Path) -> None:
     fitted = load(tmp_path / "cal" / "fitted.toml")  # the overlay loads on the testbed
     assert fitted.deployment.machines[0].cores == 2
     assert data["departures"]["3"], "names where the model departs"
+    # repeats: three seeds per load, their spread on the judged rows
+    assert data["repeats"] == 3
+    assert [r["seed"] for r in measured["repeats"]] == [1, 2, 3]
+    assert all(r["spread"]["n"] == 3 for r in data["latency"] if r["judged"])
+    assert "out_of_shadow" in measured["latency"]
+    # the model's saturation by the same ramp; the fit over every run; the background
+    assert "ramp on the model" in data["saturation"]["modelled"]["method"]
+    assert data["fit"]["load_dependence"]["runs"] == 6
+    assert data["fit"]["sizes_kb"]["hops"] > measured["latency"]["in_mailbox"]["inbound"]["n"]
+    bg = data["background"]
+    assert bg["cpu_per_message_s"] > 0 and 0 < bg["send_path_s"] < 1.0
+    burner = bg["burner"]
+    assert burner["processes"] == 1 and burner["cores_measured"] > 0.05
+    assert not any(Path(f"/proc/{pid}").exists() for pid in burner["pids"]), "burner stopped"
+    assert "A CPU burner ran" in (tmp_path / "cal" / "report.md").read_text()
     # the same stage costs on the production deployment (the planners' question)
     production = load(tmp_path / "cal" / "fitted-production.toml")
     assert production.scenario.name == load(ROOT / "scenarios" / "drive-network.toml").scenario.name

@@ -55,8 +55,12 @@ def attribute_untraced_cpu(
     on-path part goes to the receiving dialogue up to its mean elapsed time
     and the delivery client gets the remainder. ``host_cpu_s`` is each
     host's CPU over the run; ``extra_cpu_s`` per tier is CPU known to belong
-    to something else (POP logins at the mailbox server). Returns the
-    untraced CPU per hop of each tier (on and off the path).
+    to something else (POP logins at the mailbox server). When the traced
+    CPU of a tier exceeds what /proc says its hosts used (spans that await
+    on the event loop also time other messages' coroutines), the tier's
+    stage costs are scaled down to /proc's (``Fit.proc_scale``) and nothing
+    is untraced. Returns the untraced CPU per hop of each tier (on and off
+    the path).
     """
     extra = dict(extra_cpu_s or {})
     count: dict[str, int] = defaultdict(int)
@@ -80,6 +84,10 @@ def attribute_untraced_cpu(
     residual: dict[str, float] = {}
     for tier, n in count.items():
         used = sum(host_cpu_s.get(h, 0.0) for h in hosts_of[tier]) - extra.get(tier, 0.0)
+        if traced[tier] > used > 0:
+            # the spans counted more CPU than the processes used: a span that awaits on
+            # the event loop also timed other messages' coroutines (more so under load)
+            _scale_tier(fit, tier, used / traced[tier])
         total = max(used - traced[tier], 0.0)
         residual[tier] = total / n
         on_path = min(total, uncovered[tier])
@@ -95,6 +103,16 @@ def attribute_untraced_cpu(
             counts = {st: len(v) for st, v in stages.items()}
             _split_untraced(fit, tier, on_path, {**counts, "deliver": deliveries[tier]})
     return residual
+
+
+def _scale_tier(fit: Fit, tier: str, factor: float) -> None:
+    """Scale the traced CPU of a tier's stages so that they add up to /proc's."""
+    fit.proc_scale[tier] = factor
+    for (t, _), sf in fit.stages.items():
+        if t == tier and sf.source != "measured in-process":
+            sf.cpu_fixed_s *= factor
+            sf.cpu_per_kb_s *= factor
+            sf.source += f", CPU × {factor:.2f} to /proc"
 
 
 def _split_untraced(fit: Fit, tier: str, total: float, n: Mapping[str, int]) -> None:

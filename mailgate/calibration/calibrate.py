@@ -6,19 +6,24 @@ Steps, each bounded in count and time:
 2. find its saturation throughput by ramping the offered load until the
    delivered throughput stops following it or latency explodes
    (``saturation.find_saturation``);
-3. run realnet at 10/30/50/70/90 % of that (or the given rates), recording
-   each message's times (``realnet.load.loadgen``), each host's CPU
-   (``cpu``) and each hop's stage trace (``measure``);
-4. fit the stage costs from the lowest load (``fit``, ``attribution``) into an
-   overlay that extends the testbed scenario (its deployment: every host one
-   process, all sharing the machine's cores), written once as ``fitted.toml``
-   (``overlay``);
+3. run realnet at 10/30/50/70/90 % of that (or the given rates), each load
+   ``repeats`` times, recording each message's times (``realnet.load.loadgen``),
+   each host's CPU (``cpu``) and each hop's stage trace (``measure``), pooled
+   per load with the repeats' spread (``sweep``, ``repeats``); with
+   ``--background-load`` a CPU burner runs beside the testbed (``burner``);
+4. fit the stage costs from every run of the sweep (``fit``, ``attribution``),
+   and how they move with the load (``load_dependence``), into an overlay that
+   extends the testbed scenario (its deployment: every host one process, all
+   sharing the machine's cores), written once as ``fitted.toml`` (``overlay``;
+   the outside CPU and the send path too once the model has the keys,
+   ``background``);
 5. run the model at the same loads on that overlay, merged in memory
-   (``modelled``), and put the two side by side (``compare``): latency
-   quantiles per flow, saturation throughput and the first host to saturate,
-   per-host CPU; where they depart, the stage whose modelled time departs
-   most is named; ``report.md``, ``calibration.json`` and plots (``outputs``);
-6. bootstrap the fit over the lowest load's messages (``uncertainty``): a 95 %
+   (``modelled``), find its saturation by the testbed's ramp (``model_ramp``),
+   and put the two side by side (``compare``): latency quantiles per flow,
+   saturation throughput and the first host to saturate, per-host CPU; where
+   they depart, the stage whose modelled time departs most is named;
+   ``report.md``, ``calibration.json`` and plots (``outputs``);
+6. bootstrap the fit over the sweep's messages (``uncertainty``): a 95 %
    interval for every fitted cost, and the capacity the fit implies (the
    analytic solver on the fitted testbed and production scenarios) as a band.
 
@@ -30,10 +35,8 @@ exit code) is ``mailgate.commands.calibrate``.
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +44,14 @@ from mailgate.calibration.attribution import (
     attribute_untraced_cpu,
     submission_on_top_of_receive,
 )
+from mailgate.calibration.background import MODEL_HAS_MACHINE_KEYS, add_machine_keys, background
 from mailgate.calibration.compare import build_report, machine_cores
 from mailgate.calibration.fit import Fit, add_measured_stage, fit_traces
-from mailgate.calibration.measure import bench_from_testbed, measure, pop_login_cpu_s, warm_up
+from mailgate.calibration.fit_sweep import combine
+from mailgate.calibration.load_dependence import load_dependence
+from mailgate.calibration.model_ramp import model_ramp_saturation
 from mailgate.calibration.modelled import model_point
+from mailgate.calibration.options import Options
 from mailgate.calibration.outputs import write_outputs
 from mailgate.calibration.overlay import (
     fitted_scenario,
@@ -52,144 +59,76 @@ from mailgate.calibration.overlay import (
     production_base,
     write_overlay,
 )
-from mailgate.calibration.points import Point
 from mailgate.calibration.saturation import (
     Saturation,
-    find_saturation,
     model_saturation,
-    outside_cpu_per_message,
     utilisation_law_saturation,
     with_outside_cpu,
 )
+from mailgate.calibration.sweep import DEFAULT_LOADS, Measurement, measure_testbed
 from mailgate.calibration.uncertainty import (
-    N_BOOT,
     add_intervals,
     bootstrap,
     capacity_band,
     solver_capacity,
 )
 from mailgate.realnet.load.loadgen import flow_shares
-from mailgate.realnet.load.mailclients import Auth
 from mailgate.sim.scenario import Scenario
 from mailgate.sim.scenario.records import HopRecord
 from mailgate.sim.scenario.topology import MAILBOX
 
-#: Loads of the default sweep, as shares of the measured saturation throughput.
-DEFAULT_LOADS = (0.1, 0.3, 0.5, 0.7, 0.9)
-
-
-@dataclass
-class Options:
-    """The command's settings (from argparse, or a test)."""
-
-    scenario: str
-    rates: list[float] | None = None
-    duration_s: float = 30.0
-    tolerance: float = 0.15
-    out: Path = Path("results/calibration")
-    user: Auth = field(default_factory=lambda: Auth("selftest", "selftest"))
-    pop_interval_s: float = 1.0
-    ramp_step_s: float = 8.0
-    model_horizon_s: float = 300.0
-    seed: int = 1
-    #: resamples of the fit's bootstrap (its intervals and the capacity band)
-    bootstrap: int = N_BOOT
-    command: str = "mailgate calibrate"
-    #: dotted overrides for the testbed only (e.g. another address prefix)
-    testbed_overrides: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Measurement:
-    """Everything the realnet side of a calibration produced."""
-
-    scenario: Scenario
-    saturation: Saturation | None
-    points: list[Point]
-    low_hops: list[HopRecord]  # traces of the lowest load
-    low_point: Point
-    pop_cpu_s: float  # CPU of one POP login (scrypt), measured in-process
-
-
-def measure_testbed(opts: Options, log: Callable[[str], None] = print) -> Measurement:
-    """Bring the testbed up, ramp to saturation (or not), sweep the loads, stop it."""
-    from mailgate.realnet.testbed.supervisor import Testbed  # a sibling's work: import late
-
-    with tempfile.TemporaryDirectory(prefix="mailgate-calibrate-") as tmp:
-        state = Path(tmp)
-        with Testbed(opts.scenario, overrides=opts.testbed_overrides, state_dir=state) as testbed:
-            bench = bench_from_testbed(testbed, opts.user)
-            log("warming up the testbed …")
-            warm_up(bench)
-            counter = iter(range(10_000))
-            hops_by_rate: dict[float, list[HopRecord]] = {}
-
-            def run(rate: float, duration: float) -> Point:
-                run_id = f"cal{next(counter)}"
-                log(f"  realnet {rate:.2f} msg/s for {duration:g} s …")
-                point, _, hops = measure(
-                    bench,
-                    rate,
-                    duration,
-                    run_id,
-                    pop_interval_s=opts.pop_interval_s,
-                    seed=opts.seed,
-                )
-                hops_by_rate[rate] = hops  # (the load generator logs its own warnings)
-                return point
-
-            sat = None
-            if opts.rates is None:
-                log("finding the saturation throughput (ramp) …")
-                sat = find_saturation(lambda r: run(r, opts.ramp_step_s))
-                rates = [round(share * sat.throughput, 2) for share in DEFAULT_LOADS]
-            else:
-                rates = list(opts.rates)
-            log(f"sweep at {', '.join(f'{r:g}' for r in rates)} msg/s")
-            points = [run(r, opts.duration_s) for r in rates]
-            low = min(points, key=lambda p: p.rate)
-            return Measurement(
-                scenario=bench.scenario,
-                saturation=sat,
-                points=points,
-                low_hops=hops_by_rate[low.rate],
-                low_point=low,
-                pop_cpu_s=pop_login_cpu_s(bench.scenario),
-            )
+__all__ = ["DEFAULT_LOADS", "Measurement", "Options", "calibrate", "measure_testbed"]
 
 
 def fit_measurement(m: Measurement) -> Fit:
-    """Fit the lowest load's traces (+ /proc for untraced CPU)."""
-    fit, residual = fit_hops(m, m.low_hops)
-    m.low_point.extra["untraced_cpu_per_message_s"] = residual
+    """Fit every run's traces of the sweep (+ /proc for untraced CPU): costs over all
+    loads and the whole range of sizes they saw."""
+    fit, residual = fit_hops(m, m.hops)
+    m.untraced_per_hop_s = residual
     return fit
 
 
 def fit_hops(m: Measurement, hops: list[HopRecord]) -> tuple[Fit, dict[str, float]]:
-    """Fit ``hops`` (the lowest load's traces, or a resample of them) as the calibration
-    does: stage costs, POP's login, the untraced CPU from /proc; and that CPU per hop."""
+    """Fit ``hops`` (the sweep's traces, or a resample of them) as the calibration
+    does: stage CPU from all of them and waits from the lowest load's (``fit_sweep``),
+    POP's login, the untraced CPU from /proc; and that CPU per hop."""
+    low = m.lowest_load(hops)
     fit = fit_traces(hops, m.scenario)
+    if len(low) < len(hops):  # CPU from every load, waits from the lowest (fit_sweep)
+        fit = combine(fit_traces(low, m.scenario), fit)
     add_measured_stage(fit, MAILBOX, "pop_session", m.pop_cpu_s)
     if (MAILBOX, "submission") not in fit.stages:  # older realnet traced it as smtp_receive
         add_measured_stage(fit, MAILBOX, "submission", 0.0)
-    polls = m.low_point.extra.get("loadgen", {}).get("pop_polls", 0)
     residual = attribute_untraced_cpu(
         fit,
         hops,
-        m.low_point.extra.get("cpu_s", {}),
-        extra_cpu_s={MAILBOX: polls * m.pop_cpu_s},
+        m.fit_cpu_s(),
+        extra_cpu_s={MAILBOX: m.fit_pop_polls() * m.pop_cpu_s},
     )
     submission_on_top_of_receive(fit)
     return fit, residual
 
 
+#: Hops fitted over all resamples at most (~0.5 s of fitting per 30,000 hops): a sweep of
+#: many messages gets fewer resamples rather than minutes of bootstrap.
+BOOT_HOP_BUDGET = 1_500_000
+#: ... but never fewer resamples than this (a 95 % interval from its 2.5 % tails).
+MIN_BOOT = 50
+
+
+def resamples_for(n_hops: int, asked: int) -> int:
+    """The bootstrap's resamples: ``asked``, fewer when the sweep has many hops."""
+    if n_hops <= 0:
+        return asked
+    return min(asked, max(MIN_BOOT, BOOT_HOP_BUDGET // n_hops))
+
+
 def fit_uncertainty(m: Measurement, fit: Fit, opts: Options) -> dict[str, Any]:
-    """Bootstrap the fit over the lowest load's messages: the resampled fits, and the
+    """Bootstrap the fit over the sweep's messages: the resampled fits, and the
     capacity each implies by the analytic solver, on the testbed (messages/s) and, when
     the testbed extends a production scenario, there (mailboxes)."""
-    fits = bootstrap(
-        m.low_hops, lambda hops: fit_hops(m, hops)[0], n_boot=opts.bootstrap, seed=opts.seed
-    )
+    n_boot = resamples_for(len(m.hops), opts.bootstrap)
+    fits = bootstrap(m.hops, lambda hops: fit_hops(m, hops)[0], n_boot=n_boot, seed=opts.seed)
     worlds: dict[str, tuple[str | Path, bool]] = {"testbed": (opts.scenario, False)}
     parent = production_base(Path(opts.scenario))
     if parent is not None:
@@ -228,6 +167,44 @@ def write_fitted(fit: Fit, table: dict[str, Any], scenario: Scenario, opts: Opti
     return overlay
 
 
+def modelled_saturation(
+    m: Measurement, fitted: dict[str, Any], modelled: list[Any], opts: Options, outside_s: float
+) -> tuple[Saturation, dict[str, Any]]:
+    """The model's saturation by the testbed's ramp and criterion on model runs; beside it
+    the old estimates (its busiest resource at 100 %, with the outside CPU by the
+    utilisation law). Without the background keys in the model, the ramp's machine
+    saturation gets the outside CPU by the utilisation law too (and says so)."""
+    shares = flow_shares(m.scenario)
+    ramp = model_ramp_saturation(
+        opts.scenario,
+        shares,
+        fitted,
+        window_s=opts.model_ramp_step_s or opts.ramp_step_s,
+        pop_interval_s=opts.pop_interval_s,
+        seed=opts.seed,
+    )
+    cores = machine_cores(m.scenario)
+    bottleneck = model_saturation(min(modelled, key=lambda p: p.rate))
+    others = {
+        "ramp_on_model": {"throughput": ramp.throughput, "first_host": ramp.first_host},
+        "busiest_resource": {
+            "throughput": bottleneck.throughput,
+            "first_host": bottleneck.first_host,
+            "method": bottleneck.method,
+        },
+    }
+    law = with_outside_cpu(bottleneck, outside_s, cores)
+    others["busiest_resource_with_outside_cpu"] = {
+        "throughput": law.throughput,
+        "first_host": law.first_host,
+    }
+    if MODEL_HAS_MACHINE_KEYS:
+        return ramp, others
+    sat = with_outside_cpu(ramp, outside_s, cores)
+    sat.steps = ramp.steps + sat.steps
+    return sat, others
+
+
 def calibrate(opts: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the whole calibration and write its files in ``opts.out``.
 
@@ -235,9 +212,17 @@ def calibrate(opts: Options, log: Callable[[str], None] = print) -> dict[str, An
     list the missed targets (empty: ``ok``).
     """
     t_start = time.monotonic()
+    shown = log
+
+    def log(text: str) -> None:  # the same log, with the time so far
+        shown(f"[{time.monotonic() - t_start:5.0f} s] {text}")
+
     m = measure_testbed(opts, log)
+    log("fitting the costs over the whole sweep …")
     fit = fit_measurement(m)
+    measured_bg = background(m.points, m.burner)
     fitted = overlay_table(fit, m.scenario)  # the model runs on this table, in memory
+    add_machine_keys(fitted, m.scenario, measured_bg, enabled=MODEL_HAS_MACHINE_KEYS)
     overlay = write_fitted(fit, fitted, m.scenario, opts)
     x, who = utilisation_law_saturation(m.low_point, machine_cores(m.scenario))
     law = {"throughput": x, "first_host": who, "at_rate": m.low_point.rate}
@@ -261,10 +246,9 @@ def calibrate(opts: Options, log: Callable[[str], None] = print) -> dict[str, An
         )
         for p in m.points
     ]
-    sat_model = with_outside_cpu(
-        model_saturation(min(modelled, key=lambda p: p.rate)),
-        outside_cpu_per_message(m.low_point),
-        machine_cores(m.scenario),
+    log("finding the model's saturation by the same ramp …")
+    sat_model, other_estimates = modelled_saturation(
+        m, fitted, modelled, opts, measured_bg["cpu_per_message_s"]
     )
     report, _ = build_report(
         scenario_path=opts.scenario,
@@ -278,9 +262,29 @@ def calibrate(opts: Options, log: Callable[[str], None] = print) -> dict[str, An
         tolerance=opts.tolerance,
         wall_s=time.monotonic() - t_start,
     )
+    report["saturation"]["modelled_other_estimates"] = other_estimates
+    report["repeats"] = opts.repeats
+    report["background"] = measured_bg
+    report["fit"]["untraced_cpu_per_hop_s"] = m.untraced_per_hop_s
+    report["fit"]["sizes_kb"] = size_range(m.hops)
+    report["fit"]["load_dependence"] = load_dependence(m.runs)
     log("bootstrapping the fit (resampled messages) …")
     unc = fit_uncertainty(m, fit, opts)
     add_intervals(report["fit"], unc["fits"])
     report["capacity_band"] = unc["capacity"]
+    report["wall_s"] = time.monotonic() - t_start
     write_outputs(report, m.points, modelled, opts.out)
     return report
+
+
+def size_range(hops: list[HopRecord]) -> dict[str, Any]:
+    """The message sizes the fit saw (per hop): how far its per-KB costs reach."""
+    sizes = [h.size_kb for h in hops if h.outcome != "retrieved"]
+    if not sizes:
+        return {}
+    return {
+        "hops": len(sizes),
+        "min": min(sizes),
+        "max": max(sizes),
+        "over_200kb": sum(s > 200 for s in sizes),
+    }

@@ -1,4 +1,4 @@
-"""Fit the model's stage costs from HopRecord traces of a low-load run.
+"""Fit the model's stage costs from HopRecord traces of realnet runs.
 
 For every tier and stage seen in the traces the CPU measured around the
 stage is fitted as ``cpu = fixed + per_kb * size_kb`` by least squares
@@ -12,10 +12,12 @@ stage so the report can say which stage's model is poor.
 ``attribution`` then places the CPU no stage span shows; ``overlay`` turns
 the fit into a scenario overlay that ``extends`` the testbed scenario.
 
-Why a low load: in realnet every host is one single-threaded asyncio
-process, so CPU measured around a stage that awaits includes other
-coroutines' work interleaved with it; with few messages in flight that
-contamination is small.
+Which traces: calibration fits the CPU from every load of its sweep and the
+waits from the lowest (``fit_sweep.combine``). In realnet every host is one
+single-threaded asyncio process, so CPU measured around a stage that awaits
+includes other coroutines' work interleaved with it; with few messages in
+flight that contamination is small, and ``attribution`` caps a tier's traced
+CPU at what /proc measured.
 """
 
 from __future__ import annotations
@@ -89,9 +91,12 @@ class Fit:
     fsync_s: dict[str, tuple[float, float]] = field(default_factory=dict)  # tier -> (mean, sigma)
     dns_s: float | None = None
     overhead: dict[str, HopOverhead] = field(default_factory=dict)
+    #: tier -> factor its traced stage CPU was scaled by to match /proc (attribution)
+    proc_scale: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "proc_scale": dict(self.proc_scale),
             "stages": [_finite(asdict(s)) for s in self.stages.values()],
             "fsync_s": {t: {"mean": m, "sigma": s} for t, (m, s) in self.fsync_s.items()},
             "dns_s": self.dns_s,

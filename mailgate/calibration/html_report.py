@@ -14,6 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from mailgate.calibration.report import closing_notes
+from mailgate.calibration.report_sections import (
+    MAX_DEPENDENCE_ROWS,
+    saturation_methods,
+    spread_text,
+    verdict_mark,
+)
 from mailgate.sim.analysis.formatting import percent
 from mailgate.sim.analysis.html_report import environment
 
@@ -41,10 +47,59 @@ def latency_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
             "n": r.get("n", ""),
             "measured": _ms(r["measured_s"]),
             "modelled": _ms(r["modelled_s"]),
+            "spread": spread_text(r),
             "error": _error(r["relative_error"]),
-            "verdict": "" if r["ok"] is None else ("ok" if r["ok"] else "MISS"),
+            "verdict": verdict_mark(r).strip("*"),
         }
         for r in report["latency"]
+    ]
+
+
+def background_context(report: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The burner, the CPU outside the hosts and the send path, formatted."""
+    bg = report.get("background")
+    if not bg:
+        return None
+    return {
+        "burner": bg.get("burner"),
+        "in_model": bg.get("in_model"),
+        "cpu_per_message_ms": f"{bg['cpu_per_message_s'] * 1e3:.2f}",
+        "cores": f"{bg['cores']:.2f}",
+        "send_path_ms": f"{bg['send_path_s'] * 1e3:.2f}",
+        "per_load": [
+            {
+                "rate": f"{r['rate']:g}",
+                "outside_ms": f"{r['outside_cpu_per_message_s'] * 1e3:.2f}",
+                "foreign": _cores(r.get("foreign_busy_cores")),
+                "send_path_ms": _ms((r.get("send_path_s") or {}).get("mean")),
+            }
+            for r in bg["per_load"]
+        ],
+    }
+
+
+def _cores(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def dependence_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The significant load dependences of the fitted costs, formatted."""
+    dep = (report.get("fit") or {}).get("load_dependence") or {}
+    rows = [r for r in (*dep.get("hosts", []), *dep.get("stages", [])) if r["significant"]]
+    rows.sort(key=lambda r: abs(r["at_high"] - r["at_low"]), reverse=True)  # ms over the sweep
+    return [
+        {
+            "tier": r["tier"],
+            "stage": r["stage"],
+            "quantity": r["quantity"],
+            "n": r["n"],
+            "low": f"{r['at_low'] * 1e3:.3f}",
+            "high": f"{r['at_high'] * 1e3:.3f}",
+            "change": _error(r.get("relative_change")),
+            "slope": f"{r['slope'] * 1e6:+.2f} ± {r['stderr'] * 1e6:.2f}",
+            "p": f"{r['p_value']:.1g}",
+        }
+        for r in rows[:MAX_DEPENDENCE_ROWS]
     ]
 
 
@@ -96,6 +151,12 @@ def calibration_context(report: Mapping[str, Any]) -> dict[str, Any]:
             }
             for side in ("measured", "modelled")
         ],
+        "saturation_notes": [
+            line.lstrip("- ") for line in saturation_methods(report)[3:] if line.strip()
+        ],
+        "repeats": report.get("repeats", 1),
+        "background": background_context(report),
+        "dependence": dependence_rows(report),
         "saturation_error": _error(sat["relative_error"]),
         "same_first_host": sat["same_first_host"],
         "latency": latency_rows(report),

@@ -17,6 +17,7 @@ import numpy as np
 
 from mailgate.calibration.cpu import CpuSampler
 from mailgate.calibration.points import Point, latency_samples, quantiles, stage_profile
+from mailgate.calibration.shadow import with_out_of_shadow
 from mailgate.realnet.load.loadgen import LoadResult, LoadSpec, Target, attach_traces, run_load
 from mailgate.realnet.load.mailclients import Auth
 from mailgate.realnet.relay.tracing import read_traces
@@ -105,7 +106,7 @@ def measure(
     time.sleep(0.2)  # let the last trace lines reach the files
     hops = read_traces(bench.state_dir, run_id + "-")
     attach_traces(result.records, hops)
-    samples = latency_samples(result.records)
+    samples = with_out_of_shadow(latency_samples(result.records), result.records)
     # completed within the window (plus a grace for the last ones): in a
     # mailbox, at the remote MX, or refused (SPF) — what a saturated system
     # stops keeping up with
@@ -135,9 +136,38 @@ def measure(
             "latency_growth_s": growth,
             "machine_busy_cores": machine / max(wall, 1e-9),
             "foreign_busy_cores": foreign,
+            "seed": seed,
+            "window_s": duration_s,
+            "grace_s": COMPLETION_GRACE_S,
+            "send_path_s": send_path(result.records, hops),
         },
     )
     return point, result, ours
+
+
+#: The first hop of inbound mail: where the load generator's send path ends.
+FIRST_HOP_TIER = "gateway0"
+
+
+def send_path(records: Sequence[MessageRecord], hops: Sequence[HopRecord]) -> dict[str, float]:
+    """Scheduled send → arrival at the first hop (gateway0) of inbound mail: the load
+    generator's lateness plus a new connection, greeting and EHLO per message, which
+    the model's generated message does not pay. ``{n, mean, p95}`` in seconds ({} if none)."""
+    sent = {_msg_key(r.msg_id): r.sent for r in records if r.flow == "inbound"}
+    delays = [
+        h.arrived - sent[key]
+        for h in hops
+        if h.host.rsplit(".", 1)[0] == FIRST_HOP_TIER and (key := _msg_key(h.msg_id)) in sent
+    ]
+    if not delays:
+        return {}
+    arr = np.asarray(delays)
+    return {"n": len(arr), "mean": float(arr.mean()), "p95": float(np.quantile(arr, 0.95))}
+
+
+def _msg_key(msg_id: str) -> str:
+    """``<lg-3@loadgen.mailgate>`` → ``lg-3``, as the load generator matches traces."""
+    return msg_id.strip().strip("<>").split("@", 1)[0]
 
 
 def latency_growth(

@@ -16,6 +16,7 @@ from mailgate.calibration.points import (
     quantiles,
     stage_profile,
 )
+from mailgate.calibration.shadow import with_out_of_shadow
 from mailgate.sim.scenario import Scenario
 from mailgate.sim.scenario.records import HopRecord, MessageRecord
 
@@ -60,6 +61,35 @@ def model_overrides(
     }
 
 
+def run_model(
+    base: str | Path,
+    rate: float,
+    shares: Mapping[str, float],
+    *,
+    overlay: Mapping[str, Any] | None = None,
+    pop_interval_s: float,
+    horizon_s: float,
+    seed: int = 1,
+    extra_overrides: Mapping[str, Any] | None = None,
+) -> tuple[Any, list[HopRecord], list[MessageRecord], Scenario]:
+    """Run the model at one load on ``base`` with the fitted ``overlay`` table
+    (``overlay.overlay_table``) on top, merged in memory: its results, hop and
+    message records, and the scenario it ran."""
+    from mailgate.sim.model.simulate import simulate  # only when the model runs: import late
+
+    fitted = fitted_scenario(base, overlay or {})
+    overrides = model_overrides(fitted, rate, shares, pop_interval_s, horizon_s)
+    scenario = fitted_scenario(base, overlay or {}, {**overrides, **(extra_overrides or {})})
+    hops: list[HopRecord] = []
+    messages: list[MessageRecord] = []
+
+    def trace(record: HopRecord | MessageRecord) -> None:
+        (hops if isinstance(record, HopRecord) else messages).append(record)
+
+    results = simulate(scenario, seed=seed, progress=False, trace=trace)
+    return results, hops, messages, scenario
+
+
 def model_point(
     base: str | Path,
     rate: float,
@@ -70,20 +100,16 @@ def model_point(
     horizon_s: float,
     seed: int = 1,
 ) -> Point:
-    """Run the model at one load on ``base`` with the fitted ``overlay`` table
-    (``overlay.overlay_table``) on top, merged in memory."""
-    from mailgate.sim.model.simulate import simulate  # only when the model runs: import late
-
-    fitted = fitted_scenario(base, overlay or {})
-    overrides = model_overrides(fitted, rate, shares, pop_interval_s, horizon_s)
-    scenario = fitted_scenario(base, overlay or {}, overrides)
-    hops: list[HopRecord] = []
-    messages: list[MessageRecord] = []
-
-    def trace(record: HopRecord | MessageRecord) -> None:
-        (hops if isinstance(record, HopRecord) else messages).append(record)
-
-    results = simulate(scenario, seed=seed, progress=False, trace=trace)
+    """The model at one load (``run_model``) read into a ``Point``."""
+    results, hops, messages, scenario = run_model(
+        base,
+        rate,
+        shares,
+        overlay=overlay,
+        pop_interval_s=pop_interval_s,
+        horizon_s=horizon_s,
+        seed=seed,
+    )
     return point_from_model(rate, results, hops, messages, scenario)
 
 
@@ -102,7 +128,7 @@ def point_from_model(
     """
     warm = scenario.scenario.warmup_h * 3600
     counted = [m for m in messages if m.sent >= warm]
-    samples = latency_samples(counted)
+    samples = with_out_of_shadow(latency_samples(counted), counted)
     latency = quantiles(samples)
     latency["retrieved"] = {}
     for flow in ("inbound", "internal"):

@@ -30,7 +30,8 @@ MIN_WAIT_S = 20e-6
 
 def stage_cost(sf: StageFit) -> dict[str, Any]:
     """The overlay's ``cpu_s`` / ``cpu_per_kb_s`` for one fitted stage."""
-    cpu = _lognormal(sf.cpu_fixed_s, sf.cpu_sigma) if sf.cpu_sigma > 0 else sf.cpu_fixed_s
+    spread = sf.cpu_sigma > 0 and sf.cpu_fixed_s > 0  # a lognormal needs a median > 0
+    cpu = _lognormal(sf.cpu_fixed_s, sf.cpu_sigma) if spread else sf.cpu_fixed_s
     return {"cpu_s": cpu, "cpu_per_kb_s": sf.cpu_per_kb_s}
 
 
@@ -84,7 +85,8 @@ def _tier_table(table: dict[str, Any], tier: str) -> dict[str, Any]:
 
 #: The comment lines on top of a written overlay (tomli-w writes the values only).
 HEADER = (
-    "# Stage costs fitted by `mailgate calibrate` from a low-load realnet run.",
+    "# Stage costs fitted by `mailgate calibrate` from a realnet sweep",
+    "# (CPU from every load and repeat; waits and spreads from the lowest load).",
     "# CPU: fixed + per KB by least squares; spread as a lognormal sigma;",
     "# waits = elapsed - cpu (DNS per lookup in network.dns_s, disk in host.fsync_s).",
 )

@@ -10,6 +10,13 @@ from typing import Any
 
 from mailgate.calibration.compare import SATURATION_TOLERANCE, most_off
 from mailgate.calibration.points import OUTSIDE_MODEL
+from mailgate.calibration.report_sections import (
+    background_section,
+    load_dependence_section,
+    saturation_methods,
+    spread_text,
+    verdict_mark,
+)
 
 
 def format_report(report: Mapping[str, Any]) -> str:
@@ -26,19 +33,26 @@ def format_report(report: Mapping[str, Any]) -> str:
         "",
         f"relative error {_fmt_err(sat['relative_error'])}; same first host: "
         f"{'yes' if sat['same_first_host'] else 'NO'}",
+        *saturation_methods(report),
         "",
         "## Latency from the scheduled send (ms)",
         "",
-        "| msg/s | load | span | flow | n | q | measured | modelled | error | |",
-        "|---:|---:|---|---|---:|---|---:|---:|---:|---|",
+        f"Each load measured {report.get('repeats', 1)} time(s); measured = the pooled "
+        "samples, range = the lowest and highest value of the repeats. A judged miss whose "
+        "modelled value lies inside that range is `within spread` (not a miss). "
+        "`out_of_shadow`: small inbound messages that overlapped no message over 200 KB "
+        "(reported, not judged).",
+        "",
+        "| msg/s | load | span | flow | n | q | measured | range over repeats | modelled "
+        "| error | |",
+        "|---:|---:|---|---|---:|---|---:|---:|---:|---:|---|",
     ]
     for r in report["latency"]:
-        mark = "" if r["ok"] is None else ("ok" if r["ok"] else "**MISS**")
         mod = "—" if r["modelled_s"] is None else f"{r['modelled_s'] * 1e3:.1f}"
         lines.append(
             f"| {r['rate']:g} | {r['load']:.0%} | {r['span']} | {r['flow']} | {r['n']} "
-            f"| {r['quantile']} "
-            f"| {r['measured_s'] * 1e3:.1f} | {mod} | {_fmt_err(r['relative_error'])} | {mark} |"
+            f"| {r['quantile']} | {r['measured_s'] * 1e3:.1f} | {spread_text(r)} "
+            f"| {mod} | {_fmt_err(r['relative_error'])} | {verdict_mark(r)} |"
         )
     lines += ["", "## CPU utilisation per host (share of one core)", ""]
     lines += ["| msg/s | host | measured | modelled | error |", "|---:|---|---:|---:|---:|"]
@@ -48,6 +62,7 @@ def format_report(report: Mapping[str, Any]) -> str:
             f"{_fmt_share(r['modelled'])} | {_fmt_err(r['relative_error'])} |"
         )
     lines += machine_section(report)
+    lines += background_section(report)
     lines += ["", "## Where the model departs (largest gaps in mean time per hop)", ""]
     for rate, gaps in report["departures"].items():
         text = "; ".join(
@@ -56,7 +71,7 @@ def format_report(report: Mapping[str, Any]) -> str:
             for g in gaps
         )
         lines.append(f"- {rate} msg/s: {text or 'no stage data'}")
-    lines += ["", "## Fit (lowest load)", ""]
+    lines += ["", "## Fit (every load and repeat of the sweep)", ""]
     boot = report["fit"].get("bootstrap")
     if boot:
         lines += [
@@ -77,6 +92,7 @@ def format_report(report: Mapping[str, Any]) -> str:
             f"{s['wait_mean_s'] * 1e3:.3f}{_ci(ci.get('wait_mean_s'), 1e3, 3)} | "
             f"{s.get('source', '')} |"
         )
+    lines += load_dependence_section(report)
     lines += capacity_section(report)
     lines += ["", "## Verdict", ""]
     if report["ok"]:
@@ -126,10 +142,10 @@ def closing_notes(report: Mapping[str, Any]) -> list[str]:
     sat = report["saturation"]
     if sat["relative_error"] is not None and abs(sat["relative_error"]) > SATURATION_TOLERANCE:
         notes.append(
-            "saturation: the measured value is where throughput stopped following the offered "
-            "load or p95 passed 1 s; the model's is where its busiest resource reaches 100 % "
-            "(with the measured CPU of the processes outside the model). Other processes on the "
-            "machine (table above) lower the first and not the second."
+            "saturation: both sides ramp the offered load the same way and stop where the "
+            "completed throughput stops following it or p95 explodes. Other processes on the "
+            "machine (table above) lower the measured value; the model knows of them only "
+            "through the background it was given (section 'What else ran on the machine')."
         )
     if not sat["same_first_host"]:
         notes.append(

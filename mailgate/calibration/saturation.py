@@ -47,8 +47,8 @@ def find_saturation(
     failing rate. Bounded: at most ``max_steps + refine`` runs.
 
     The saturation throughput is the largest completed throughput of a step
-    that kept up, or of one whose completions fell behind (its throughput is
-    the ceiling); what
+    that kept up, or of one whose completions fell behind (its completions per
+    second of window and grace are the ceiling); what
     saturates first is the host whose process was at least ``host_busy`` of a
     core at the first failing step, else ``machine`` (see ``saturated_first``).
     """
@@ -70,6 +70,7 @@ def find_saturation(
             {
                 "rate": rate,
                 "throughput": point.throughput,
+                "ceiling": _ceiling(point),
                 "p95_in_mailbox_s": p95,
                 "utilisation": point.utilisation,
                 "lagging": lagging,
@@ -97,9 +98,20 @@ def find_saturation(
         else:
             good = mid
     kept_up = [s for s in steps if s["behind"] or not (s["lagging"] or s["exploded"])]
-    best = max((s["throughput"] for s in kept_up), default=0.0)
+    best = max((s["ceiling"] if s["behind"] else s["throughput"] for s in kept_up), default=0.0)
     assert failed is not None
     return Saturation(best, saturated_first(failed.utilisation, host_busy), "ramp", steps)
+
+
+def _ceiling(point: Point) -> float:
+    """What a step that fell behind completed per second: its completions ran over the
+    window *and* the grace after it (a saturated server was busy all that time), so
+    per second of both, not of the window alone (which would overstate it by
+    (window + grace) / window). Without the window known, its throughput."""
+    window, grace = point.extra.get("window_s"), point.extra.get("grace_s", 0.0)
+    if not window:
+        return point.throughput
+    return point.throughput * window / (window + grace)
 
 
 def saturated_first(utilisation: Mapping[str, float], host_busy: float = 0.9) -> str:

@@ -11,7 +11,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mailgate.commands.arguments import Subparsers, add_report, add_scenario, positive_float
+from mailgate.commands.arguments import (
+    Subparsers,
+    add_report,
+    add_scenario,
+    positive_float,
+    positive_int,
+)
 from mailgate.sim.scenario.errors import UserError
 
 EXIT_OK = 0
@@ -24,8 +30,9 @@ def add_parser(sub: Subparsers) -> None:
         "calibrate",
         help="measure the real relays under load, fit the model, compare",
         description="Find the testbed's saturation throughput, run realnet at a sweep of "
-        "loads, fit stage costs from the lowest load, run the model at the same loads and "
-        "report measured against modelled latency.",
+        "loads (each load several times), fit stage costs across the sweep, run the model at "
+        "the same loads, find its saturation by the same ramp and report measured against "
+        "modelled latency.",
     )
     add_scenario(p)
     group = p.add_mutually_exclusive_group()
@@ -33,11 +40,45 @@ def add_parser(sub: Subparsers) -> None:
     group.add_argument(
         "--auto", action="store_true", help="10/30/50/70/90 %% of measured saturation (default)"
     )
-    p.add_argument("--duration", type=positive_float, default=30.0, help="seconds per load")
+    p.add_argument(
+        "--duration", type=positive_float, default=10.0, help="seconds per load and repeat"
+    )
+    p.add_argument(
+        "--repeats",
+        type=positive_int,
+        default=3,
+        help="measurements of each load (their spread is reported; default 3)",
+    )
+    p.add_argument(
+        "--background-load",
+        type=non_negative_float,
+        default=0.0,
+        metavar="CORES",
+        help="run a CPU burner taking CORES cores beside the testbed while it is measured",
+    )
     p.add_argument("--tolerance", type=positive_float, default=0.15, help="relative error allowed")
     p.add_argument("--out", default=None, help="output folder (default: results/calibration)")
     add_report(p)
     p.set_defaults(func=calibrate_command)
+
+
+#: More burner than this is a typo, not a test (the burner is one process per core).
+MAX_BACKGROUND_CORES = 64.0
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number ≥ 0 and ≤ ``MAX_BACKGROUND_CORES`` (cores of background load)."""
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of cores, got {text}") from None
+    if not math.isfinite(value) or not 0 <= value <= MAX_BACKGROUND_CORES:
+        raise argparse.ArgumentTypeError(
+            f"must be a number of cores from 0 to {MAX_BACKGROUND_CORES:g}, got {text}"
+        )
+    return value
 
 
 def parse_rates(text: str) -> list[float]:
@@ -57,7 +98,8 @@ def exit_code(report: dict[str, Any]) -> int:
 
 
 def calibrate_command(args: Any) -> int:
-    """``mailgate calibrate SCENARIO [--rates R,…|--auto] [--duration S] …``.
+    """``mailgate calibrate SCENARIO [--rates R,…|--auto] [--duration S] [--repeats N]
+    [--background-load CORES] …``.
 
     The PC user is the scenario's first ``[[realnet.users]]``; its password
     comes from ``MAILGATE_PROBE_PASSWORD`` or is the user name (as for the
@@ -77,6 +119,8 @@ def calibrate_command(args: Any) -> int:
         user=Auth(name, os.environ.get("MAILGATE_PROBE_PASSWORD", name)),
         rates=parse_rates(args.rates) if args.rates else None,
         duration_s=args.duration,
+        repeats=args.repeats,
+        background_load=args.background_load,
         tolerance=args.tolerance,
         out=Path(args.out or "results/calibration"),
         command=" ".join(["mailgate", *sys.argv[1:]]),

@@ -1,0 +1,105 @@
+"""What else runs on the testbed's machine, measured per load, for the model.
+
+The hosts are not alone on the cores: the DNS server, the remote sinks and the load
+generator burn CPU for every message (``OUTSIDE_MODEL`` and the generator's own
+``process_time``), and other processes (another tenant, ``--background-load``'s
+burner) burn CPU regardless of the mail. The load generator also reaches gateway0
+later than it scheduled (its lateness, a new connection, greeting and EHLO per
+message), a delay the model's generated message does not have.
+
+``background`` summarises them over the sweep; ``add_machine_keys`` writes them
+into the overlay as ``[[deployment.machines]]`` ``background_cpu_per_message_s`` /
+``background_cores`` and ``[workload] send_path_s`` — only when the scenario format
+has those keys (``MODEL_HAS_MACHINE_KEYS``); until then they are measured and
+reported, and the model's saturation gets the outside CPU by the utilisation law.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from mailgate.calibration.points import Point
+from mailgate.calibration.saturation import outside_cpu_per_message
+from mailgate.sim.scenario import Scenario
+from mailgate.sim.scenario.deployment import Machine
+from mailgate.sim.scenario.workload import Workload
+
+#: The model keys this module writes (added to the scenario format by another branch).
+MACHINE_KEYS = ("background_cpu_per_message_s", "background_cores")
+WORKLOAD_KEYS = ("send_path_s",)
+
+
+def spec_has_machine_keys() -> bool:
+    """Whether the scenario format knows the background and send-path keys."""
+    machine = {f.name for f in dataclasses.fields(Machine)}
+    workload = {f.name for f in dataclasses.fields(Workload)}
+    return set(MACHINE_KEYS) <= machine and set(WORKLOAD_KEYS) <= workload
+
+
+#: Write the keys into ``fitted.toml`` (and run the model with them). Follows the
+#: scenario format: false until the model's machine keys are merged, then true.
+MODEL_HAS_MACHINE_KEYS = spec_has_machine_keys()
+
+
+def background(points: Sequence[Point], burner: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Outside CPU per message (per load and over the sweep, weighted by messages),
+    the other processes' cores (median over the loads; the burner's when it ran), and
+    the send path (scheduled send → gateway0, mean over all inbound messages)."""
+    per_load = []
+    total_cpu = total_msgs = 0.0
+    for p in points:
+        lg = p.extra.get("loadgen", {})
+        msgs = float(lg.get("messages") or p.rate * lg.get("duration_s", 0.0) or 0.0)
+        per_msg = outside_cpu_per_message(p)
+        per_load.append(
+            {
+                "rate": p.rate,
+                "outside_cpu_per_message_s": per_msg,
+                "foreign_busy_cores": p.extra.get("foreign_busy_cores"),
+                "send_path_s": p.extra.get("send_path_s") or {},
+            }
+        )
+        total_cpu += per_msg * msgs
+        total_msgs += msgs
+    foreign = [r["foreign_busy_cores"] for r in per_load if r["foreign_busy_cores"] is not None]
+    paths = [r["send_path_s"] for r in per_load if r["send_path_s"]]
+    n_path = sum(sp["n"] for sp in paths)
+    return {
+        "per_load": per_load,
+        "cpu_per_message_s": total_cpu / total_msgs if total_msgs else 0.0,
+        "cores": float(np.median(foreign)) if foreign else 0.0,
+        "send_path_s": sum(sp["mean"] * sp["n"] for sp in paths) / n_path if n_path else 0.0,
+        "burner": burner,
+        "in_model": MODEL_HAS_MACHINE_KEYS,
+    }
+
+
+def add_machine_keys(
+    table: dict[str, Any], scenario: Scenario, measured: dict[str, Any], *, enabled: bool
+) -> dict[str, Any]:
+    """The overlay ``table`` with the background on the testbed's (first) machine and the
+    send path in ``[workload]``, when ``enabled``; else ``table`` unchanged.
+
+    ``[[deployment.machines]]`` is an array: the overlay repeats every machine of the
+    scenario with the keys added on the first (the testbed has one machine)."""
+    machines = scenario.deployment.machines
+    if not enabled or not machines:
+        return table
+    rows = []
+    for i, m in enumerate(machines):
+        row = {
+            f.name: list(v) if isinstance(v, tuple) else v
+            for f in dataclasses.fields(m)
+            if (v := getattr(m, f.name)) is not None
+        }
+        if i == 0:
+            row["background_cpu_per_message_s"] = float(measured["cpu_per_message_s"])
+            row["background_cores"] = float(measured["cores"])
+        rows.append(row)
+    table.setdefault("deployment", {})["machines"] = rows
+    table.setdefault("workload", {})["send_path_s"] = float(measured["send_path_s"])
+    return table
