@@ -217,3 +217,13 @@ def test_a_big_sweep_gets_fewer_bootstrap_resamples() -> None:
     assert resamples_for(BOOT_HOP_BUDGET // 100, 200) == 100
     assert resamples_for(10 * BOOT_HOP_BUDGET, 200) == MIN_BOOT
     assert resamples_for(1_000, 20) == 20  # never more than asked
+
+
+def test_a_machine_almost_full_of_other_work_still_gives_a_valid_overlay() -> None:
+    # measured 1.95 of the testbed's 2 cores busy with other processes: the model must
+    # keep background_cores < cores, so the overlay caps it at 90 % of the machine
+    from mailgate.calibration.overlay import fitted_scenario
+
+    bg = {"cpu_per_message_s": 0.006, "cores": 1.95, "send_path_s": 0.0035}
+    s = fitted_scenario(TESTBED, add_machine_keys({}, load(TESTBED), bg, enabled=True))
+    assert s.deployment.machines[0].background_cores == pytest.approx(0.9 * 2)

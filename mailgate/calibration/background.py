@@ -78,6 +78,18 @@ def background(points: Sequence[Point], burner: dict[str, Any] | None = None) ->
     }
 
 
+#: The most of a machine's cores the overlay gives to background load: the model must keep
+#: ``background_cores < cores``, and its bursts are served first come first served, not
+#: shared fairly as the OS does, so a machine almost full of other work would starve the
+#: hosts far more in the model than in reality.
+MAX_BACKGROUND_SHARE = 0.9
+
+
+def model_background_cores(measured: float, cores: int) -> float:
+    """The other processes' cores as the model can take them (at most 90 % of the machine)."""
+    return min(max(measured, 0.0), MAX_BACKGROUND_SHARE * cores)
+
+
 def add_machine_keys(
     table: dict[str, Any], scenario: Scenario, measured: dict[str, Any], *, enabled: bool
 ) -> dict[str, Any]:
@@ -98,7 +110,7 @@ def add_machine_keys(
         }
         if i == 0:
             row["background_cpu_per_message_s"] = float(measured["cpu_per_message_s"])
-            row["background_cores"] = float(measured["cores"])
+            row["background_cores"] = model_background_cores(float(measured["cores"]), m.cores)
         rows.append(row)
     table.setdefault("deployment", {})["machines"] = rows
     table.setdefault("workload", {})["send_path_s"] = float(measured["send_path_s"])
