@@ -94,6 +94,9 @@ def render(d: dict[str, Any]) -> str:
             f"5 minutes, {r['mean']:.0%} over the hour at the capacity)")  # fmt: skip
     add(f"  utilisation law from today's load: saturation near "
         f"{d['utilisation_law_mailboxes']:,.0f} mailboxes")  # fmt: skip
+    if d.get("solver_knee_mailboxes"):
+        add(f"  analytic solver: SLO knee near {d['solver_knee_mailboxes']:,} mailboxes "
+            "(where the search started)")  # fmt: skip
     add("")
     add("Busiest resources at the capacity (peak 5 minutes / hour mean)")
     for r in d["busiest"]:
