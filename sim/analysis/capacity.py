@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from mailgate.sim.analysis.capacity_guess import solver_knee
 from mailgate.sim.analysis.capacity_points import FAIL, PASS, Point, run_window
 from mailgate.sim.analysis.parallel import Executor
 from mailgate.sim.analysis.selftest import busiest_hour
@@ -100,21 +101,29 @@ class Search:
             todo = [self.points[n] for n in dict.fromkeys(wanted) if self._needs_more(n)]
             if not todo:
                 return [self.points[n] for n in wanted]
-            calls = []
+            calls = []  # (point, index of the run it replaces or None, scenario, seed, stop)
             for p in todo:
                 scenario = self.scenario(p.mailboxes)
+                if p.needs_full_runs:  # bounds from stopped runs said "holds": run them out
+                    calls += [(p, i, scenario, r["seed"], False)
+                              for i, r in enumerate(p.runs) if r.get("stopped")]  # fmt: skip
+                    continue
                 first = len(p.runs)
                 extra = min(BATCH, self.max_replications - first)
-                calls += [(p, scenario, self.seed + i) for i in range(first, first + extra)]
-            futures = [self.ex.submit(run_window, s, seed) for _, s, seed in calls]
-            for (p, _, _), run in zip(calls, self.ex.gather(futures), strict=True):
-                p.runs.append(run)
+                calls += [(p, None, scenario, self.seed + i, True)
+                          for i in range(first, first + extra)]  # fmt: skip
+            futures = [self.ex.submit(run_window, s, seed, stop) for _, _, s, seed, stop in calls]
+            for (p, i, _, _, _), run in zip(calls, self.ex.gather(futures), strict=True):
+                if i is None:
+                    p.runs.append(run)
+                else:
+                    p.runs[i] = run
             for p in todo:
-                self.log(f"{p.mailboxes:,} mailboxes: {len(p.runs)} replications, {p.verdict}")
+                self.log(_progress(p))
 
     def _needs_more(self, n: int) -> bool:
         p = self.points[n]
-        if not p.runs:
+        if not p.runs or p.needs_full_runs:
             return True
         return p.verdict not in (PASS, FAIL) and len(p.runs) < self.max_replications
 
@@ -133,12 +142,27 @@ class Search:
         ]
         return max(passing, key=lambda p: p.mailboxes, default=None)
 
-    def search(self, start: int, tolerance: float, ceiling: int) -> dict[str, Any]:
-        """Bracket from ``start`` (a point already run) and bisect; returns the answer."""
+    def knee(self, hour: int, today: int) -> int | None:
+        """The analytic solver's estimate of the SLO knee (``capacity_guess``)."""
+        return solver_knee(self.scenario, hour, today)
+
+    def search(
+        self, start: int, tolerance: float, ceiling: int, knee: int | None = None
+    ) -> dict[str, Any]:
+        """Bracket from ``start`` (a point already run) and bisect; returns the answer.
+        With ``knee`` (the solver's estimate) the knee and ``tolerance`` above it run
+        first, together: when the estimate is good, they are the whole bracket."""
         guess = saturation_guess(self.points[start])
         lo, hi = self.highest_passing(), self.lowest_failing()
+        if knee is not None:
+            pair = [knee, int(knee * (1 + tolerance))]
+            self.evaluate([n for n in pair if (lo is None or n > lo.mailboxes)
+                           and (hi is None or n < hi.mailboxes) and n <= ceiling])  # fmt: skip
+            lo, hi = self.highest_passing(), self.lowest_failing()
         if hi is None:  # find a failing point: the utilisation law's guess, then beyond
             n = max(int(guess * 1.05), int((lo.mailboxes if lo else start) * 1.5))
+            if knee is not None and lo is not None:  # just past the solver's pair
+                n = int(lo.mailboxes * 1.1)
             step = 0.1  # past saturation the knee is near: small steps first, then larger
             while (hi := self.lowest_failing()) is None and n <= ceiling:
                 self.evaluate([n])
@@ -158,7 +182,9 @@ class Search:
             if hi.mailboxes - lo.mailboxes <= max(1, tolerance * hi.mailboxes):
                 break
             self.evaluate([(lo.mailboxes + hi.mailboxes) // 2])
-        return self.answer(guess)
+        out = self.answer(guess)
+        out["solver_knee_mailboxes"] = knee
+        return out
 
     def answer(self, guess: float) -> dict[str, Any]:
         lo, hi = self.highest_passing(), self.lowest_failing()
@@ -179,13 +205,30 @@ class Search:
                 "found": lo is not None and hi is not None,
             },
             "binding_slo": (
-                {**binding.to_dict(), "at_mailboxes": (hi or lo).mailboxes} if binding else None
+                {
+                    **binding.to_dict(),
+                    "at_mailboxes": (hi or lo).mailboxes,
+                    "lower_bound": any(r.get("stopped") for r in (hi or lo).runs),
+                }
+                if binding
+                else None
             ),
             "bottleneck": busiest[0] if busiest else None,
             "busiest": busiest[:6],
             "utilisation_law_mailboxes": guess,
             "points": [p.to_dict() for p in points],
         }
+
+
+def _progress(p: Point) -> str:
+    """A progress line: the point's verdict and what its runs cost."""
+    stopped = [r["stopped_at_s"] / 60 for r in p.runs if r.get("stopped")]
+    early = f", {len(stopped)} stopped early (at {', '.join(f'{m:.0f}' for m in stopped)} min)"
+    return (
+        f"{p.mailboxes:,} mailboxes: {len(p.runs)} replications, {p.verdict}"
+        f"{early if stopped else ''}; {sum(r.get('cpu_s', 0) for r in p.runs):.0f} CPU-s, "
+        f"{sum(r.get('events', 0) for r in p.runs) / 1e6:.1f} M events"
+    )
 
 
 def saturation_guess(p: Point) -> float:
@@ -219,7 +262,7 @@ def capacity(
     search = Search(path, win.overrides(), ex, seed, max_replications, log)
     loads = [round(today * f) for f in LOAD_POINTS]
     search.evaluate(loads)
-    out = search.search(today, tolerance, ceiling)
+    out = search.search(today, tolerance, ceiling, search.knee(int(win.start_h), today))
     out["load_points"] = {
         f"{round(f * 100)}%": _load_point(search.points[n])
         for f, n in zip(LOAD_POINTS, loads, strict=True)
@@ -288,7 +331,8 @@ def _n_minus_1(
         lambda line: log(f"N-1 {host} down: {line}") if log else None,
     )  # fmt: skip
     search.evaluate([today])
-    answer = search.search(today, tolerance, today * 1000)
+    knee = search.knee(int(win.start_h), today)
+    answer = search.search(today, tolerance, today * 1000, knee)
     mailboxes = answer["capacity"]["mailboxes"]
     return {
         "gateway": gateway,

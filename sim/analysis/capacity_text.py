@@ -49,10 +49,14 @@ def point_rows(points: list[dict[str, Any]]) -> list[str]:
         busy = p["busiest"][0] if p["busiest"] else None
         busiest = f"{busy['host']} {busy['resource']} {busy['peak']:.0%}" if busy else ""
         verdict = p["verdict"] if p["verdict"] != "undecided" else ("pass?" if p["ok"] else "fail?")
+        # runs stopped once their failure was certain give a lower bound of the value
+        mean = ("≥" if p.get("stopped_early") else "") + (
+            _value(o["name"], o["mean"]) if o else "-"
+        )
         rows.append(
             f"  {p['mailboxes']:>10,}  {p['msgs_per_s']:>8.3g}  {p['replications']:>4}  "
             f"{verdict:<9}  {(o['name'] if o else '-'):<20} "
-            f"{_value(o['name'], o['mean']) if o else '-':>8}  {ci:>19}  {busiest}"
+            f"{mean:>8}  {ci:>19}  {busiest}"
         )
     return rows
 
@@ -80,14 +84,19 @@ def render(d: dict[str, Any]) -> str:
         add(f"Capacity: ≥ {c['mailboxes']:,} mailboxes — no failing load found")
     b = d["binding_slo"]
     if b:
+        at_least = "≥ " if b.get("lower_bound") else ""
+        value = at_least + _value(b["name"], b["mean"])
         add(f"  binding SLO: {b['name']} (limit {_value(b['name'], b['limit'])}; "
-            f"{_value(b['name'], b['mean'])} at {b['at_mailboxes']:,} mailboxes)")  # fmt: skip
+            f"{value} at {b['at_mailboxes']:,} mailboxes)")  # fmt: skip
     if d["bottleneck"]:
         r = d["bottleneck"]
         add(f"  saturates: {r['host']} {r['resource']} ({r['peak']:.0%} in its busiest "
             f"5 minutes, {r['mean']:.0%} over the hour at the capacity)")  # fmt: skip
     add(f"  utilisation law from today's load: saturation near "
         f"{d['utilisation_law_mailboxes']:,.0f} mailboxes")  # fmt: skip
+    if d.get("solver_knee_mailboxes"):
+        add(f"  analytic solver: SLO knee near {d['solver_knee_mailboxes']:,} mailboxes "
+            "(where the search started)")  # fmt: skip
     add("")
     add("Busiest resources at the capacity (peak 5 minutes / hour mean)")
     for r in d["busiest"]:
@@ -98,7 +107,10 @@ def render(d: dict[str, Any]) -> str:
         verdict = p["verdict"] if p["verdict"] != "undecided" else ("pass?" if p["ok"] else "fail?")
         add(f"  {share:>5}  {p['mailboxes']:>10,} mailboxes  {verdict}  ({p['replications']} reps)")
     add("")
-    add("Points run (pass?/fail?: the 95 % CI still straddles the limit at the replication cap)")
+    add(
+        "Points run (pass?/fail?: the 95 % CI still straddles the limit at the replication cap; "
+        "≥: runs stopped once the SLO's failure was certain)"
+    )
     lines += point_rows(d["points"])
     if "n_1" in d:
         lines += ["", *n_minus_1_rows(d)]
