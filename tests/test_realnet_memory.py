@@ -1,0 +1,168 @@
+"""A host's memory stays flat under a held load (issue #13, the soak's "memory flat").
+
+Counted from outside the relay's own tallies: live objects in the garbage
+collector's view, ``tracemalloc`` snapshots, and the kernel's RSS of a process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import textwrap
+from asyncio import sslproto
+from pathlib import Path
+
+import pytest
+import trustme
+
+from mailgate.realnet.relay.config import RelayConfig
+from mailgate.realnet.relay.relay import Relay
+from mailgate.realnet.relay.smtpclient import ConnectionPool
+from mailgate.realnet.relay.tls import ClientTls
+from mailgate.realnet.testbed import allocator, memtrace
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _live(cls: type) -> int:
+    return sum(1 for o in gc.get_objects() if isinstance(o, cls))
+
+
+def test_a_finished_tls_connection_frees_its_tls_layer_without_the_collector(
+    tmp_path: Path,
+) -> None:
+    """aiosmtpd's protocol object is cyclic garbage once its connection ends; it must
+    not keep the TLS layer (256 KB buffer + OpenSSL state) until a full collection."""
+    ca = trustme.CA()
+    bind = "127.64.7.1"
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert(bind).configure_cert(server_ctx)
+    verified = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ca.configure_trust(verified)
+    tls = ClientTls(verified=verified, opportunistic=None, ours=frozenset({bind}))
+    got: list[bytes] = []
+    n = 30
+
+    async def main() -> int:
+        config = RelayConfig(
+            host_id="mx.0",
+            hostname="mx.ours.example",
+            bind=bind,
+            port=_free_port(bind),
+            state_dir=tmp_path,
+            local_domains=frozenset({"ours.example"}),
+            local_delivery=lambda user, data: got.append(data),
+            tls_context=server_ctx,
+            require_tls=True,
+        )
+        relay = Relay(config)
+        await relay.start()
+        try:
+            message = b"Subject: t\r\n\r\n" + b"x" * 10_000 + b"\r\n"
+            for _ in range(n):  # each message on a connection of its own, then closed
+                pool = ConnectionPool(helo="c.example", source=None, timeout=10, tls=tls)
+                await pool.send(bind, config.port, "a@ours.example", ["b@ours.example"], message)
+                await pool.close()
+            await asyncio.sleep(0.3)  # the server sees each close
+            return _live(sslproto.SSLProtocol)
+        finally:
+            await relay.stop()
+
+    gc.collect()
+    gc.disable()  # what a busy host looks like between two full collections
+    try:
+        alive = asyncio.run(asyncio.wait_for(main(), 60))
+    finally:
+        gc.enable()
+        gc.collect()
+    assert len(got) == n
+    assert alive == 0
+
+
+FRAGMENT = textwrap.dedent(
+    """
+    import sys
+    from mailgate.realnet.testbed import allocator
+    tuned = allocator.tune()
+    first = bytearray(256 * 1024); del first  # glibc's dynamic mmap threshold goes up
+    kept = []
+    for burst in range(5):  # like bursts of TLS connections, each with a 256 KB buffer
+        bufs = []
+        for i in range(200):
+            b = bytearray(256 * 1024)
+            b[::4096] = bytes(len(b[::4096]))
+            bufs.append(b)
+            kept.append(bytes(200))  # a small long-lived object between them
+        del bufs
+        allocator.trim()
+    rss = [l for l in open("/proc/self/status") if l.startswith("VmRSS")][0].split()[1]
+    print(int(rss) // 1024)
+    """
+)
+
+
+def _rss_after_bursts(setting: str) -> int:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), allocator.ENV: setting}
+    out = subprocess.run(
+        [sys.executable, "-c", FRAGMENT], env=env, capture_output=True, text=True, check=True
+    )
+    return int(out.stdout.split()[-1])
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or allocator._libc() is None, reason="glibc only"
+)
+def test_the_host_allocator_settings_give_freed_heap_back() -> None:
+    """250 MB of 256 KB blocks in five bursts, freed each time: with the host's
+    settings RSS ends near the live size; glibc's defaults keep a burst's worth."""
+    default, tuned = _rss_after_bursts("off"), _rss_after_bursts("")
+    assert default - tuned > 30, (default, tuned)
+
+
+def test_memtrace_snapshots_on_sigusr2_show_what_grew(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(memtrace.ENV_DIR, str(tmp_path))
+    monkeypatch.setenv(memtrace.ENV_HOSTS, "gateway1.0")
+    assert memtrace.start("gateway2.0") is None  # not one of the hosts asked for
+    trace = memtrace.start("gateway1.0")
+    assert trace is not None
+    grown: list[bytes] = []
+
+    async def main() -> None:
+        task = memtrace.schedule(trace)
+        try:
+            os.kill(os.getpid(), signal.SIGUSR2)
+            await asyncio.sleep(0.2)
+            grown.extend(bytes(1000) + str(i).encode() for i in range(2000))  # ~2 MB kept
+            os.kill(os.getpid(), signal.SIGUSR2)
+            await asyncio.sleep(0.2)
+        finally:
+            assert task is not None
+            task.cancel()
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGUSR2)
+
+    try:
+        asyncio.run(main())
+    finally:
+        import tracemalloc
+
+        tracemalloc.stop()
+    snaps = sorted(tmp_path.glob("gateway1.0-*.snap"))
+    assert len(snaps) == 2
+    report = memtrace.compare(str(snaps[0]), str(snaps[1]), top=3)
+    first = report.splitlines()[1]
+    assert float(first.split()[0]) > 1500  # KiB, the top growth
+    assert "test_realnet_memory.py" in report
