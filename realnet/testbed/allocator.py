@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import gc
 import os
 from typing import Any
 
@@ -64,6 +65,16 @@ def trim() -> bool:
     """Give the free pages of the heap back to the kernel; True when some were."""
     libc = _libc()
     return bool(libc.malloc_trim(0)) if libc is not None else False
+
+
+def freeze_startup() -> None:
+    """Move what start-up made (modules, the scenario, contexts) out of the collector's
+    view: a full collection then comes after a quarter of *new* survivors, not of
+    every object the process has, so cyclic garbage (a closed connection's protocol
+    object, with what it still holds) is freed minutes sooner, and each collection is
+    cheaper (CPython's ``gc.freeze``, as Instagram uses it for long-lived servers)."""
+    gc.collect()
+    gc.freeze()
 
 
 def schedule_trim(every_s: float = TRIM_EVERY_S) -> asyncio.Task[None] | None:

@@ -97,6 +97,7 @@ async def serve(
     ready = ready_file(state_dir, host_id)
     ready.parent.mkdir(parents=True, exist_ok=True)
     ready.write_text(str(os.getpid()))
+    allocator.freeze_startup()
     dumper = memtrace.schedule(trace)
     trimmer = allocator.schedule_trim()  # freed heap back to the kernel: RSS stays flat
     try:
