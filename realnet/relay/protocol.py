@@ -34,7 +34,7 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, syntax
 
 from mailgate.realnet.relay.config import DATA_LINE_LIMIT
-from mailgate.realnet.relay.datareader import ChunkedData
+from mailgate.realnet.relay.smtpmemory import LeanSmtp
 from mailgate.realnet.relay.syntax import helo_fault, path_fault
 from mailgate.realnet.relay.tls import AIOSMTPD_MUST_STARTTLS, MUST_STARTTLS
 
@@ -63,7 +63,7 @@ class _Pending:
         self.credentials = credentials
 
 
-class SmtpProtocol(ChunkedData, SMTP):
+class SmtpProtocol(LeanSmtp, SMTP):
     """aiosmtpd's SMTP with connect-time admission, asynchronous AUTH and long lines."""
 
     # the StreamReader limit: DATA lines (and a command line before its own size check)
@@ -131,26 +131,6 @@ class SmtpProtocol(ChunkedData, SMTP):
             self._admitted = False
             self.release(self._peer_ip())
         super().connection_lost(error)
-        if self._handler_coroutine is not None:
-            self._handler_coroutine.add_done_callback(self._drop_buffers)
-
-    def _drop_buffers(self, _: object = None) -> None:
-        """Let go of the connection's large parts once it is over.
-
-        aiosmtpd's protocol object is in reference cycles (its command table holds
-        its own bound methods, its stream writer holds it), so it is freed only by a
-        full garbage collection, which a busy host runs rarely; until then it kept
-        its TLS layer (asyncio's 256 KB read buffer and OpenSSL's state, about
-        280 KB per connection) and the last message. Dropped here, they are freed
-        at once, by reference counting; what waits for the collector is small.
-        """
-        self._tls_protocol = None
-        self._original_transport = None
-        self.envelope = None
-        if self.session is not None:
-            self.session.ssl = None
-        # the streams hold the TLS transport, which holds the TLS layer
-        self._reader = self._writer = None  # type: ignore[assignment]
 
     def _peer_ip(self) -> str:
         peer = self.session.peer if self.session is not None else None

@@ -1,11 +1,21 @@
-"""DATA read into one buffer, not one object per line (aiosmtpd's ``smtp_DATA``).
+"""aiosmtpd's SMTP without what it keeps too long: a flat RSS on a busy host.
 
-aiosmtpd keeps every line of a message as a ``bytearray`` in a list until the
-final dot: a 10 MB message is 130,000 small objects (about 25 MB in pymalloc's
-arenas), and a few long-lived objects allocated meanwhile keep some of those
-arenas, so the host's RSS stays up after the message is gone (measured: 17 more
-1 MB arenas after four 10 MB messages at once, ``tests/test_realnet_memory.py``).
-``ChunkedData.smtp_DATA`` is aiosmtpd's, replies and limits unchanged (the end is
+``LeanSmtp`` (a mixin before aiosmtpd's ``SMTP``) changes two things.
+
+A finished connection lets go of its TLS layer and last message at once
+(``_drop_buffers``). aiosmtpd's protocol object is in reference cycles (its
+command table holds its own bound methods, its stream writer holds it), so it is
+freed only by a full garbage collection, which a busy host runs rarely; until then
+it kept asyncio's 256 KB TLS read buffer, OpenSSL's state (about 280 KB per
+connection) and the message. Dropped, they are freed by reference counting; what
+waits for the collector is small (``tests/test_realnet_memory.py``).
+
+DATA is read into one buffer, not one object per line. aiosmtpd keeps every line
+of a message as a ``bytearray`` in a list until the final dot: a 10 MB message is
+130,000 small objects (about 25 MB in pymalloc's arenas), and a few long-lived
+objects allocated meanwhile keep some of those arenas, so the host's RSS stays up
+after the message is gone (measured: 17 more 1 MB arenas after four 10 MB
+messages at once). ``LeanSmtp.smtp_DATA`` is aiosmtpd's, replies and limits unchanged (the end is
 still only CRLF.CRLF: no smuggling, RFC 5321 4.1.1.4; a line over the limit or a
 message over ``data_size_limit`` is read to its end, then refused), but it
 appends each line, dot-unstuffed, to one ``bytearray``.
@@ -19,8 +29,23 @@ from typing import Any
 from aiosmtpd.smtp import MISSING, syntax
 
 
-class ChunkedData:
-    """The DATA command of ``SmtpProtocol`` (a mixin before aiosmtpd's ``SMTP``)."""
+class LeanSmtp:
+    """What ``SmtpProtocol`` and the remote sink change in aiosmtpd's ``SMTP``."""
+
+    def connection_lost(self: Any, error: Exception | None) -> None:
+        super().connection_lost(error)  # type: ignore[misc]
+        if self._handler_coroutine is not None:
+            self._handler_coroutine.add_done_callback(self._drop_buffers)
+
+    def _drop_buffers(self: Any, _: object = None) -> None:
+        """Let go of the connection's large parts once its handler is done."""
+        self._tls_protocol = None
+        self._original_transport = None
+        self.envelope = None
+        if self.session is not None:
+            self.session.ssl = None
+        # the streams hold the TLS transport, which holds the TLS layer
+        self._reader = self._writer = None
 
     @syntax("DATA")
     async def smtp_DATA(self: Any, arg: str) -> None:
