@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 import trustme
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mailgate.realnet.relay.config import RelayConfig
 from mailgate.realnet.relay.relay import Relay
@@ -242,3 +244,67 @@ def test_pooled_tls_connections_do_not_keep_what_a_10_mb_message_needed() -> Non
     delivered, before, after = out.stdout.split()
     assert int(delivered) == 12  # checked by the receiving side, not the pool
     assert float(after) - float(before) < 8, (before, after)
+
+
+def _wrap_by_split(data: bytes, limit: int) -> bytes:
+    """The former ``wrap_long_lines`` (a list of every line): the reference."""
+    if len(data) <= limit:
+        return data
+    lines = data.split(b"\r\n")
+    if all(len(line) <= limit for line in lines):
+        return data
+    out: list[bytes] = []
+    for line in lines:
+        while len(line) > limit:
+            out.append(line[:limit])
+            line = b" " + line[limit:]
+        out.append(line)
+    return b"\r\n".join(out)
+
+
+@given(
+    st.lists(st.binary(max_size=300), max_size=8).map(b"\r\n".join),
+    st.integers(2, 120),
+)
+def test_wrap_long_lines_gives_what_the_line_list_gave(data: bytes, limit: int) -> None:
+    from mailgate.realnet.relay.headers import wrap_long_lines
+
+    assert wrap_long_lines(data, limit) == _wrap_by_split(data, limit)
+
+
+ARENAS = textwrap.dedent(
+    """
+    import contextlib, io, os, re, sys, tempfile
+    from mailgate.realnet.relay.headers import wrap_long_lines
+
+    def highwater():
+        with tempfile.TemporaryFile() as tmp:
+            saved = os.dup(2)
+            os.dup2(tmp.fileno(), 2)
+            sys._debugmallocstats()
+            os.dup2(saved, 2)
+            tmp.seek(0)
+            text = tmp.read().decode()
+        return int(re.search(r"arenas highwater mark\\s*=\\s*([\\d,]+)", text)[1].replace(",", ""))
+
+    line = b"a base64 line of an attachment, 76 bytes or so\\r\\n"
+    body = b"x" * 2000 + b"\\r\\n" + line * 220_000
+    before = highwater()
+    out = wrap_long_lines(b"Subject: big\\r\\n\\r\\n" + body, 998)
+    print(highwater() - before, len(out))
+    """
+)
+
+
+@pytest.mark.skipif(not hasattr(sys, "_debugmallocstats"), reason="CPython's pymalloc")
+def test_wrapping_a_10_mb_message_takes_no_pymalloc_arenas() -> None:
+    """pymalloc's arena high-water mark (CPython's own count, 1 MB arenas) while a
+    10 MB message with one long line is wrapped: a list of its 220,000 lines took
+    17 more; one buffer takes none."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONMALLOC": "pymalloc"}
+    out = subprocess.run(
+        [sys.executable, "-c", ARENAS], env=env, capture_output=True, text=True, check=True
+    )
+    grown, size = out.stdout.split()
+    assert int(size) > 10_000_000
+    assert int(grown) <= 2, grown
