@@ -211,7 +211,7 @@ class SmtpConnection:
     async def _write_data(self, body: bytes) -> None:
         """The message in ``WRITE_CHUNK`` pieces, each drained before the next. Written
         at once, all of it is encrypted into OpenSSL's outgoing memory buffer, which
-        grows to the message's size (+ a third) and never shrinks: a pooled connection
+        grows to about 1.5x the message and never shrinks: a pooled connection
         that once carried a 10 MB message held 15 MB until it closed."""
         view = memoryview(body)
         for start in range(0, len(body), WRITE_CHUNK):
