@@ -308,3 +308,19 @@ def test_wrapping_a_10_mb_message_takes_no_pymalloc_arenas() -> None:
     grown, size = out.stdout.split()
     assert int(size) > 10_000_000
     assert int(grown) <= 2, grown
+
+
+def test_a_host_reads_tls_in_64_kb_not_256_kb(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every TLS connection (idle pooled ones too) allocates and zeroes asyncio's read
+    buffer; a host makes it 64 KB (a TLS record is at most 16 KB)."""
+    monkeypatch.setattr(sslproto.SSLProtocol, "max_size", sslproto.SSLProtocol.max_size)
+    allocator.tune_tls_buffer()
+
+    async def buffer_size() -> int:
+        loop = asyncio.get_running_loop()
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        proto = sslproto.SSLProtocol(loop, asyncio.Protocol(), context, None)
+        proto._app_transport._closed = True  # never connected: nothing to close
+        return len(proto._ssl_buffer)
+
+    assert asyncio.run(buffer_size()) == 64 * 1024

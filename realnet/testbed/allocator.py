@@ -20,7 +20,8 @@ free pages inside the heap (not only at its top) go back to the kernel; it takes
 RSS with these settings and 73 MB without. ``MAILGATE_MALLOC=off`` turns all of
 it off (to measure without); on a libc without these calls it does nothing.
 
-``freeze_startup`` is the collector's side of the same: see its docstring.
+``freeze_startup`` is the collector's side of the same, ``tune_tls_buffer`` asyncio's:
+see their docstrings.
 """
 
 from __future__ import annotations
@@ -62,6 +63,19 @@ def tune() -> bool:
     libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
     libc.mallopt(M_ARENA_MAX, ARENA_MAX)
     return True
+
+
+#: asyncio's TLS read size per connection: its default, 256 KB, is allocated and
+#: zeroed for every connection, idle pooled ones too (a host keeps up to 8 per next
+#: hop and per sender), and a TLS record is at most 16 KB anyway
+TLS_READ_BUFFER = 64 * 1024
+
+
+def tune_tls_buffer() -> None:
+    """Make asyncio's per-connection TLS read buffer ``TLS_READ_BUFFER`` bytes."""
+    from asyncio import sslproto
+
+    sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
 
 
 def trim() -> bool:

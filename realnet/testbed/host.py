@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     from mailgate.realnet.testbed import allocator
 
     allocator.tune()  # before the threads and the large allocations (see allocator)
+    allocator.tune_tls_buffer()
     parser = argparse.ArgumentParser(
         prog="python -m mailgate.realnet.testbed.host", description=__doc__
     )
