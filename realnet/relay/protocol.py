@@ -36,6 +36,7 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, syntax
 
 from mailgate.realnet.relay.config import DATA_LINE_LIMIT
+from mailgate.realnet.relay.smtpmemory import LeanSmtp
 from mailgate.realnet.relay.syntax import helo_fault, path_fault
 from mailgate.realnet.relay.tls import (
     AIOSMTPD_LACK_OF_SECURITY,
@@ -68,7 +69,7 @@ class _Pending:
         self.credentials = credentials
 
 
-class SmtpProtocol(SMTP):
+class SmtpProtocol(LeanSmtp, SMTP):
     """aiosmtpd's SMTP with connect-time admission, asynchronous AUTH and long lines."""
 
     # the StreamReader limit: DATA lines (and a command line before its own size check)

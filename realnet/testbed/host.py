@@ -69,6 +69,9 @@ async def serve(
     scenario: Scenario, host_id: str, state_dir: Path, skip: tuple[str, ...] = ()
 ) -> None:
     """Start the host, announce readiness, run until SIGTERM/SIGINT, stop."""
+    from mailgate.realnet.testbed import allocator, memtrace
+
+    trace = memtrace.start(host_id)  # MAILGATE_TRACEMALLOC: a debug aid, off by default
     plan = AddressPlan(scenario)
     service = build_service(scenario, plan, host_id, state_dir, skip)
     stop = asyncio.Event()
@@ -94,14 +97,26 @@ async def serve(
     ready = ready_file(state_dir, host_id)
     ready.parent.mkdir(parents=True, exist_ok=True)
     ready.write_text(str(os.getpid()))
+    allocator.freeze_startup()
+    dumper = memtrace.schedule(trace)
+    trimmer = allocator.schedule_trim()  # freed heap back to the kernel: RSS stays flat
     try:
         await stop.wait()
     finally:
         ready.unlink(missing_ok=True)
         await service.stop()
+        if trimmer is not None:
+            trimmer.cancel()
+        if dumper is not None and trace is not None:
+            dumper.cancel()
+            trace.dump()
 
 
 def main(argv: list[str] | None = None) -> int:
+    from mailgate.realnet.testbed import allocator
+
+    allocator.tune()  # before the threads and the large allocations (see allocator)
+    allocator.tune_tls_buffer()
     parser = argparse.ArgumentParser(
         prog="python -m mailgate.realnet.testbed.host", description=__doc__
     )

@@ -36,6 +36,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from mailgate.realnet.addresses import AddressPlan
 from mailgate.realnet.relay.message import normalise_line_ends, parse_trace
+from mailgate.realnet.relay.smtpmemory import LeanSmtp
 from mailgate.realnet.relay.tracing import Tracer
 from mailgate.realnet.services.tls import server_context
 from mailgate.realnet.testbed.tls import make_ca, remote_id
@@ -111,7 +112,7 @@ class _SinkHandler:
         return "250 2.0.0 Ok: accepted by the remote sink"
 
 
-class _SinkProtocol(SMTP):
+class _SinkProtocol(LeanSmtp, SMTP):
     def __init__(self, sink: RemoteSink, domain: str, **kw: Any) -> None:
         super().__init__(_SinkHandler(sink, domain), **kw)
         self.sink = sink
