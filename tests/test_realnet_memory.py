@@ -100,13 +100,14 @@ FRAGMENT = textwrap.dedent(
     tuned = allocator.tune()
     first = bytearray(256 * 1024); del first  # glibc's dynamic mmap threshold goes up
     kept = []
-    for burst in range(5):  # like bursts of TLS connections, each with a 256 KB buffer
+    # bursts like those of TLS connections, each with a 256 KB buffer
+    for burst in range(int(sys.argv[1])):
         bufs = []
         for i in range(200):
             b = bytearray(256 * 1024)
             b[::4096] = bytes(len(b[::4096]))
             bufs.append(b)
-            kept.append(bytes(200))  # a small long-lived object between them
+            kept.append(bytearray(600))  # long-lived, in glibc's heap (over 512 bytes)
         del bufs
         allocator.trim()
     rss = [l for l in open("/proc/self/status") if l.startswith("VmRSS")][0].split()[1]
@@ -115,10 +116,14 @@ FRAGMENT = textwrap.dedent(
 )
 
 
-def _rss_after_bursts(setting: str) -> int:
+def _rss_after_bursts(setting: str, bursts: int = 5) -> int:
     env = {**os.environ, "PYTHONPATH": str(ROOT), allocator.ENV: setting}
     out = subprocess.run(
-        [sys.executable, "-c", FRAGMENT], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", FRAGMENT, str(bursts)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return int(out.stdout.split()[-1])
 
@@ -128,9 +133,13 @@ def _rss_after_bursts(setting: str) -> int:
 )
 def test_the_host_allocator_settings_give_freed_heap_back() -> None:
     """250 MB of 256 KB blocks in five bursts, freed each time: with the host's
-    settings RSS ends near the live size; glibc's defaults keep a burst's worth."""
-    default, tuned = _rss_after_bursts("off"), _rss_after_bursts("")
-    assert default - tuned > 30, (default, tuned)
+    settings RSS ends within 10 MB of a process that made no burst. glibc's defaults
+    usually keep a burst's worth (73 against 23 MB on the development machine), but
+    not always (one CI run gave 23 for both), so only the settings' claim is asserted."""
+    idle, tuned = _rss_after_bursts("", bursts=0), _rss_after_bursts("")
+    default = _rss_after_bursts("off")
+    assert tuned - idle <= 10, (idle, tuned, default)
+    assert default >= tuned - 2, (idle, tuned, default)
 
 
 def test_memtrace_snapshots_on_sigusr2_show_what_grew(
