@@ -48,7 +48,8 @@ MODEL_HAS_MACHINE_KEYS = spec_has_machine_keys()
 def background(points: Sequence[Point], burner: dict[str, Any] | None = None) -> dict[str, Any]:
     """Outside CPU per message (per load and over the sweep, weighted by messages),
     the other processes' cores (median over the loads; the burner's when it ran), and
-    the send path (scheduled send → gateway0, mean over all inbound messages)."""
+    the send path (scheduled send → gateway0, mean over the inbound messages of the lowest
+    load)."""
     per_load = []
     total_cpu = total_msgs = 0.0
     for p in points:
@@ -66,13 +67,16 @@ def background(points: Sequence[Point], burner: dict[str, Any] | None = None) ->
         total_cpu += per_msg * msgs
         total_msgs += msgs
     foreign = [r["foreign_busy_cores"] for r in per_load if r["foreign_busy_cores"] is not None]
-    paths = [r["send_path_s"] for r in per_load if r["send_path_s"]]
-    n_path = sum(sp["n"] for sp in paths)
+    # the send path of the lowest load: it is a fixed delay in the model, and what it
+    # gains under load is the generator falling behind (measured 2.3-2.5 ms at 10-50 %,
+    # 6 ms at 70 %, 20 ms at 90 %: a mean over the sweep gave 9.6 ms and +44 % on p50)
+    lowest = min((r for r in per_load if r["send_path_s"]), key=lambda r: r["rate"], default=None)
+    path = lowest["send_path_s"]["mean"] if lowest else 0.0
     return {
         "per_load": per_load,
         "cpu_per_message_s": total_cpu / total_msgs if total_msgs else 0.0,
         "cores": float(np.median(foreign)) if foreign else 0.0,
-        "send_path_s": sum(sp["mean"] * sp["n"] for sp in paths) / n_path if n_path else 0.0,
+        "send_path_s": path,
         "burner": burner,
         "in_model": MODEL_HAS_MACHINE_KEYS,
     }
