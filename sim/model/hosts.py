@@ -310,6 +310,11 @@ class Host:
         self.machine.cores.release()
         if self.procs is not None:
             self.procs.release()
+        self._after_cpu(m)
+
+    def _after_cpu(self, m: Msg) -> None:
+        """A CPU block is done and its core free: go on with the plan (shared by the
+        per-core scheduler, ``visit_host``)."""
         if m.plan is _POP_PLAN:
             m.cont(m)  # type: ignore[misc]
             return

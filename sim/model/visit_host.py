@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from mailgate.sim.model.cores import Cores
-from mailgate.sim.model.hosts import _POP_PLAN, Host, Msg
+from mailgate.sim.model.hosts import Host, Msg
 
 
 class _Blocks:
@@ -92,18 +92,4 @@ class VisitHost(Host):
         if m.visits > 0:
             self.visit(m)
             return
-        # the block is done: go on as Host._cpu_done does after freeing its core
-        if m.plan is _POP_PLAN:
-            m.cont(m)  # type: ignore[misc]
-            return
-        if self.trace:
-            self._block_done(m, m.core_t0)
-            return
-        m.si = i = m.last
-        st = m.plan[i]
-        if st.fsync:
-            self.disk.acquire(self._c_disk, m)
-            return
-        m.si = i + 1
-        if not st.decides or self.after_stage(self, m, st.name):
-            self._stage(m)
+        self._after_cpu(m)  # the block is done
