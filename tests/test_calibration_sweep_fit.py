@@ -143,19 +143,31 @@ def test_background_and_send_path_from_the_measurements() -> None:
     # per message: dns 1 ms + load generator share × wall / messages
     per = [0.01 / 10 + 0.04 * 10 / 100, 0.03 / 30 + 0.15 * 10 / 300]
     assert [r["outside_cpu_per_message_s"] for r in bg["per_load"]] == pytest.approx(per)
-    assert bg["cpu_per_message_s"] == pytest.approx((per[0] * 100 + per[1] * 300) / 400)
-    assert bg["cores"] == pytest.approx(1.0)  # median of 0.9 and 1.1
+    # outside cores 0.05 and 0.18 at 10 and 30 msg/s: the line's intercept would be
+    # negative, so a line through the origin: Σxy / Σx²
+    assert bg["cpu_per_message_s"] == pytest.approx((10 * 0.05 + 30 * 0.18) / (100 + 900))
+    # a whole-core burner is one always-runnable process, not "other" cores
+    assert bg["processes"] == 1 and bg["other_cores"] == 0.0
+    assert bg["cores"] == pytest.approx(0.0)
     assert bg["send_path_s"] == pytest.approx(0.003)  # the lowest load's: not its growth
     table = add_machine_keys({}, load(TESTBED), bg, enabled=True)
     machine = table["deployment"]["machines"][0]
-    assert machine["background_cores"] == pytest.approx(1.0) and machine["cores"] == 2
+    assert machine["scheduler"] == "fair" and machine["background_processes"] == 1
+    assert machine["background_cores"] == pytest.approx(0.0) and machine["cores"] == 2
     assert machine["background_cpu_per_message_s"] == pytest.approx(bg["cpu_per_message_s"])
     assert table["workload"]["send_path_s"] == pytest.approx(bg["send_path_s"])
     assert add_machine_keys({}, load(TESTBED), bg, enabled=False) == {}
     report = {"background": bg} | _minimal()
     text = format_report(report)
     assert "A CPU burner ran" in text and "0.97 cores measured" in text
-    assert "1.00 cores of other" in text
+    assert "1 always-runnable process" in text
+    # without the burner, the other processes' median; constant cores from the line
+    quiet = background([pt(10.0, 0.01, 0.05, 0.1, 0.003), pt(30.0, 0.03, 0.11, 0.3, 0.003)],
+                       host_constant={"gateway0.0": 0.05})  # fmt: skip
+    # outside cores 0.06 and 0.14: 4 ms per message and 0.02 cores whatever the rate
+    assert quiet["cpu_per_message_s"] == pytest.approx(0.004)
+    assert quiet["outside_constant_cores"] == pytest.approx(0.02)
+    assert quiet["cores"] == pytest.approx(0.2 + 0.02 + 0.05) and quiet["processes"] == 0
 
 
 def test_send_path_is_scheduled_send_to_gateway0_arrival() -> None:

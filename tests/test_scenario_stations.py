@@ -47,6 +47,6 @@ def test_stations_rules_name_the_key(table: dict, key: str) -> None:
 
 def test_shipped_validation_scenarios_load() -> None:
     names = sorted(p.stem for p in VALIDATION.glob("*.toml"))
-    assert names == ["jackson-tandem", "md1", "mg1", "mm1", "mmc"]
+    assert names == ["jackson-tandem", "md1", "mg1", "mg1-ps", "mm1", "mm1-hog", "mmc"]
     for name in names:
         assert load(VALIDATION / f"{name}.toml").scenario.kind == "stations"

@@ -27,7 +27,11 @@ from pathlib import Path
 
 import pytest
 
-from mailgate.sim.analysis.queueing import mmc_mean_response, pk_mean_response
+from mailgate.sim.analysis.queueing import (
+    mmc_mean_response,
+    pk_mean_response,
+    ps_mean_response,
+)
 from mailgate.sim.analysis.solve import solve
 from mailgate.sim.model.simulate import simulate
 from mailgate.sim.scenario import Scenario, load
@@ -77,7 +81,10 @@ def test_solver_is_the_formula_on_textbook_stations(path: Path) -> None:
         tier = s.tiers[name]
         service = tier.stages["service"].cpu_s
         c = tier.hosts[0].cores
-        if c == 1:
+        placed = s.deployment.machine_of(f"{name}.0")
+        if placed is not None and placed.scheduler == "fair":
+            want = ps_mean_response(lam, service.mean, placed.cores, placed.background_processes)
+        elif c == 1:
             want = pk_mean_response(lam, service.mean, service.variance)
         else:
             want = mmc_mean_response(lam, service.mean, c)

@@ -7,11 +7,13 @@ burner) burn CPU regardless of the mail. The load generator also reaches gateway
 later than it scheduled (its lateness, a new connection, greeting and EHLO per
 message), a delay the model's generated message does not have.
 
-``background`` summarises them over the sweep; ``add_machine_keys`` writes them
-into the overlay as ``[[deployment.machines]]`` ``background_cpu_per_message_s`` /
-``background_cores`` and ``[workload] send_path_s`` — only when the scenario format
-has those keys (``MODEL_HAS_MACHINE_KEYS``); until then they are measured and
-reported, and the model's saturation gets the outside CPU by the utilisation law.
+``background`` fits them over the sweep; ``add_machine_keys`` writes them into the
+overlay as ``[[deployment.machines]]`` ``scheduler = "fair"`` (the OS shares the
+cores: ``sim.model.fair``), ``background_processes`` (a full-core burner),
+``background_cpu_per_message_s`` / ``background_cores`` and ``[workload]
+send_path_s`` — only when the scenario format has those keys
+(``MODEL_HAS_MACHINE_KEYS``); until then they are measured and reported, and the
+model's saturation gets the outside CPU by the utilisation law.
 """
 
 from __future__ import annotations
@@ -45,16 +47,25 @@ def spec_has_machine_keys() -> bool:
 MODEL_HAS_MACHINE_KEYS = spec_has_machine_keys()
 
 
-def background(points: Sequence[Point], burner: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Outside CPU per message (per load and over the sweep, weighted by messages),
-    the other processes' cores (median over the loads; the burner's when it ran), and
-    the send path (scheduled send → gateway0, mean over the inbound messages of the lowest
-    load)."""
+def background(
+    points: Sequence[Point],
+    burner: dict[str, Any] | None = None,
+    host_constant: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """What the model needs of the CPU outside the messages' stages, fitted over the sweep:
+
+    - outside CPU (DNS server, remote sinks, load generator) as a line in the offered
+      rate: its slope is the CPU per message, its intercept constant cores (the
+      generator's timers, the DNS server's housekeeping); the ratio of the two
+      totals would make a message dearer the lower the load;
+    - ``host_constant``: each host's constant burn (``Measurement.constant_cores``);
+    - other processes: a full-core burner (``--background-load`` with whole cores) as
+      that many always-runnable processes of a fair machine; anything else as the
+      median of the other processes' cores over the loads;
+    - the send path (scheduled send → gateway0, mean over the inbound messages of the
+      lowest load)."""
     per_load = []
-    total_cpu = total_msgs = 0.0
     for p in points:
-        lg = p.extra.get("loadgen", {})
-        msgs = float(lg.get("messages") or p.rate * lg.get("duration_s", 0.0) or 0.0)
         per_msg = outside_cpu_per_message(p)
         per_load.append(
             {
@@ -64,9 +75,12 @@ def background(points: Sequence[Point], burner: dict[str, Any] | None = None) ->
                 "send_path_s": p.extra.get("send_path_s") or {},
             }
         )
-        total_cpu += per_msg * msgs
-        total_msgs += msgs
+    rates = [r["rate"] for r in per_load]
+    per_msg_s, outside_cores = outside_line(rates, [outside_cpu_per_message(p) for p in points])
     foreign = [r["foreign_busy_cores"] for r in per_load if r["foreign_busy_cores"] is not None]
+    hogs = burner_processes(burner)
+    other = 0.0 if hogs or not foreign else float(np.median(foreign))
+    hosts = sum((host_constant or {}).values())
     # the send path of the lowest load: it is a fixed delay in the model, and what it
     # gains under load is the generator falling behind (measured 2.3-2.5 ms at 10-50 %,
     # 6 ms at 70 %, 20 ms at 90 %: a mean over the sweep gave 9.6 ms and +44 % on p50)
@@ -74,12 +88,39 @@ def background(points: Sequence[Point], burner: dict[str, Any] | None = None) ->
     path = lowest["send_path_s"]["mean"] if lowest else 0.0
     return {
         "per_load": per_load,
-        "cpu_per_message_s": total_cpu / total_msgs if total_msgs else 0.0,
-        "cores": float(np.median(foreign)) if foreign else 0.0,
+        "cpu_per_message_s": per_msg_s,
+        "cores": other + outside_cores + hosts,
+        "other_cores": other,
+        "outside_constant_cores": outside_cores,
+        "hosts_constant_cores": hosts,
+        "processes": hogs,
         "send_path_s": path,
         "burner": burner,
         "in_model": MODEL_HAS_MACHINE_KEYS,
     }
+
+
+def outside_line(rates: Sequence[float], per_message_s: Sequence[float]) -> tuple[float, float]:
+    """(CPU per message, constant cores) of the outside processes: least squares of their
+    cores (per message × rate) on the rate; through the origin when the intercept would
+    be negative or there is one load only."""
+    x = np.asarray(rates, dtype=float)
+    y = np.asarray(per_message_s, dtype=float) * x
+    if len(set(x.tolist())) >= 2:
+        slope, intercept = np.polyfit(x, y, 1)
+        if intercept >= 0:
+            return float(slope), float(intercept)
+    sxx = float(x @ x)
+    return (float(x @ y) / sxx if sxx > 0 else 0.0), 0.0
+
+
+def burner_processes(burner: dict[str, Any] | None) -> int:
+    """Always-runnable processes of ``--background-load``: its processes when each burns
+    a whole core (a duty-cycled burner is bursts, in ``other_cores``)."""
+    if not burner or not burner.get("processes"):
+        return 0
+    whole = burner.get("cores_requested", 0.0) >= burner["processes"] - 1e-9
+    return int(burner["processes"]) if whole else 0
 
 
 #: The most of a machine's cores the overlay gives to background load: the model must keep
@@ -113,6 +154,9 @@ def add_machine_keys(
             if (v := getattr(m, f.name)) is not None
         }
         if i == 0:
+            # the testbed's machine is Linux's: its cores shared fairly (sim.model.fair)
+            row["scheduler"] = "fair"
+            row["background_processes"] = int(measured.get("processes", 0))
             row["background_cpu_per_message_s"] = float(measured["cpu_per_message_s"])
             row["background_cores"] = model_background_cores(float(measured["cores"]), m.cores)
         rows.append(row)

@@ -220,7 +220,7 @@ def calibrate(opts: Options, log: Callable[[str], None] = print) -> dict[str, An
     m = measure_testbed(opts, log)
     log("fitting the costs over the whole sweep …")
     fit = fit_measurement(m)
-    measured_bg = background(m.points, m.burner)
+    measured_bg = background(m.points, m.burner, m.constant_cores())
     fitted = overlay_table(fit, m.scenario)  # the model runs on this table, in memory
     add_machine_keys(fitted, m.scenario, measured_bg, enabled=MODEL_HAS_MACHINE_KEYS)
     overlay = write_fitted(fit, fitted, m.scenario, opts)

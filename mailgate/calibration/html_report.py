@@ -16,6 +16,7 @@ from typing import Any
 from mailgate.calibration.report import closing_notes
 from mailgate.calibration.report_sections import (
     MAX_DEPENDENCE_ROWS,
+    background_summary,
     saturation_methods,
     spread_text,
     verdict_mark,
@@ -65,6 +66,7 @@ def background_context(report: Mapping[str, Any]) -> dict[str, Any] | None:
         "in_model": bg.get("in_model"),
         "cpu_per_message_ms": f"{bg['cpu_per_message_s'] * 1e3:.2f}",
         "cores": f"{bg['cores']:.2f}",
+        "summary": [line.removeprefix("- ") for line in background_summary(bg)],
         "send_path_ms": f"{bg['send_path_s'] * 1e3:.2f}",
         "per_load": [
             {

@@ -85,19 +85,34 @@ def background_section(report: Mapping[str, Any]) -> list[str]:
             f"{'—' if foreign is None else f'{foreign:.2f}'} | — | — |"
         )
     where = (
-        "written into the model (`fitted.toml`: `[[deployment.machines]]` "
-        "`background_cpu_per_message_s`, `background_cores`; `[workload] send_path_s`)"
+        "written into the model (`fitted.toml`: `[[deployment.machines]]` `scheduler = "
+        '"fair"`, `background_processes`, `background_cpu_per_message_s`, '
+        "`background_cores`; `[workload] send_path_s`)"
         if bg.get("in_model")
         else "measured only: this model has no background keys yet, so the modelled "
         "saturation adds the outside CPU by the utilisation law"
     )
-    lines += [
-        "",
-        f"Over the sweep: {bg['cpu_per_message_s'] * 1e3:.2f} ms of CPU outside the hosts per "
-        f"message (DNS server, remote sinks, load generator), {bg['cores']:.2f} cores of other "
-        f"processes (median), send path {bg['send_path_s'] * 1e3:.2f} ms; {where}.",
-    ]
+    lines += ["", f"Fitted over the sweep ({where}):", *background_summary(bg)]
     return lines
+
+
+def background_summary(bg: Mapping[str, Any]) -> list[str]:
+    """The fitted background as list items (markdown; the HTML report shows the same)."""
+    out = [
+        f"- {bg['cpu_per_message_s'] * 1e3:.2f} ms of CPU outside the hosts per message (DNS "
+        "server, remote sinks, load generator: the slope of their cores against the rate)",
+        f"- {bg['cores']:.2f} cores of constant load: "
+        f"{bg.get('outside_constant_cores', 0.0):.2f} of those processes whatever the rate, "
+        f"{bg.get('hosts_constant_cores', 0.0):.2f} of the hosts' own constant burn, "
+        f"{bg.get('other_cores', bg['cores']):.2f} of other processes (median)",
+    ]
+    if bg.get("processes"):
+        out.append(
+            f"- {bg['processes']} always-runnable process(es) (the burner), sharing the cores "
+            "fairly with the hosts"
+        )
+    out.append(f"- send path {bg['send_path_s'] * 1e3:.2f} ms (the lowest load's)")
+    return out
 
 
 def _fmt_s(v: float | None, scale: float = 1e3) -> str:

@@ -7,7 +7,9 @@ the analytic solver (``sim.analysis.solver``) is built from.
 - ``pk_mean_response``: M/G/1, the Pollaczek–Khinchine mean (M/D/1 with no variance);
 - ``mgc_mean_wait``: M/G/c mean wait by Allen–Cunneen (exact for M/M/c, for M/G/1 the
   Pollaczek–Khinchine mean);
-- ``jackson_tandem_sojourn``: stations in series fed by a Poisson stream.
+- ``jackson_tandem_sojourn``: stations in series fed by a Poisson stream;
+- ``ps_mean_response``: processor sharing on c cores beside endless processes
+  (``scheduler = "fair"``), any service distribution.
 
 Rates are per second, times in seconds; ``rho`` is the utilisation λ·S/c.
 """
@@ -82,3 +84,29 @@ def mgc_mean_wait(lam: float, mean_s: float, c: int, cs2: float, ca2: float = 1.
 def jackson_tandem_sojourn(lam: float, stations: Sequence[tuple[float, int]]) -> float:
     """Mean time through M/M/c stations in series, each given as (mean service s, cores)."""
     return sum(mmc_mean_response(lam, s, c) for s, c in stations)
+
+
+def ps_mean_response(lam: float, mean_s: float, cores: int, hogs: int = 0) -> float:
+    """Mean response at ``cores`` shared equally by the ``n`` jobs present and ``hogs``
+    processes that never finish, each at most one core (``sim.model.fair``).
+
+    A symmetric queue, so insensitive to the service distribution beyond its mean
+    (M/G/1-PS: E[S]/(1 - rho)). The number present is a birth-death chain that leaves
+    state n at rate n·min(1, c/(n + h))/E[S]; its stationary mean N gives W = N/λ
+    (Little). Infinite when λ·E[S] ≥ c (the jobs' share tends to all c cores)."""
+    if mean_s <= 0:
+        return 0.0
+    if lam <= 0:
+        return mean_s / min(1.0, cores / (1 + hogs))
+    if lam * mean_s >= cores:
+        return math.inf
+    p = total = 1.0
+    number = 0.0
+    n = 0
+    while True:
+        n += 1
+        p *= lam * mean_s / (n * min(1.0, cores / (n + hogs)))
+        total += p
+        number += n * p
+        if n > cores + hogs and p < 1e-13 * total:
+            return number / total / lam

@@ -39,7 +39,7 @@ def solve(s: Scenario, hour: int | None = None) -> dict[str, Any]:
             sum(v.rate * t[id(v)]["response"] for v in at) / sum(v.rate for v in at) if at else None
         )
         util = {
-            "cpu": h.cpu.work / h.procs,
+            "cpu": h.cpu.work / h.cpu_cap,
             "disk": h.disk.work,
             "sessions": h.session_hold / h.sessions,
             "delivery": h.delivery_hold / h.delivery,
@@ -85,7 +85,7 @@ def _stages(sv: Solver, at: list[Visit], t: dict[int, dict[str, float]]) -> dict
         for b in blocks:
             for k, st in enumerate(b.stages):
                 cost = sv.s.tiers[v.tier].cost(st.name) or StageCost()
-                x = _cpu(cost, v.size, sv.rcpts, st.per_rcpt)[0]
+                x = _cpu(cost, v.size, sv.rcpts, st.per_rcpt)[0] * h.stretch
                 if k == 0:
                     x += b.delay + (h.w_cpu + h.wakeups if b.cpu > 0 else 0.0)
                 if k == len(b.stages) - 1 and b.fsyncs > 0:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mailgate.sim.analysis.offered import pop_sessions_per_s
-from mailgate.sim.analysis.queueing import mgc_mean_wait
+from mailgate.sim.analysis.queueing import mgc_mean_wait, ps_mean_response
 from mailgate.sim.analysis.solver_paths import Visit, destinations, plans_of, visits
 from mailgate.sim.model.hosts import Stage
 from mailgate.sim.model.mailboxes import POP_BATCH_S
@@ -68,6 +68,7 @@ class HostModel:
     tier: str
     up: int  # hosts of the tier that are up in the hour
     procs: int
+    cpu_cap: int  # cores its work can hold at once (utilisation's denominator)
     machine: str | None
     fsync: Distribution
     sessions: int
@@ -88,6 +89,7 @@ class HostModel:
     w_delivery: float = 0.0
     burst: tuple[float, float, float] = (0.0, 0.0, 0.0)  # POP's batched empty polls
     wakeups: float = 0.0  # wake-up latency of a CPU block's visits (deployment.machines)
+    stretch: float = 1.0  # a fair machine: wall time per CPU second on it
 
 
 def _moments(d: Distribution) -> tuple[float, float]:
@@ -153,13 +155,17 @@ class Solver:
             spec = tier.hosts[0]
             up = sum(not self.down(f"{name}.{i}") for i in range(len(tier.hosts))) or 1
             placed = self.s.deployment.machine_of(f"{name}.0")
-            procs = spec.cores
+            procs = cap = spec.cores
             if placed is not None:
-                procs = min(placed.processes_per_host or spec.cores, placed.cores)
+                procs = placed.processes_per_host or spec.cores
+                cap = min(procs, placed.cores)
+                if placed.scheduler != "fair":
+                    procs = cap  # more processes than cores would only queue for a core
             out[name] = HostModel(
                 name,
                 up,
                 procs,
+                cap,
                 placed.name if placed else None,
                 spec.fsync_s,
                 spec.session_limit,
@@ -221,29 +227,7 @@ class Solver:
                 if c1 > 0:
                     h.cpu.add(rate, c1, c2)
         self._load_pop()
-        # A shared machine's wait for a core: every host's jobs but POP's bursts, which
-        # take one core for a while once a second; Allen–Cunneen with them in the mix
-        # would make every job wait as if its own service varied that much.
-        waits: dict[str, Jobs] = {m: Jobs() for m in self.machines}
-        for h in self.hosts.values():
-            if h.machine is not None and h.cpu.rate > 0:
-                jobs, wait = self.machines[h.machine][1], waits[h.machine]
-                b_rate, b_mean, b_m2 = h.burst
-                jobs.add(h.cpu.rate * h.up, h.cpu.work / h.cpu.rate, h.cpu.work2 / h.cpu.rate)
-                wait.rate += (h.cpu.rate - b_rate) * h.up
-                wait.work += (h.cpu.work - b_rate * b_mean) * h.up
-                wait.work2 += (h.cpu.work2 - b_rate * b_m2) * h.up
-        _machine_keys(self, waits)
-        for m, (cores, jobs) in self.machines.items():
-            busy = jobs.work - waits[m].work  # cores the bursts hold on average
-            self.machine_wait[m] = (
-                waits[m].wait(cores) if busy <= 0 else _scaled_wait(waits[m], cores, busy)
-            )
-        for h in self.hosts.values():
-            h.w_cpu = h.cpu.wait(h.procs)
-            if h.machine is not None:
-                h.w_cpu += self.machine_wait[h.machine]
-            h.w_disk = h.disk.wait(1)
+        _cpu_waits(self)
 
     def _load_pop(self) -> None:
         """POP at the mailbox server, as ``sim.model.mailboxes`` runs it: a poll that finds
@@ -272,7 +256,7 @@ class Solver:
     def block_time(self, h: HostModel, b: Block) -> float:
         t = b.delay
         if b.cpu > 0:
-            t += h.w_cpu + b.cpu + h.wakeups
+            t += h.w_cpu + b.cpu * h.stretch + h.wakeups
         if b.fsyncs > 0:
             t += h.w_disk + b.fsyncs * h.fsync.mean
         return t
@@ -367,6 +351,53 @@ class Solver:
             fb = self.hosts[v.fallback.tier]
             fail += self.link(v.size, False) + fb.w_session + t[id(v.fallback)]["recv"]
         return (1 - v.p_fail) * ok + v.p_fail * fail
+
+
+def _cpu_waits(sv: Solver) -> None:
+    """Each host's wait for CPU: its processes (M/G/c), then a shared machine's cores;
+    on a fair machine no wait but a stretch (processor sharing, ``ps_mean_response``)."""
+    # A shared machine's wait for a core: every host's jobs but POP's bursts, which
+    # take one core for a while once a second; Allen–Cunneen with them in the mix
+    # would make every job wait as if its own service varied that much.
+    waits: dict[str, Jobs] = {m: Jobs() for m in sv.machines}
+    for h in sv.hosts.values():
+        if h.machine is not None and h.cpu.rate > 0:
+            jobs, wait = sv.machines[h.machine][1], waits[h.machine]
+            b_rate, b_mean, b_m2 = h.burst
+            jobs.add(h.cpu.rate * h.up, h.cpu.work / h.cpu.rate, h.cpu.work2 / h.cpu.rate)
+            wait.rate += (h.cpu.rate - b_rate) * h.up
+            wait.work += (h.cpu.work - b_rate * b_mean) * h.up
+            wait.work2 += (h.cpu.work2 - b_rate * b_m2) * h.up
+    _machine_keys(sv, waits)
+    stretch: dict[str, float] = {}
+    for m, (cores, jobs) in sv.machines.items():
+        spec = next(x for x in sv.s.deployment.machines if x.name == m)
+        if spec.scheduler == "fair":
+            # processor sharing: no queue for a core, every job slowed alike
+            mean = jobs.work / jobs.rate if jobs.rate > 0 else 0.0
+            hogs = spec.background_processes
+            stretch[m] = (
+                ps_mean_response(jobs.rate, mean, cores, hogs) / mean
+                if mean > 0
+                else 1 / min(1.0, cores / (1 + hogs))
+            )
+            sv.machine_wait[m] = 0.0
+            continue
+        busy = jobs.work - waits[m].work  # cores the bursts hold on average
+        sv.machine_wait[m] = (
+            waits[m].wait(cores) if busy <= 0 else _scaled_wait(waits[m], cores, busy)
+        )
+    for h in sv.hosts.values():
+        if h.machine in stretch and h.cpu.rate > 0:
+            # its blocks share its process (procs threads), itself slowed by the machine
+            mean = h.cpu.work / h.cpu.rate * stretch[h.machine]
+            h.stretch = ps_mean_response(h.cpu.rate, mean, h.procs) / mean * stretch[h.machine]
+            h.w_cpu = 0.0
+        else:
+            h.w_cpu = h.cpu.wait(h.procs)
+        if h.machine is not None:
+            h.w_cpu += sv.machine_wait[h.machine]
+        h.w_disk = h.disk.wait(1)
 
 
 def _machine_keys(sv: Solver, waits: dict[str, Jobs]) -> None:

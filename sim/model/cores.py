@@ -14,7 +14,8 @@ this module is not on that path. Its keys (``sim.scenario.deployment.Machine``) 
 - ``Background``: bursts of CPU that no message waits for: a constant load
   (``background_cores``: exponential bursts of ``background_burst_s`` as a Poisson
   stream) and one burst per message sent into the system
-  (``background_cpu_per_message_s``). They queue for a core like host work.
+  (``background_cpu_per_message_s``). They queue for a core like host work (on a
+  ``scheduler = "fair"`` machine, ``sim.model.fair``, they take their share of it).
 
 Both schedulers are used through one small interface, ``Cores``: ``pick(last)``
 chooses a core, ``acquire(core, fn, job)`` calls ``fn(job)`` once ``job`` runs on a
@@ -28,6 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mailgate.sim.model.engine import Pool, Scheduler
+from mailgate.sim.model.fair import FairShare
 from mailgate.sim.model.sampling import Streams
 from mailgate.sim.model.statistics import Window
 from mailgate.sim.model.stats import Level
@@ -123,13 +125,15 @@ class PerCore:
 
 
 #: What a host or a background burst sees of a machine's scheduler.
-Cores = Fcfs | PerCore
+Cores = Fcfs | PerCore | FairShare
 
 
 def scheduler_of(
     sched: Scheduler, spec: MachineSpec, pool: Pool, streams: Streams, busy: Level
 ) -> Cores:
     """The scheduler of machine ``spec`` whose FCFS pool (and busy level) is ``pool``."""
+    if spec.scheduler == "fair":
+        return FairShare(sched, spec.cores, spec.name, hogs=spec.background_processes, busy=busy)
     if spec.scheduler == "per-core":
         u = streams.uniforms(f"machine.{spec.name}.affinity")
         return PerCore(sched, spec.cores, spec.name, affinity=spec.core_affinity, u=u, busy=busy)
@@ -187,6 +191,9 @@ class Background:
             self.sched.after(gap, self._c_arrive, None)
 
     def _burst(self, cpu: float) -> None:
+        if isinstance(self.cores, FairShare):
+            self.cores.run(cpu, _nothing, None, self.cores.outside)  # nobody waits for it
+            return
         self.cores.acquire(self.cores.pick(-1), self._c_run, _Burst(cpu))
 
     def _run(self, b: _Burst) -> None:
@@ -194,3 +201,7 @@ class Background:
 
     def _done(self, b: _Burst) -> None:
         self.cores.release(b.core)
+
+
+def _nothing(_: Any) -> None:
+    """Nobody waits for a background burst."""

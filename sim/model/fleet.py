@@ -3,14 +3,16 @@
 A host on no ``[[deployment.machines]]`` entry has its own cores; hosts on a
 shared machine take one of their processes, then one of the machine's cores. A
 machine whose keys ask for visits (per-core run queues, several visits per block,
-a wake-up latency) runs its hosts as ``VisitHost``; one with background CPU gets a
-``Background`` (``sim.model.cores``).
+a wake-up latency) runs its hosts as ``VisitHost``, a ``scheduler = "fair"`` one as
+``FairHost`` (``sim.model.fair``); one with background CPU gets a ``Background``
+(``sim.model.cores``).
 """
 
 from __future__ import annotations
 
 from mailgate.sim.model.cores import Background, Cores, scheduler_of
 from mailgate.sim.model.engine import Scheduler
+from mailgate.sim.model.fair import FairHost
 from mailgate.sim.model.hosts import AfterStage, DnsTime, Host, HostStats, Machine
 from mailgate.sim.model.plans import Plans
 from mailgate.sim.model.sampling import Streams
@@ -50,7 +52,7 @@ class Fleet:
             self.machine_levels[m.name] = level
             machine = self.machines[m.name] = Machine(sched, m.name, m.cores, level)
             cores = self.schedulers[m.name] = scheduler_of(sched, m, machine.cores, streams, level)
-            if m.scheduler == "per-core":
+            if m.scheduler != "fcfs":
                 machine.cores = cores  # type: ignore[assignment]  # capacity, waiters
             background = Background(sched, cores, m, streams, window)
             if background.active:
@@ -76,10 +78,15 @@ class Fleet:
                 else:
                     machine = self.machines[placed.name]
                     shared = True
-                    procs = min(placed.processes_per_host or spec.cores, placed.cores)
+                    procs = placed.processes_per_host or spec.cores
+                    if placed.scheduler != "fair":
+                        procs = min(procs, placed.cores)  # more would only queue for a core
                 extra: dict[str, object] = {}
                 make: type[Host] = Host
-                if placed is not None and placed.visits:
+                if placed is not None and placed.scheduler == "fair":
+                    make = FairHost
+                    extra = {"fair": self.schedulers[placed.name]}
+                elif placed is not None and placed.visits:
                     make = VisitHost
                     extra = {
                         "cores": self.schedulers[placed.name],

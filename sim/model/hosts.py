@@ -211,6 +211,7 @@ class Host:
         self.machine = machine
         self.shared = shared
         self.processes = processes
+        self.cpu_capacity = processes  # the most cores its work can hold at once
         self.sessions = Pool(
             self.env, sessions, f"{hid}.sessions", busy=stats.sessions, waiting=stats.session_wait
         )
@@ -298,13 +299,17 @@ class Host:
         self.machine.cores.acquire(self._c_core, m)
 
     def _got_core(self, m: Msg) -> None:
+        self._count_cpu(m)
+        self.sched.after(m.cpu, self._c_cpu_done, m)
+
+    def _count_cpu(self, m: Msg) -> None:
+        """``m``'s CPU block starts now: count it (shared by the fair machine's host)."""
         now = self.sched.now
         self.stats.cpu_busy.pulse(now, m.cpu)
         if now >= self.warm:
             self.stats.cpu_demand += m.cpu
         if self.trace:
             m.core_t0 = now
-        self.sched.after(m.cpu, self._c_cpu_done, m)
 
     def _cpu_done(self, m: Msg) -> None:
         self.machine.cores.release()

@@ -12,8 +12,9 @@ count again. It excludes the wait for the next hop's 250, which ``little.W`` (th
 time the host holds the message, for Little's law) includes.
 
 Utilisation is busy time / (capacity × measured time) after the warm-up:
-CPU against the host's processes (its cores, or its process limit on a
-shared machine), sessions against ``session_limit``, delivery slots against
+CPU against the cores the host's processes can hold (its cores, or its process
+limit on a shared machine, at most the machine's cores on a fair one), sessions
+against ``session_limit``, delivery slots against
 ``delivery_limit`` (all destinations), ``destination`` the busiest destination's
 slots (highest mean) against ``destination_concurrency`` (``sim.model.slots``; each
 host's ``destinations`` lists them all), the disk against one fsync at a time.
@@ -57,7 +58,7 @@ def collect(model: Model) -> dict[str, Any]:
         occupancy = host.delivery.occupancy
         busiest = max(occupancy, key=lambda d: occupancy[d].mean, default="")
         caps = {
-            "cpu": host.processes,
+            "cpu": host.cpu_capacity,
             "sessions": spec.session_limit,
             "delivery": spec.delivery_limit,
             "destination": per_dest,

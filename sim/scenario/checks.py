@@ -49,14 +49,26 @@ def check(s: Scenario) -> None:
         if total > 1 + 1e-9:
             raise SchemaError(f"internet.domains[*].{key}", f"shares add up to {total:g}, over 1")
     for i, machine in enumerate(s.deployment.machines):
+        where = join("deployment.machines", i)
         if not any(s.deployment.machine_of(h) is machine for h in hosts):
             raise SchemaError(
-                join(join("deployment.machines", i), "hosts"),
+                join(where, "hosts"),
                 f"patterns {list(machine.hosts)} place no host here",
             )
+        if machine.background_processes and machine.scheduler != "fair":
+            raise SchemaError(
+                join(where, "background_processes"),
+                'needs scheduler = "fair" (a process that always runs gets a fair share)',
+            )
+        if machine.scheduler == "fair":
+            for key, default in (("visits_per_block", 1), ("wakeup_s", 0.0)):
+                if getattr(machine, key) != default:
+                    raise SchemaError(
+                        join(where, key), 'applies to scheduler "fcfs" or "per-core", not "fair"'
+                    )
         if machine.background_cores >= machine.cores:
             raise SchemaError(
-                join(join("deployment.machines", i), "background_cores"),
+                join(where, "background_cores"),
                 f"{machine.background_cores:g} would take all {machine.cores} cores "
                 "(nothing left for the hosts)",
             )

@@ -25,8 +25,10 @@ class Machine:
     scheduler: str = spec(
         "fcfs",
         doc="fcfs: one first-come-first-served queue for all cores; per-core: a run queue "
-        "per core, a visit joining its host's last core (core_affinity) or the shortest",
-        choices=("fcfs", "per-core"),
+        "per core, a visit joining its host's last core (core_affinity) or the shortest; "
+        "fair: the cores shared equally by the running processes (processor sharing, as "
+        "Linux's CFS), each at most one core",
+        choices=("fcfs", "per-core", "fair"),
         quiet=True,
     )
     visits_per_block: int = spec(
@@ -55,6 +57,13 @@ class Machine:
         min=0,
         quiet=True,
     )
+    background_processes: int = spec(
+        0,
+        doc="fair: processes outside the model that always want a core (a CPU burner); "
+        "each gets its fair share, a whole core only while the machine is quiet",
+        min=0,
+        quiet=True,
+    )
     background_burst_s: float = spec(
         0.005, doc="mean length of one background_cores burst, s", gt=0, quiet=True
     )
@@ -69,6 +78,8 @@ class Machine:
     @property
     def visits(self) -> bool:
         """Host CPU runs in visits (anything but the plain FCFS queue of whole blocks)."""
+        if self.scheduler == "fair":
+            return False  # processor sharing has no visits (the checks refuse the keys)
         return self.scheduler != "fcfs" or self.visits_per_block > 1 or self.wakeup_s > 0
 
 
