@@ -14,8 +14,10 @@ for the whole time with ``gatewayN.x`` SIGKILLed at 15, 30, 45, 60 and 75 % of
 it (the service manager restarts each), then ``mailgate realnet audit`` on the
 state dir, and prints a verdict: lost (accepted and neither delivered nor in a
 spool, or found lost by the audit), corrupted (SHA-256 of a retrieved body
-differs), duplicates, and each process's RSS after warm-up (10 % of the duration
-from its start or restart) → end. Exit 0 when nothing is lost or corrupted,
+differs), duplicates, and each process's memory growth: the median RSS of its last
+minute(s) against that of its first after warm-up (10 % of the duration from its
+start or restart; ``realnet.load.memwatch``), so the mail in flight at one instant
+does not count as growth. Exit 0 when nothing is lost or corrupted,
 every kill happened and no process grew more than 10 %; else 1.
 """
 
@@ -180,7 +182,7 @@ def format_verdict(r: dict[str, Any], audit_text: str) -> str:
         f"  offered {r['offered']}, accepted {r['accepted']}, delivered {r['delivered']}",
         f"  lost {r['lost']}, corrupted {r['corrupted']}, duplicates {r['duplicates']}, "
         f"audit {'ok' if r['audit_ok'] else 'FAILED'}, killed {', '.join(r['killed']) or '-'}",
-        "  memory (RSS after warm-up → end):",
+        "  memory (median RSS, first window after warm-up → last window):",
     ]
     for host, m in r["memory"].items():
         if m["growth"] is None:

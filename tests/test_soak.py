@@ -64,6 +64,30 @@ def test_growth_is_counted_from_after_the_warm_up() -> None:
     assert row["flagged"] == (row["growth"] > 0.10)
 
 
+def test_growth_is_between_levels_not_single_samples() -> None:
+    """The mail a host holds at one instant (a spike at the last look) is not growth;
+    memory that stays is, in the medians of the first and the last window."""
+    proc = _grower()
+    try:
+        _grow(proc, 0)  # the interpreter is up: its RSS is a level from here
+        watch = MemoryWatch(warmup_s=10.0, window_s=20.0)
+        watch.observe({"h": proc.pid}, 0.0)
+        for t in range(10, 101, 5):  # a flat level from the baseline to 100 s
+            watch.observe({"h": proc.pid}, float(t))
+        flat = watch.base["h"][0].rss_kb
+        _grow(proc, 40)  # held only at the end sample: a 10 MB message in flight, say
+        spiked = watch.growth({"h": sample_process(proc.pid)})["h"]
+        for t in range(105, 201, 5):  # the 40 MB stay: a level of its own
+            watch.observe({"h": proc.pid}, float(t))
+        grown = watch.growth({"h": sample_process(proc.pid)})["h"]
+    finally:
+        _stop(proc)
+    assert spiked["end_sample_rss_kb"] > flat + 30 * 1024  # the single sample saw it
+    assert abs(spiked["growth"]) < 0.05 and not spiked["flagged"]
+    assert abs(grown["end_rss_kb"] - flat - 40 * 1024) < 2048 and grown["flagged"]
+    assert grown["samples"] == 40
+
+
 def test_a_restarted_process_is_measured_from_its_restart_plus_warm_up() -> None:
     first, second = _grower(), _grower()
     try:
