@@ -76,7 +76,9 @@ def test_growth_is_between_levels_not_single_samples() -> None:
             watch.observe({"h": proc.pid}, float(t))
         flat = watch.base["h"][0].rss_kb
         _grow(proc, 40)  # held only at the end sample: a 10 MB message in flight, say
-        spiked = watch.growth({"h": sample_process(proc.pid)})["h"]
+        both = watch.growth({"h": sample_process(proc.pid), "other": None})
+        assert both["other"]["growth"] is None  # a host without a process: unmeasured
+        spiked = both["h"]
         for t in range(105, 201, 5):  # the 40 MB stay: a level of its own
             watch.observe({"h": proc.pid}, float(t))
         grown = watch.growth({"h": sample_process(proc.pid)})["h"]

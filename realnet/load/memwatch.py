@@ -80,9 +80,9 @@ class MemoryWatch:
             }
             if b and last and b[0].pid == last.pid and b[0].rss_kb > 0:
                 series = self.series.get(host, [])
-                base, end = self._levels(series, last.rss_kb, b[1])
-                row |= {"base_rss_kb": base, "end_rss_kb": end, "samples": len(series) + 1}
-                row["growth"] = (end - base) / base
+                first, final = self._levels(series, last.rss_kb, b[1])
+                row |= {"base_rss_kb": first, "end_rss_kb": final, "samples": len(series) + 1}
+                row["growth"] = (final - first) / first
                 row["flagged"] = row["growth"] > GROWTH_LIMIT
             out[host] = row
         return out
