@@ -32,7 +32,7 @@ from mailgate.sim.model.engine import Scheduler
 from mailgate.sim.model.hosts import Host, Msg
 from mailgate.sim.model.stats import Level
 
-#: finishing tags within this much service of the clock's are done (rounding)
+#: finishing tags within this share of the service so far are done (rounding)
 _EPS = 1e-12
 
 
@@ -123,8 +123,15 @@ class FairShare:
         self._advance()
         done = []
         for g in self.active:
-            while g.jobs and g.jobs[0][0] <= g.v + _EPS:
+            while g.jobs and g.jobs[0][0] <= g.v + _EPS * (1.0 + g.v):
                 done.append(heappop(g.jobs))
+        if not done:
+            # rounding left the due block a hair short: it is due now all the same
+            g = min(self.active, key=lambda g: (g.jobs[0][0] - g.v) * len(g.jobs) / g.threads())
+            done.append(heappop(g.jobs))
+        for g in self.active:
+            if not g.jobs:
+                g.v = 0.0  # idle: start its tags afresh (small numbers, small rounding)
         self.active = [g for g in self.active if g.jobs]
         self._changed()
         for _, _, fn, job in done:
