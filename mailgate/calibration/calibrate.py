@@ -184,7 +184,11 @@ def modelled_saturation(
         seed=opts.seed,
     )
     cores = machine_cores(m.scenario)
-    bottleneck = model_saturation(min(modelled, key=lambda p: p.rate))
+    # from the highest load the model still carries: a constant load on the machine
+    # (background_cores) makes the utilisation law from a low load read it far too early
+    carried = [p for p in modelled if (p.extra.get("bottleneck") or {}).get("multiplier", 0) > 1]
+    lowest = min(modelled, key=lambda p: p.rate)
+    bottleneck = model_saturation(max(carried or [lowest], key=lambda p: p.rate))
     others = {
         "ramp_on_model": {"throughput": ramp.throughput, "first_host": ramp.first_host},
         "busiest_resource": {
