@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mailgate.calibration.report import closing_notes
 from mailgate.calibration.report_sections import (
     MAX_DEPENDENCE_ROWS,
     background_summary,
@@ -21,6 +20,7 @@ from mailgate.calibration.report_sections import (
     spread_text,
     verdict_mark,
 )
+from mailgate.calibration.why import closing_notes
 from mailgate.sim.analysis.formatting import percent
 from mailgate.sim.analysis.html_report import environment
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from mailgate.calibration.compare import SATURATION_TOLERANCE, most_off
 from mailgate.calibration.points import OUTSIDE_MODEL
 from mailgate.calibration.report_sections import (
     background_section,
@@ -17,6 +16,7 @@ from mailgate.calibration.report_sections import (
     spread_text,
     verdict_mark,
 )
+from mailgate.calibration.why import closing_notes
 
 
 def format_report(report: Mapping[str, Any]) -> str:
@@ -102,57 +102,6 @@ def format_report(report: Mapping[str, Any]) -> str:
         lines += ["", "## Why", ""] + [f"- {w}" for w in closing_notes(report)]
     lines.append("")
     return "\n".join(lines)
-
-
-def closing_notes(report: Mapping[str, Any]) -> list[str]:
-    """Why the model departs where a target is missed, from the measurements."""
-    notes = []
-    fit_load = min(report["loads"], key=lambda level: level["measured"]["rate"])["measured"]
-    if (fit_load.get("foreign_busy_cores") or 0.0) > 0.25:
-        notes.append(
-            f"the fit ({fit_load['rate']:g} msg/s) ran while other processes used "
-            f"{fit_load['foreign_busy_cores']:.2f} cores: its CPU and waits include their "
-            "interference; calibrate on a machine the testbed has to itself."
-        )
-    failing = {r["rate"] for r in report["latency"] if r["ok"] is False}
-    for level in report["loads"]:
-        m = level["measured"]
-        if m["rate"] not in failing:
-            continue
-        errs = [
-            r["relative_error"]
-            for r in report["latency"]
-            if r["rate"] == m["rate"] and r["ok"] is False
-        ]
-        g = most_off(report["departures"].get(f"{m['rate']:g}") or [], errs[0] if errs else 1.0)
-        where = (
-            f"{g['tier']}/{g['stage']} (measured {g['measured_s'] * 1e3:.1f} ms, modelled "
-            f"{g['modelled_s'] * 1e3:.1f} ms)"
-            if g
-            else "no stage data"
-        )
-        foreign = m.get("foreign_busy_cores") or 0.0
-        if foreign > 0.25:
-            notes.append(
-                f"{m['rate']:g} msg/s: other processes used {foreign:.2f} cores of the machine "
-                f"the model gives the testbed whole; the waiting for a core shows most in {where}."
-            )
-        else:
-            notes.append(f"{m['rate']:g} msg/s: the model of {where} is off.")
-    sat = report["saturation"]
-    if sat["relative_error"] is not None and abs(sat["relative_error"]) > SATURATION_TOLERANCE:
-        notes.append(
-            "saturation: both sides ramp the offered load the same way and stop where the "
-            "completed throughput stops following it or p95 explodes. Other processes on the "
-            "machine (table above) lower the measured value; the model knows of them only "
-            "through the background it was given (section 'What else ran on the machine')."
-        )
-    if not sat["same_first_host"]:
-        notes.append(
-            "first to saturate: the model's per-host CPU (table above) ranks the hosts "
-            "differently from /proc."
-        )
-    return notes
 
 
 def machine_section(report: Mapping[str, Any]) -> list[str]:
