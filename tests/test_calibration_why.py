@@ -84,8 +84,43 @@ def test_each_miss_gets_its_physical_effect() -> None:
     assert "modelled ramp first failed at 100.0 msg/s offered (90% completed" in sat
 
 
+def test_the_measured_run_queue_wait_is_quoted() -> None:
+    r = report()
+    r["loads"][0]["measured"]["run_queue_per_message_s"] = 0.004
+    r["loads"][1]["measured"]["run_queue_per_message_s"] = 0.019
+    core = closing_notes(r)[0]
+    assert "waited for a core 19.0 ms per message here against 4.0 ms at the lowest" in core
+
+
 def test_a_model_whose_cpu_is_off_is_not_blamed_on_waiting() -> None:
     r = report()
     r["loads"][1]["modelled"]["utilisation"]["gateway0.0"] = 0.60  # 35 % short of /proc
     core = closing_notes(r)[0]
     assert "run queues" not in core and "(model 0.65, /proc 1.00 cores)" in core
+
+
+def test_run_queue_time_is_counted_from_schedstat() -> None:
+    """Two busy threads pinned to one core: each waits for the other, and schedstat's
+    run-queue time (what the sampler reads) grows by about the time the other ran."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from mailgate.calibration.cpu import CpuSampler
+
+    spin = "import time\nt = time.process_time()\nwhile time.process_time() - t < 1.0: pass\n"
+    procs = [subprocess.Popen(["taskset", "-c", "0", sys.executable, "-c", spin]) for _ in range(2)]
+    try:
+        sampler = CpuSampler({f"p{i}": p.pid for i, p in enumerate(procs)})
+        sampler.start()
+        time.sleep(1.0)
+        queued = sampler.run_queue_seconds()
+        used = sampler.cpu_seconds()
+    finally:
+        for p in procs:
+            p.wait(timeout=30)
+    # in 1 s of wall time on one core, what one process did not run it waited
+    assert sum(used.values()) < 1.2
+    assert 0.5 < sum(queued.values()) < 2.0  # more if other work shares core 0
+    assert os.path.exists(f"/proc/{os.getpid()}/schedstat")

@@ -35,6 +35,24 @@ def process_cpu_s(pid: int) -> float:
     return (utime + stime) / CLOCK_TICKS
 
 
+def run_queue_s(pid: int) -> float:
+    """Seconds the threads of a process have spent runnable but waiting for a core so
+    far: field 2 of ``/proc/PID/task/*/schedstat`` (ns), summed over its threads; 0 once
+    it is gone (the kernel keeps it with ``CONFIG_SCHEDSTATS``, as Debian's does)."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return 0.0
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat", encoding="ascii") as f:
+                total += int(f.read().split()[1])
+        except (FileNotFoundError, IndexError, ValueError):
+            continue  # a thread that ended meanwhile
+    return total / 1e9
+
+
 def machine_busy_s() -> float:
     """CPU seconds the whole machine has been busy (all cores, all processes).
 
@@ -59,10 +77,12 @@ class CpuSampler:
     _cpu0: dict[str, float] = field(default_factory=dict)
     _last: dict[str, float] = field(default_factory=dict)
     _machine0: float = 0.0
+    _queue0: dict[str, float] = field(default_factory=dict)
 
     def start(self) -> None:
         self._t0 = time.monotonic()
         self._machine0 = machine_busy_s()
+        self._queue0 = {name: run_queue_s(pid) for name, pid in self.pids.items()}
         self._cpu0 = {name: self._read(name, pid) for name, pid in self.pids.items()}
         self._last = dict(self._cpu0)
 
@@ -86,6 +106,14 @@ class CpuSampler:
         """CPU seconds each process used since ``start()``."""
         return {
             name: self._read(name, pid) - self._cpu0.get(name, 0.0)
+            for name, pid in self.pids.items()
+        }
+
+    def run_queue_seconds(self) -> dict[str, float]:
+        """Seconds each process waited for a core since ``start()`` (0 for one that died:
+        a restarted process's count would not continue the old one's)."""
+        return {
+            name: max(run_queue_s(pid) - self._queue0.get(name, 0.0), 0.0)
             for name, pid in self.pids.items()
         }
 

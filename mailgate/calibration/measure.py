@@ -16,7 +16,13 @@ from typing import Any
 import numpy as np
 
 from mailgate.calibration.cpu import CpuSampler
-from mailgate.calibration.points import Point, latency_samples, quantiles, stage_profile
+from mailgate.calibration.points import (
+    OUTSIDE_MODEL,
+    Point,
+    latency_samples,
+    quantiles,
+    stage_profile,
+)
 from mailgate.calibration.shadow import with_out_of_shadow
 from mailgate.realnet.load.loadgen import LoadResult, LoadSpec, Target, attach_traces, run_load
 from mailgate.realnet.load.mailclients import Auth
@@ -96,6 +102,7 @@ def measure(
     # window (the drain, when the hosts are nearly idle, would dilute it)
     # minus what the host burns when idle (timers, the POP poller's absence aside)
     raw_cpu = sampler.cpu_seconds()
+    queued = sampler.run_queue_seconds()
     machine, wall = sampler.machine_seconds(), sampler.wall_seconds()
     cpu_s = {
         h: max(c - bench.idle_cpu.get(h, 0.0) * result.wall_s, 0.0) for h, c in raw_cpu.items()
@@ -140,6 +147,10 @@ def measure(
             "window_s": duration_s,
             "grace_s": COMPLETION_GRACE_S,
             "send_path_s": send_path(result.records, hops),
+            # the hosts' wait for a core per offered message (schedstat): what processor
+            # sharing without wake-ups does not have (docs/calibration.md)
+            "run_queue_per_message_s": sum(v for h, v in queued.items() if h not in OUTSIDE_MODEL)
+            / max(len(result.records), 1),
         },
     )
     return point, result, ours

@@ -120,7 +120,10 @@ def pool_points(repeats: Sequence[Point]) -> Point:
         "spread": quantile_spread(repeats),
         "repeats": [repeat_summary(p) for p in repeats],
     }
-    for key in ("offered", "early_p50_s", "latency_growth_s", "machine_busy_cores"):
+    for key in (
+        "offered", "early_p50_s", "latency_growth_s", "machine_busy_cores",
+        "run_queue_per_message_s",
+    ):  # fmt: skip
         if (value := _mean(repeats, key)) is not None:
             extra[key] = value
     foreign = [p.extra["foreign_busy_cores"] for p in repeats if "foreign_busy_cores" in p.extra]

@@ -95,6 +95,14 @@ def _why(r: Mapping[str, Any], level: Mapping[str, Any], loads: list[Any], rows:
                 f" Measured {r['quantile']} grew {(r['measured_s'] - was_m) * 1e3:.1f} ms since "
                 f"the lowest load, the model's {(r['modelled_s'] - was_d) * 1e3:.1f} ms."
             )
+        queue = m.get("run_queue_per_message_s")
+        queue_low = loads[0]["measured"].get("run_queue_per_message_s")
+        if queue is not None and queue_low is not None:
+            grew += (
+                f" The hosts' processes waited for a core {queue * 1e3:.1f} ms per message "
+                f"here against {queue_low * 1e3:.1f} ms at the lowest load (their run-queue "
+                "time, /proc/PID/task/*/schedstat)."
+            )
         return (
             f"the hosts' CPU agrees (model {hosts_d:.2f}, /proc {hosts_m:.2f} cores), so the "
             f"demand is right and the waiting is short.{grew} The model shares the cores "
