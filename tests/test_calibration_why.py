@@ -124,3 +124,10 @@ def test_run_queue_time_is_counted_from_schedstat() -> None:
     assert sum(used.values()) < 1.2
     assert 0.5 < sum(queued.values()) < 2.0  # more if other work shares core 0
     assert os.path.exists(f"/proc/{os.getpid()}/schedstat")
+
+
+def test_a_ramp_that_never_failed_says_how_far_it_went() -> None:
+    r = report()
+    r["saturation"]["measured"]["steps"] = [{"rate": 100.0, "throughput": 99.0}]
+    sat = closing_notes(r)[-1]
+    assert "measured ramp kept up with every step, up to 100.0 msg/s" in sat

@@ -131,8 +131,14 @@ def _why_saturation(sat: Mapping[str, Any]) -> str:
     """Where each ramp fell behind: offered, completed share, p95."""
     sides = []
     for side in ("measured", "modelled"):
-        failed = [s for s in sat[side].get("steps", []) if s.get("lagging") or s.get("exploded")]
+        steps = [s for s in sat[side].get("steps", []) if "rate" in s]
+        failed = [s for s in steps if s.get("lagging") or s.get("exploded")]
         if not failed:
+            if steps:
+                top = max(steps, key=lambda s: s["rate"])
+                sides.append(
+                    f"the {side} ramp kept up with every step, up to {top['rate']:.1f} msg/s"
+                )
             continue
         s = min(failed, key=lambda s: s["rate"])
         done = s["throughput"] / s["rate"] if s["rate"] else 0.0
