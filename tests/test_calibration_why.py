@@ -131,3 +131,11 @@ def test_a_ramp_that_never_failed_says_how_far_it_went() -> None:
     r["saturation"]["measured"]["steps"] = [{"rate": 100.0, "throughput": 99.0}]
     sat = closing_notes(r)[-1]
     assert "measured ramp kept up with every step, up to 100.0 msg/s" in sat
+
+
+def test_a_burner_that_was_asked_for_is_not_called_interference() -> None:
+    r = report()
+    r["loads"][0]["measured"]["foreign_busy_cores"] = 1.0
+    assert closing_notes(r)[0].startswith("the fit (10 msg/s) ran while other processes")
+    r["background"]["burner"] = {"cores_measured": 0.9}
+    assert not closing_notes(r)[0].startswith("the fit")
