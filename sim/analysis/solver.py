@@ -157,10 +157,8 @@ class Solver:
             placed = self.s.deployment.machine_of(f"{name}.0")
             procs = cap = spec.cores
             if placed is not None:
-                procs = placed.processes_per_host or spec.cores
+                procs = placed.processes_of(spec.cores)
                 cap = min(procs, placed.cores)
-                if placed.scheduler != "fair":
-                    procs = cap  # more processes than cores would only queue for a core
             out[name] = HostModel(
                 name,
                 up,
@@ -370,8 +368,9 @@ def _cpu_waits(sv: Solver) -> None:
             wait.work2 += (h.cpu.work2 - b_rate * b_m2) * h.up
     _machine_keys(sv, waits)
     stretch: dict[str, float] = {}
-    for m, (cores, jobs) in sv.machines.items():
-        spec = next(x for x in sv.s.deployment.machines if x.name == m)
+    for spec in sv.s.deployment.machines:
+        m = spec.name
+        cores, jobs = sv.machines[m]
         if spec.scheduler == "fair":
             # processor sharing: no queue for a core, every job slowed alike
             mean = jobs.work / jobs.rate if jobs.rate > 0 else 0.0

@@ -169,6 +169,8 @@ class Background:
         self._c_run = self._run
         self._c_done = self._done
         self._c_arrive = self._arrive
+        if isinstance(cores, FairShare):  # a share of the cores: no core to pick and free
+            self._burst = self._fair_burst  # type: ignore[method-assign]
 
     @property
     def active(self) -> bool:
@@ -191,10 +193,11 @@ class Background:
             self.sched.after(gap, self._c_arrive, None)
 
     def _burst(self, cpu: float) -> None:
-        if isinstance(self.cores, FairShare):
-            self.cores.run(cpu, _nothing, None, self.cores.outside)  # nobody waits for it
-            return
-        self.cores.acquire(self.cores.pick(-1), self._c_run, _Burst(cpu))
+        self.cores.acquire(self.cores.pick(-1), self._c_run, _Burst(cpu))  # type: ignore[union-attr]
+
+    def _fair_burst(self, cpu: float) -> None:
+        fair: FairShare = self.cores  # type: ignore[assignment]
+        fair.run(cpu, _nothing, None, fair.outside)  # nobody waits for it
 
     def _run(self, b: _Burst) -> None:
         self.sched.after(b.cpu, self._c_done, b)

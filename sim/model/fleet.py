@@ -78,9 +78,7 @@ class Fleet:
                 else:
                     machine = self.machines[placed.name]
                     shared = True
-                    procs = placed.processes_per_host or spec.cores
-                    if placed.scheduler != "fair":
-                        procs = min(procs, placed.cores)  # more would only queue for a core
+                    procs = placed.processes_of(spec.cores)
                 extra: dict[str, object] = {}
                 make: type[Host] = Host
                 if placed is not None and placed.scheduler == "fair":

@@ -77,10 +77,16 @@ class Machine:
 
     @property
     def visits(self) -> bool:
-        """Host CPU runs in visits (anything but the plain FCFS queue of whole blocks)."""
-        if self.scheduler == "fair":
-            return False  # processor sharing has no visits (the checks refuse the keys)
-        return self.scheduler != "fcfs" or self.visits_per_block > 1 or self.wakeup_s > 0
+        """Host CPU runs in visits (per-core queues, several visits, a wake-up latency;
+        a fair machine has none: the checks refuse its visit keys)."""
+        return self.scheduler == "per-core" or self.visits_per_block > 1 or self.wakeup_s > 0
+
+    def processes_of(self, host_cores: int) -> int:
+        """Processes a host placed here runs (``processes_per_host``, 0: its cores); more
+        than the machine's cores would only queue for a core, except on a fair machine,
+        where they share the cores."""
+        procs = self.processes_per_host or host_cores
+        return procs if self.scheduler == "fair" else min(procs, self.cores)
 
 
 @dataclass(frozen=True)
