@@ -239,3 +239,27 @@ def test_a_machine_almost_full_of_other_work_still_gives_a_valid_overlay() -> No
     bg = {"cpu_per_message_s": 0.006, "cores": 1.95, "send_path_s": 0.0035}
     s = fitted_scenario(TESTBED, add_machine_keys({}, load(TESTBED), bg, enabled=True))
     assert s.deployment.machines[0].background_cores == pytest.approx(0.9 * 2)
+
+
+def test_a_hosts_constant_burn_is_taken_out_of_what_messages_cost() -> None:
+    """gateway0.0 burns 0.10 cores whatever the load plus 12 ms per message: the constant
+    is the line's intercept, and the CPU the stage costs are fitted to is the per-message
+    part only. dns's line has a negative intercept (2 ms per message, 0.01 cores less):
+    no constant, all its CPU stays."""
+    from mailgate.calibration.sweep import Measurement
+
+    window = 10.0
+    runs = [
+        Run(
+            rate,
+            [],
+            {"gateway0.0": (0.10 + 0.012 * rate) * window, "dns": (0.002 * rate - 0.01) * window},
+        )
+        for rate in (10.0, 30.0, 50.0, 10.0, 30.0, 50.0)
+    ]
+    low = Point(10.0, 10.0, {}, {})
+    m = Measurement(load(TESTBED), None, [low], [], low, pop_cpu_s=0.0, runs=runs,
+                    window_s=window)  # fmt: skip
+    assert m.constant_cores() == pytest.approx({"gateway0.0": 0.10, "dns": 0.0}, abs=1e-9)
+    assert m.fit_cpu_s()["gateway0.0"] == pytest.approx(0.012 * 180.0 * window)
+    assert m.fit_cpu_s()["dns"] == pytest.approx((0.002 * 180.0 - 0.06) * window)

@@ -76,7 +76,8 @@ def background(
             }
         )
     rates = [r["rate"] for r in per_load]
-    per_msg_s, outside_cores = outside_line(rates, [outside_cpu_per_message(p) for p in points])
+    outside = [r["outside_cpu_per_message_s"] * r["rate"] for r in per_load]  # cores
+    per_msg_s, outside_cores = line_in_rate(rates, outside)
     foreign = [r["foreign_busy_cores"] for r in per_load if r["foreign_busy_cores"] is not None]
     hogs = burner_processes(burner)
     other = 0.0 if hogs or not foreign else float(np.median(foreign))
@@ -100,12 +101,12 @@ def background(
     }
 
 
-def outside_line(rates: Sequence[float], per_message_s: Sequence[float]) -> tuple[float, float]:
-    """(CPU per message, constant cores) of the outside processes: least squares of their
-    cores (per message × rate) on the rate; through the origin when the intercept would
-    be negative or there is one load only."""
+def line_in_rate(rates: Sequence[float], cores: Sequence[float]) -> tuple[float, float]:
+    """(CPU seconds per message, constant cores) of processes busy ``cores`` at offered
+    ``rates``: least squares of cores on the rate; through the origin when the intercept
+    would be negative or there is one rate only (no constant load is negative)."""
     x = np.asarray(rates, dtype=float)
-    y = np.asarray(per_message_s, dtype=float) * x
+    y = np.asarray(cores, dtype=float)
     if len(set(x.tolist())) >= 2:
         slope, intercept = np.polyfit(x, y, 1)
         if intercept >= 0:
@@ -123,10 +124,8 @@ def burner_processes(burner: dict[str, Any] | None) -> int:
     return int(burner["processes"]) if whole else 0
 
 
-#: The most of a machine's cores the overlay gives to background load: the model must keep
-#: ``background_cores < cores``, and its bursts are served first come first served, not
-#: shared fairly as the OS does, so a machine almost full of other work would starve the
-#: hosts far more in the model than in reality.
+#: The most of a machine's cores the overlay gives to background load: the scenario checks
+#: require ``background_cores < cores`` (a machine full of other work has no model).
 MAX_BACKGROUND_SHARE = 0.9
 
 

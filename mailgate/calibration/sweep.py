@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from mailgate.calibration.background import line_in_rate
 from mailgate.calibration.burner import Burner
 from mailgate.calibration.load_dependence import Run
 from mailgate.calibration.measure import bench_from_testbed, measure, pop_login_cpu_s, warm_up
@@ -58,13 +57,11 @@ class Measurement:
         0.12 cores, 18.4 ms per message at 10 % load and 13.9 ms at 90 %)."""
         if len({r.rate for r in self.runs}) < 2 or self.window_s <= 0:
             return {}
-        hosts = sorted({h for r in self.runs for h in r.cpu_s})
-        rates = np.array([r.rate for r in self.runs])
+        rates = [r.rate for r in self.runs]
         out = {}
-        for host in hosts:
-            cores = np.array([r.cpu_s.get(host, 0.0) / self.window_s for r in self.runs])
-            _, intercept = np.polyfit(rates, cores, 1)
-            out[host] = max(float(intercept), 0.0)
+        for host in sorted({h for r in self.runs for h in r.cpu_s}):
+            cores = [r.cpu_s.get(host, 0.0) / self.window_s for r in self.runs]
+            out[host] = line_in_rate(rates, cores)[1]
         return out
 
     def fit_cpu_s(self) -> dict[str, float]:
