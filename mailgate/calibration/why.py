@@ -79,8 +79,8 @@ def _why(r: Mapping[str, Any], level: Mapping[str, Any], loads: list[Any], rows:
             "the miss is how big messages delay the others. The model spreads a big "
             "message's CPU over its host's share of the cores; the testbed parses DATA on "
             "the event loop and signs with the GIL held (measured: 56 ms on the loop for a "
-            "2.5 MB hop, 403 ms of signing for 10 MB, docs/calibration.md), and 0–2 such "
-            "messages in a 10 s window decide a p95."
+            "2.5 MB hop, up to 403 ms of signing for the biggest, docs/calibration.md), and "
+            "0–2 such messages in a 10 s window decide a p95."
         )
     hosts_m = sum(u for h, u in m["utilisation"].items() if h not in OUTSIDE_MODEL)
     # the model carries the hosts' constant burn as background load on the machine

@@ -10,9 +10,9 @@ keeps the process's RSS at every look (once a second in ``realnet load``).
 
 Growth is the median RSS of the last ``window_s`` against the median of the first
 ``window_s`` after the baseline, per process. One sample at either end would
-measure the messages a host holds at that moment: a 10 MB message being signed
-costs a gateway 11-14 MB of buffers for a second (measured in a 25-minute soak,
-where the end samples of five hosts were 10-25 % above their sustained level).
+measure the messages a host holds at that moment: at the end of a 25-minute soak
+five hosts held 11-14 MB of mmapped buffers (multi-MB mail in flight) and stood
+10-25 % above their level of the minute before.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ class MemoryWatch:
         last one (with ``end_rss``, the sample at the end); a window never reaches past
         the series' middle, so a short run compares its two halves."""
         window = self.window_s if self.window_s is not None else self.warmup_s
-        end_at = max(self.last_s, series[-1][0] if series else base_at)
+        end_at = self.last_s  # the latest look: no sample is later
         half = (base_at + end_at) / 2
         first = [r for t, r in series if t <= min(base_at + window, half)]
         last = [r for t, r in series if t > max(end_at - window, half)] + [end_rss]
